@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment in .venv (idempotent, cached).
+# Reinstalls only when pyproject.toml or constraints.txt changed since the last install.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+py=${PYTHON:-python3}
+venv="$root/.venv"
+stamp="$venv/.installed-hash"
+want=$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ]; then
+  echo "bootstrap: creating virtual environment in .venv" >&2
+  "$py" -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing dependencies (pinned in pyproject.toml, constraints.txt)" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==26.3"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

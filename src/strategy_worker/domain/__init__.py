@@ -1,0 +1,1 @@
+"""Pure, synchronous, deterministic trading rules: no I/O, no wall clock, no await."""

@@ -1,0 +1,21 @@
+"""Deterministic identifiers: the same input always yields the same id, so replays and
+re-planning can never mint a second execution or a second order."""
+
+from __future__ import annotations
+
+import uuid
+
+# Fixed namespace for every uuid5 this project derives. Never change it: ids are persisted.
+NAMESPACE = uuid.UUID("5d3c1f5e-8a57-4bd4-9a0e-5a4b7f0e2c11")
+
+
+def execution_id_for(strategy_id: uuid.UUID, approved_at: str) -> uuid.UUID:
+    """One execution per approved strategy message: (strategy_id, message timestamp)."""
+    return uuid.uuid5(NAMESPACE, f"execution:{strategy_id}:{approved_at}")
+
+
+def client_order_id(execution_id: uuid.UUID, intent_seq: int) -> str:
+    """The client order id of the `intent_seq`-th order intent of an execution."""
+    if intent_seq < 1:
+        raise ValueError("intent_seq starts at 1")
+    return f"sw-{execution_id.hex}-{intent_seq:06d}"

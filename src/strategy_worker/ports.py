@@ -1,0 +1,64 @@
+"""The small interfaces the runtime needs from the outside world.
+
+Adapters (`strategy_worker.adapters.*`, `strategy_worker.oms_sim`) implement them; the
+runtime depends only on these protocols, so tests and paper trading swap implementations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Protocol
+
+from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+
+
+class OmsGateway(Protocol):
+    """The Order Management Service as the worker sees it (gRPC in production)."""
+
+    async def submit(self, intent: OrderIntent, *, account_id: str) -> OmsOrder:
+        """Submit an order; idempotent on `intent.client_order_id` (returns the existing one)."""
+        ...
+
+    async def submit_many(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """Submit a batch over the streaming path; same idempotency as `submit`."""
+        ...
+
+    async def cancel(self, client_order_id: str) -> OmsOrder:
+        """Request a cancel; the order may still fill before the cancel lands."""
+        ...
+
+    async def get_order(self, client_order_id: str) -> OmsOrder | None:
+        """The OMS's view of an order, or None when it has never heard of it."""
+        ...
+
+    async def list_orders(self, execution_id: uuid.UUID) -> list[OmsOrder]:
+        """Every order the OMS holds for an execution (for reconciliation)."""
+        ...
+
+    async def get_positions(self, execution_id: uuid.UUID) -> dict[str, Decimal]:
+        """Net position per symbol the OMS holds for an execution (for reconciliation)."""
+        ...
+
+    def reports(self, *, from_seq: int) -> AsyncIterator[ExecutionReport]:
+        """Execution reports with seq > from_seq, resuming transparently after reconnects."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the OMS answers (readiness)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PriceSource(Protocol):
+    """Last trade (mark) prices per symbol; Redis in production, simulated in paper mode."""
+
+    async def get_prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        """Prices for the symbols it knows; a symbol without a price is left out."""
+        ...
+
+    async def close(self) -> None: ...
