@@ -1,0 +1,1 @@
+"""Paper trading on embedded defaults: one command, nothing to install or start by hand."""

@@ -1,0 +1,1 @@
+"""The running worker: execution lifecycle, ticks, wiring, startup and shutdown."""
