@@ -62,3 +62,21 @@ class PriceSource(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class EventSink(Protocol):
+    """Where `strategy.execution` events go: Kafka in production, JSON lines in paper mode."""
+
+    async def publish(self, key: str, event: Mapping[str, object]) -> None:
+        """Publish one event keyed by strategy id; returns once the sink accepted it."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """Where rejected input goes, with its reason; consumption continues after it."""
+
+    async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
+        """Record a rejected message with a machine-readable code and a readable reason."""
+        ...
