@@ -1,0 +1,71 @@
+"""`RiskLimits`: the worker's risk configuration, frozen and validated once at startup.
+
+Defaults are the spec's. A strategy's `risk_params` can only tighten them
+(`tightened_by`): every ratio becomes the minimum of the two, never the maximum.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from strategy_worker.domain.strategy import StrategyRiskParams
+
+
+class RiskLimits(BaseModel):
+    """Pre-trade and monitoring limits; money in Decimal, ratios as fractions of equity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: An order below this value is denied (dust); sizing and rebalancing skip it.
+    min_order_value: Decimal = Field(default=Decimal("100"), gt=0)
+    #: No single order above this value; sizing splits, the risk manager resizes down.
+    max_order_value: Decimal = Field(default=Decimal("100000"), gt=0)
+    #: A position may be at most this fraction of the execution's equity.
+    max_position_size: Decimal = Field(default=Decimal("0.30"), gt=0, le=1)
+    #: WARNING event once a position reaches this fraction of its limit (0.8 x 30% = 24%).
+    position_warning_ratio: Decimal = Field(default=Decimal("0.80"), gt=0, le=1)
+    #: Worker-wide gross long exposure, orders in flight included.
+    max_total_exposure: Decimal = Field(default=Decimal("1000000"), gt=0)
+    #: Daily loss limit as a fraction of start-of-day equity ...
+    max_daily_loss: Decimal = Field(default=Decimal("0.05"), gt=0, le=1)
+    #: ... and as an absolute amount; the smaller of the two applies.
+    max_daily_loss_amount: Decimal = Field(default=Decimal("50000"), gt=0)
+    #: Worker default stop-loss (fraction below average cost); None = only a strategy's own.
+    stop_loss_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: Width of the zone above a stop level: warning zone and re-entry barrier.
+    stop_loss_buffer: Decimal = Field(default=Decimal("0.02"), ge=0, le=Decimal("0.5"))
+    #: Order submit rate per execution (token bucket: sustained rate and burst).
+    execution_orders_per_second: float = Field(default=2.0, gt=0)
+    execution_order_burst: int = Field(default=100, ge=1)
+    #: Order submit rate for the whole worker.
+    worker_orders_per_second: float = Field(default=50.0, gt=0)
+    worker_order_burst: int = Field(default=200, ge=1)
+    #: UTC time of day at which a trading day starts (daily loss resets, HALTED lifts).
+    trading_day_start: time = time(0, 0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RiskLimits:
+        if self.min_order_value > self.max_order_value:
+            raise ValueError("min_order_value must not exceed max_order_value")
+        if self.trading_day_start.tzinfo is not None:
+            raise ValueError("trading_day_start is a naive UTC time of day")
+        return self
+
+    def tightened_by(self, params: StrategyRiskParams | None) -> RiskLimits:
+        """These limits, tightened by a strategy's own risk params (never loosened)."""
+        if params is None:
+            return self
+        update: dict[str, Decimal] = {}
+        if params.max_position_size is not None:
+            update["max_position_size"] = min(self.max_position_size, params.max_position_size)
+        if params.max_daily_loss is not None:
+            update["max_daily_loss"] = min(self.max_daily_loss, params.max_daily_loss)
+        if params.stop_loss_pct is not None:
+            current = self.stop_loss_pct
+            update["stop_loss_pct"] = (
+                params.stop_loss_pct if current is None else min(current, params.stop_loss_pct)
+            )
+        return self.model_copy(update=update) if update else self

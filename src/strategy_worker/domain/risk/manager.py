@@ -1,0 +1,353 @@
+"""Pre-trade risk checks: one `RiskManager.check(order, context)` per order submission.
+
+Built for speed (bench/bench_risk.py): limits are copied into slots as Decimals at
+construction, the pass path allocates nothing but the order value and returns the shared
+`APPROVED` singleton, and events (f-strings) are built only when something is wrong.
+
+Order of checks for a BUY: trading state, re-entry block, min order value, then the
+capacity limits (max order value, position size, cash) which RESIZE down when a smaller
+order still fits, then worker exposure and the rate limit, which DENY. For a SELL: trading
+state, the held quantity (long-only; resized down to what is held and not already being
+sold), order value (CLOSE/STOP_LOSS and whole-position sells are exempt), rate limit.
+An approved decision consumes one token of the execution's and of the worker's bucket:
+call `check` exactly once per submission, right before recording the intent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.events import (
+    OrderDenied,
+    OrderResized,
+    RiskEvent,
+    RiskEventType,
+    Severity,
+    details,
+)
+from strategy_worker.domain.money import ZERO, floor_quantity
+from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.rate_limit import TokenBucket
+from strategy_worker.domain.risk.state import ExecutionRisk
+from strategy_worker.domain.strategy import StrategyRiskParams
+
+
+class Outcome(StrEnum):
+    APPROVED = "APPROVED"
+    RESIZED = "RESIZED"
+    DENIED = "DENIED"
+
+
+class RiskReason(StrEnum):
+    """Stable reason codes of resized and denied orders."""
+
+    INVALID_ORDER = "INVALID_ORDER"
+    TRADING_HALTED = "TRADING_HALTED"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    REENTRY_BLOCKED = "REENTRY_BLOCKED"
+    ORDER_VALUE_BELOW_MIN = "ORDER_VALUE_BELOW_MIN"
+    ORDER_VALUE_ABOVE_MAX = "ORDER_VALUE_ABOVE_MAX"
+    POSITION_LIMIT = "POSITION_LIMIT"
+    INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
+    EXPOSURE_LIMIT = "EXPOSURE_LIMIT"
+    NO_POSITION = "NO_POSITION"
+    OVERSELL = "OVERSELL"
+    RATE_LIMITED = "RATE_LIMITED"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """APPROVED (as ordered), RESIZED (to `quantity`) or DENIED (for `reason`)."""
+
+    outcome: Outcome
+    #: The approved quantity when RESIZED; None otherwise.
+    quantity: Decimal | None = None
+    reason: RiskReason | None = None
+    events: tuple[RiskEvent, ...] = ()
+
+    @property
+    def approved(self) -> bool:
+        """True when the order (possibly resized) may be sent."""
+        return self.outcome is not Outcome.DENIED
+
+    def quantity_for(self, order: OrderIntent) -> Decimal:
+        """The quantity to send: 0 when denied."""
+        if self.outcome is Outcome.DENIED:
+            return ZERO
+        return order.quantity if self.quantity is None else self.quantity
+
+    def to_event(self, order: OrderIntent) -> OrderDenied | OrderResized | None:
+        """The past-tense event of a denial or a resize (None when approved as is)."""
+        if self.reason is None or not self.events:
+            return None
+        if self.outcome is Outcome.DENIED:
+            return OrderDenied(
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=self.reason.value,
+                risk_event=self.events[0],
+            )
+        return OrderResized(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            requested_quantity=order.quantity,
+            approved_quantity=self.quantity_for(order),
+            reason=self.reason.value,
+            risk_event=self.events[0],
+        )
+
+
+#: The one decision of the pass path: nothing to report, send as ordered.
+APPROVED: Final = RiskDecision(Outcome.APPROVED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskContext:
+    """What the check needs to know besides the order; built by the runtime.
+
+    `cash` is the execution's cash minus the notional of its buys in flight; `worker_exposure`
+    is the market value of every long position of the worker plus all buys in flight,
+    before this order.
+    """
+
+    execution: ExecutionRisk
+    equity: Decimal
+    cash: Decimal
+    position_quantity: Decimal = ZERO
+    pending_buy_quantity: Decimal = ZERO
+    pending_sell_quantity: Decimal = ZERO
+    worker_exposure: Decimal = ZERO
+
+
+_BUY = Side.BUY
+_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
+_APPROVED = APPROVED
+
+
+class RiskManager:
+    """Worker-wide pre-trade risk checks over per-execution `ExecutionRisk` states."""
+
+    __slots__ = ("_clock", "_max_exposure", "_max_value", "_min_value", "_worker_bucket", "limits")
+
+    def __init__(self, limits: RiskLimits, clock: Clock) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._min_value = limits.min_order_value
+        self._max_value = limits.max_order_value
+        self._max_exposure = limits.max_total_exposure
+        self._worker_bucket = TokenBucket(
+            limits.worker_orders_per_second, limits.worker_order_burst, clock.now().timestamp()
+        )
+
+    def new_execution(
+        self,
+        execution_id: uuid.UUID,
+        *,
+        start_equity: Decimal,
+        risk_params: StrategyRiskParams | None = None,
+    ) -> ExecutionRisk:
+        """Risk state for a new (or resumed) execution, limits tightened by its strategy."""
+        return ExecutionRisk(
+            execution_id,
+            self.limits.tightened_by(risk_params),
+            start_equity=start_equity,
+            now=self._clock.now(),
+        )
+
+    def observe(self, execution: ExecutionRisk, equity: Decimal) -> None:
+        """Monitor tick: roll the trading day, halt on daily loss (events in the outbox)."""
+        execution.observe(self._clock.now(), equity)
+
+    def check(self, order: OrderIntent, context: RiskContext) -> RiskDecision:
+        """Approve, resize or deny one order; never raises on a bad order."""
+        ex = context.execution
+        now = self._clock.now().timestamp()
+        if now >= ex.next_day_ts:
+            ex.observe(self._clock.now(), context.equity)
+        if context.equity <= ex.loss_floor and not ex.halted:
+            ex.halt(context.equity)
+        qty = order.quantity
+        price = order.price
+        if qty <= 0 or price <= 0:
+            return _deny(order, RiskReason.INVALID_ORDER, "quantity and price must be positive")
+        if order.side is _BUY:
+            return self._check_buy(order, context, ex, now, qty, price)
+        return self._check_sell(order, context, ex, now, qty, price)
+
+    def _check_buy(
+        self,
+        order: OrderIntent,
+        ctx: RiskContext,
+        ex: ExecutionRisk,
+        now: float,
+        qty: Decimal,
+        price: Decimal,
+    ) -> RiskDecision:
+        if ex.halted:
+            return _deny(order, RiskReason.TRADING_HALTED, "trading HALTED: daily loss limit")
+        if ex.reducing:
+            return _deny(order, RiskReason.TRADING_REDUCING, "trading REDUCING: no buys")
+        if ex.stops.stopped_out and order.symbol in ex.stops.stopped_out:
+            level = ex.stops.stopped_out[order.symbol]
+            return _deny(
+                order,
+                RiskReason.REENTRY_BLOCKED,
+                f"stopped out; re-entry blocked until the mark is above {level}",
+            )
+        notional = qty * price
+        if notional < self._min_value:
+            return _deny(
+                order,
+                RiskReason.ORDER_VALUE_BELOW_MIN,
+                f"order value {notional} < minimum {self._min_value}",
+            )
+        equity = ctx.equity
+        held_value = (ctx.position_quantity + ctx.pending_buy_quantity) * price
+        room = ex.max_position * equity - held_value
+        cash = ctx.cash
+        reason: RiskReason | None = None
+        new_qty = qty
+        if notional > self._max_value or notional > room or notional > cash:
+            reason, allowed = RiskReason.ORDER_VALUE_ABOVE_MAX, self._max_value
+            if room < allowed:
+                reason, allowed = RiskReason.POSITION_LIMIT, room
+            if cash < allowed:
+                reason, allowed = RiskReason.INSUFFICIENT_CASH, cash
+            new_qty = floor_quantity(allowed / price) if allowed > 0 else ZERO
+            notional = new_qty * price
+            if new_qty <= 0 or notional < self._min_value:
+                return _deny(order, reason, _why(reason, allowed, ex, equity))
+        if ctx.worker_exposure + notional > self._max_exposure:
+            return _deny(
+                order,
+                RiskReason.EXPOSURE_LIMIT,
+                f"worker exposure {ctx.worker_exposure} + {notional} > {self._max_exposure}",
+            )
+        if not self._take(ex.bucket, now, forced=False):
+            return _deny(order, RiskReason.RATE_LIMITED, "order submit rate limit reached")
+        warn = held_value + notional >= ex.warn_position * equity
+        if reason is None and not warn:
+            return _APPROVED
+        events: list[RiskEvent] = []
+        if reason is not None:
+            events.append(_resized_event(order, new_qty, reason, _why(reason, None, ex, equity)))
+        if warn:
+            events.append(_position_warning(order, held_value + notional, ex, equity))
+        if reason is None:
+            return RiskDecision(Outcome.APPROVED, None, None, tuple(events))
+        return RiskDecision(Outcome.RESIZED, new_qty, reason, tuple(events))
+
+    def _check_sell(
+        self,
+        order: OrderIntent,
+        ctx: RiskContext,
+        ex: ExecutionRisk,
+        now: float,
+        qty: Decimal,
+        price: Decimal,
+    ) -> RiskDecision:
+        closing = order.purpose in _CLOSING
+        if ex.halted and not closing:
+            return _deny(
+                order, RiskReason.TRADING_HALTED, "trading HALTED: only CLOSE/STOP_LOSS pass"
+            )
+        available = ctx.position_quantity - ctx.pending_sell_quantity
+        if available <= 0:
+            return _deny(order, RiskReason.NO_POSITION, "nothing held that is not being sold")
+        reason: RiskReason | None = None
+        new_qty = qty
+        if qty > available:
+            reason, new_qty = RiskReason.OVERSELL, available
+        if not closing:
+            if new_qty * price > self._max_value:
+                reason = RiskReason.ORDER_VALUE_ABOVE_MAX
+                new_qty = floor_quantity(self._max_value / price)
+            notional = new_qty * price
+            if new_qty <= 0 or (notional < self._min_value and new_qty != available):
+                return _deny(
+                    order,
+                    RiskReason.ORDER_VALUE_BELOW_MIN,
+                    f"order value {notional} < minimum {self._min_value}",
+                )
+        if not self._take(ex.bucket, now, forced=closing):
+            return _deny(order, RiskReason.RATE_LIMITED, "order submit rate limit reached")
+        if reason is None:
+            return _APPROVED
+        event = _resized_event(order, new_qty, reason, f"{reason}: {available} sellable")
+        return RiskDecision(Outcome.RESIZED, new_qty, reason, (event,))
+
+    def _take(self, bucket: TokenBucket, now: float, *, forced: bool) -> bool:
+        """Take a token from the execution's and the worker's bucket, both or neither.
+
+        A forced take (CLOSE/STOP_LOSS) always succeeds and may borrow: closing risk is never
+        throttled, but it delays the next ordinary orders.
+        """
+        worker = self._worker_bucket
+        bucket.refill(now)
+        worker.refill(now)
+        if not forced and (bucket.tokens < 1.0 or worker.tokens < 1.0):
+            return False
+        bucket.take()
+        worker.take()
+        return True
+
+
+def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
+    event = RiskEvent(
+        event_type=RiskEventType.ORDER_DENIED,
+        severity=Severity.WARNING,
+        description=f"{order.side} {order.quantity} {order.symbol} @ {order.price}: {why}",
+        action_taken="order denied; not sent",
+        symbol=order.symbol,
+        details=details(
+            client_order_id=order.client_order_id, reason=reason, purpose=order.purpose
+        ),
+    )
+    return RiskDecision(Outcome.DENIED, None, reason, (event,))
+
+
+def _resized_event(order: OrderIntent, new_qty: Decimal, reason: RiskReason, why: str) -> RiskEvent:
+    return RiskEvent(
+        event_type=RiskEventType.ORDER_RESIZED,
+        severity=Severity.WARNING,
+        description=f"{order.side} {order.symbol} resized {order.quantity} -> {new_qty}: {why}",
+        action_taken=f"order quantity reduced to {new_qty}",
+        symbol=order.symbol,
+        details=details(
+            client_order_id=order.client_order_id,
+            reason=reason,
+            requested_quantity=order.quantity,
+            approved_quantity=new_qty,
+        ),
+    )
+
+
+def _position_warning(
+    order: OrderIntent, value_after: Decimal, ex: ExecutionRisk, equity: Decimal
+) -> RiskEvent:
+    limit = ex.max_position * equity
+    return RiskEvent(
+        event_type=RiskEventType.POSITION_LIMIT_WARNING,
+        severity=Severity.WARNING,
+        description=(
+            f"{order.symbol} position {value_after} reaches "
+            f"{ex.limits.position_warning_ratio:%} of its limit {limit}"
+        ),
+        action_taken="order approved; approaching the position limit",
+        symbol=order.symbol,
+        details=details(value_after=value_after, limit=limit, equity=equity),
+    )
+
+
+def _why(reason: RiskReason, allowed: Decimal | None, ex: ExecutionRisk, equity: Decimal) -> str:
+    if reason is RiskReason.POSITION_LIMIT:
+        return f"position limit {ex.max_position} x equity {equity}"
+    if reason is RiskReason.INSUFFICIENT_CASH:
+        return "cash available" if allowed is None else f"cash available {allowed}"
+    return "maximum order value"

@@ -1,0 +1,206 @@
+"""Per-execution risk state: trading state, the trading day and its loss floor, rate bucket,
+stop-loss monitor, and an outbox of the state changes to persist and publish.
+
+Trading states and their triggers (docs/trading-rules.md, "Trading states"):
+- ACTIVE: every check applies; the normal state.
+- REDUCING: only orders that shrink a position (sells) pass. Entered by `enter_reducing`
+  (reconciliation mismatch, OMS anomaly, operator); left only by `leave_reducing`.
+- HALTED: the day's loss reached its limit; only CLOSE and STOP_LOSS sells pass. Lifted at
+  the start of the next trading day (back to REDUCING if that flag is still set, else ACTIVE).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from strategy_worker.domain.events import (
+    DailyLossLimitReached,
+    DomainEvent,
+    RiskEvent,
+    RiskEventType,
+    Severity,
+    TradingStateChanged,
+    details,
+)
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.rate_limit import TokenBucket
+from strategy_worker.domain.risk.stop_loss import StopLossMonitor
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class ExecutionRisk:
+    """Mutable risk state of one execution; created by `RiskManager.new_execution`."""
+
+    __slots__ = (
+        "_day_offset",
+        "_outbox",
+        "bucket",
+        "day_start_equity",
+        "execution_id",
+        "halted",
+        "limits",
+        "loss_floor",
+        "loss_limit",
+        "max_position",
+        "next_day_ts",
+        "reducing",
+        "reducing_reason",
+        "stops",
+        "trading_day",
+        "warn_position",
+    )
+
+    def __init__(
+        self,
+        execution_id: uuid.UUID,
+        limits: RiskLimits,
+        *,
+        start_equity: Decimal,
+        now: datetime,
+    ) -> None:
+        self.execution_id = execution_id
+        #: Already tightened by the strategy's risk params.
+        self.limits = limits
+        self.max_position = limits.max_position_size
+        self.warn_position = limits.max_position_size * limits.position_warning_ratio
+        self.halted = False
+        self.reducing = False
+        self.reducing_reason = ""
+        self.bucket = TokenBucket(
+            limits.execution_orders_per_second, limits.execution_order_burst, now.timestamp()
+        )
+        self.stops = StopLossMonitor(limits.stop_loss_pct, limits.stop_loss_buffer)
+        self._outbox: list[DomainEvent] = []
+        start = limits.trading_day_start
+        self._day_offset = timedelta(hours=start.hour, minutes=start.minute, seconds=start.second)
+        self.trading_day = date.min
+        self.next_day_ts = 0.0
+        self.day_start_equity = start_equity
+        self.loss_limit = start_equity
+        self.loss_floor = start_equity
+        self.start_day(now, start_equity)
+
+    @property
+    def state(self) -> TradingState:
+        if self.halted:
+            return TradingState.HALTED
+        if self.reducing:
+            return TradingState.REDUCING
+        return TradingState.ACTIVE
+
+    def take_events(self) -> list[DomainEvent]:
+        """Drain the state-change events (to persist as risk events and publish)."""
+        events, self._outbox = self._outbox, []
+        return events
+
+    def trading_day_of(self, when: datetime) -> date:
+        """The trading day `when` belongs to (UTC date, shifted by `trading_day_start`)."""
+        return (when.astimezone(UTC) - self._day_offset).date()
+
+    def start_day(self, now: datetime, equity: Decimal) -> None:
+        """Open the trading day containing `now` with `equity` as its start (lifts HALTED)."""
+        day = self.trading_day_of(now)
+        self.trading_day = day
+        next_start = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+        self.next_day_ts = (next_start + self._day_offset).timestamp()
+        self.day_start_equity = equity
+        by_ratio = self.limits.max_daily_loss * equity
+        amount = self.limits.max_daily_loss_amount
+        self.loss_limit = by_ratio if by_ratio < amount else amount
+        self.loss_floor = equity - self.loss_limit
+        if self.halted:
+            before = self.state
+            self.halted = False
+            self._changed(before, f"new trading day {day}: daily loss limit reset")
+
+    def observe(self, now: datetime, equity: Decimal) -> None:
+        """Roll the trading day when due, then halt if the day's loss reached its limit."""
+        if now.timestamp() >= self.next_day_ts:
+            self.start_day(now, equity)
+        if equity <= self.loss_floor and not self.halted:
+            self.halt(equity)
+
+    def halt(self, equity: Decimal) -> None:
+        """Daily loss reached: HALTED until the next trading day."""
+        before = self.state
+        self.halted = True
+        loss = self.day_start_equity - equity
+        self._outbox.append(
+            DailyLossLimitReached(
+                execution_id=self.execution_id,
+                day_start_equity=self.day_start_equity,
+                equity=equity,
+                loss_limit=self.loss_limit,
+                risk_event=RiskEvent(
+                    event_type=RiskEventType.DAILY_LOSS_LIMIT_REACHED,
+                    severity=Severity.CRITICAL,
+                    description=(
+                        f"daily loss {loss} reached the limit {self.loss_limit} "
+                        f"(day start equity {self.day_start_equity})"
+                    ),
+                    action_taken="trading HALTED until the next trading day; only closes pass",
+                    details=details(
+                        day_start_equity=self.day_start_equity,
+                        equity=equity,
+                        loss=loss,
+                        loss_limit=self.loss_limit,
+                        trading_day=self.trading_day,
+                    ),
+                ),
+            )
+        )
+        self._changed(before, "daily loss limit reached")
+
+    def enter_reducing(self, reason: str) -> None:
+        """Only position-shrinking orders pass until `leave_reducing` (idempotent)."""
+        if self.reducing:
+            return
+        before = self.state
+        self.reducing = True
+        self.reducing_reason = reason
+        self._changed(before, reason)
+
+    def leave_reducing(self, reason: str) -> None:
+        """Clear REDUCING (operator or a clean reconciliation); idempotent."""
+        if not self.reducing:
+            return
+        before = self.state
+        self.reducing = False
+        self.reducing_reason = ""
+        self._changed(before, reason)
+
+    def _changed(self, before: TradingState, reason: str) -> None:
+        after = self.state
+        if after is before:
+            return
+        severity = Severity.INFO if after is TradingState.ACTIVE else Severity.CRITICAL
+        self._outbox.append(
+            TradingStateChanged(
+                execution_id=self.execution_id,
+                previous=before.value,
+                current=after.value,
+                reason=reason,
+                risk_event=RiskEvent(
+                    event_type=RiskEventType.TRADING_STATE_CHANGED,
+                    severity=severity,
+                    description=f"trading state {before} -> {after}: {reason}",
+                    action_taken=_ACTIONS[after],
+                    details=details(previous=before, current=after),
+                ),
+            )
+        )
+
+
+_ACTIONS = {
+    TradingState.ACTIVE: "all orders allowed again",
+    TradingState.REDUCING: "only position-reducing orders pass",
+    TradingState.HALTED: "only CLOSE and STOP_LOSS orders pass",
+}
