@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/001_strategy_worker.sql

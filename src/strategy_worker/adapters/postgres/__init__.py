@@ -1,0 +1,1 @@
+"""PostgreSQL adapter: the schema migrations and the asyncpg implementation of `Store`."""
