@@ -22,13 +22,22 @@ generate() {
   local out="$1"
   mkdir -p "$out"
   mapfile -t protos < <(find "$proto_root" -name '*.proto' | LC_ALL=C sort)
-  PATH="$venv_bin:$PATH" "$python" -m grpc_tools.protoc \
+  local log
+  log=$(mktemp)
+  # protoc-gen-mypy chats on stderr ("Writing mypy to ..."); show its output only on failure.
+  if ! PATH="$venv_bin:$PATH" "$python" -m grpc_tools.protoc \
     -I "$proto_root" \
     --python_out="$out" \
     --grpc_python_out="$out" \
     --mypy_out="$out" \
     --mypy_grpc_out="$out" \
-    "${protos[@]}"
+    "${protos[@]}" 2>"$log"; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "generate_protos: protoc failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
   # Rewrite absolute imports of our own packages (`aipx.`) to live under strategy_worker.proto.
   find "$out" \( -name '*.py' -o -name '*.pyi' \) -print0 | LC_ALL=C sort -z |
     xargs -0 sed -i -E \

@@ -92,6 +92,10 @@ class OmsGrpcClient:
     def breaker(self) -> CircuitBreaker:
         return self._breaker
 
+    @property
+    def metrics(self) -> OmsClientMetrics:
+        return self._metrics
+
     # -- OmsGateway ------------------------------------------------------------------------
 
     async def submit(self, intent: OrderIntent, *, account_id: str) -> OmsOrder:

@@ -18,6 +18,7 @@ class OmsClientMetrics:
     _by_registry: ClassVar[dict[int, tuple[CollectorRegistry, OmsClientMetrics]]] = {}
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.calls = Counter(
             "oms_client_calls_total",
             "OMS gRPC call attempts by method and status code",
