@@ -1,0 +1,171 @@
+"""Fixtures on the real servers started by `scripts/services.sh up` (or given by env variables).
+
+Settings come from the environment (DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS, PG_*) and
+fall back to .services/env. With neither, a test needing a server FAILS and says to run
+`scripts/services.sh up`: a missing server must never turn into a silently skipped suite.
+Every client a fixture opens is closed at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env
+
+
+def _require_answering(var: str, host: str, port: int, source: str) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        pytest.fail(
+            f"{var} from {source} points at {host}:{port}, which does not answer ({exc}); "
+            f"check `scripts/services.sh status`, or {HOW_TO.format(var=var)}",
+            pytrace=False,
+        )
+
+
+def _setting(var: str) -> tuple[str, str]:
+    values, source = load_services_env()
+    value = values.get(var)
+    if not value:
+        pytest.fail(
+            f"{var} is not set and there is no {ENV_FILE}: {HOW_TO.format(var=var)}",
+            pytrace=False,
+        )
+    return value, source
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """postgresql://user:password@host:port/db of the test PostgreSQL (answering)."""
+    url, source = _setting("DATABASE_URL")
+    parts = urlsplit(url)
+    _require_answering("DATABASE_URL", parts.hostname or "127.0.0.1", parts.port or 5432, source)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """redis://host:port/db of the test Redis (answering)."""
+    url, source = _setting("REDIS_URL")
+    parts = urlsplit(url)
+    _require_answering("REDIS_URL", parts.hostname or "127.0.0.1", parts.port or 6379, source)
+    return url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """host:port[,host:port] of the test Kafka (the first one answering)."""
+    servers, source = _setting("KAFKA_BOOTSTRAP_SERVERS")
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    _require_answering("KAFKA_BOOTSTRAP_SERVERS", host or "127.0.0.1", int(port), source)
+    return servers
+
+
+@pytest.fixture
+async def pg_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the shared test database; closed after the test."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
+    """URL of a new, empty database just for this test (migrations start from nothing).
+
+    Dropped at teardown WITH (FORCE), so connections a test forgot cannot keep it alive.
+    """
+    name = f"sw_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(database_url)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(database_url, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A redis.asyncio client (decoded str replies); closed after the test.
+
+    The server is shared by everything running against it: use unique keys, never FLUSHALL.
+    """
+    client = Redis.from_url(redis_url, decode_responses=True, socket_timeout=10)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+TopicFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def make_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
+    """Create uniquely named topics whose partitions all have a leader; deleted at teardown."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    created: list[str] = []
+
+    async def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:12]}"
+        response = await admin.create_topics([NewTopic(name, partitions, 1)])
+        errors = [(topic, code) for topic, code, *_ in response.topic_errors if code != 0]
+        assert not errors, f"creating topic {name} failed: {errors}"
+        created.append(name)
+        deadline = time.monotonic() + 20
+        while True:
+            (topic,) = await admin.describe_topics([name])
+            leaders = [p["leader"] for p in topic["partitions"]]
+            if topic["error_code"] == 0 and len(leaders) == partitions and min(leaders) >= 0:
+                return name
+            assert time.monotonic() < deadline, f"topic {name} has no leader after 20 s"
+            await asyncio.sleep(0.1)
+
+    try:
+        yield make
+    finally:
+        try:
+            if created:
+                await admin.delete_topics(created)
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def postgres_control(database_url: str) -> Iterator[PostgresControl]:
+    """Control of the harness's PostgreSQL; running again when the test ends, whatever happened.
+
+    Skipped (with the reason shown) when DATABASE_URL names a server the harness did not start:
+    that one is not ours to stop.
+    """
+    values, source = load_services_env()
+    if not values.get("PG_PID_FILE") or values.get("DATABASE_URL") != database_url:
+        pytest.skip(f"DATABASE_URL from {source} is not a server scripts/services.sh started")
+    control = PostgresControl(values)
+    yield control
+    if control.pid is None:
+        control.start()
