@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ CONTROL_TYPE = "strategy.control"
 DEAD_LETTER_TYPE = "strategy.dead_letter"
 MAX_CONTROL_BYTES = 16 * 1024
 MAX_REASON_CHARS = 500
+MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
 
 
 class EventType(StrEnum):
@@ -636,9 +638,15 @@ def dead_letter_envelope(
     source: str,
     at: datetime,
     worker_id: str | None = None,
+    max_payload_bytes: int = MAX_DEAD_LETTER_PAYLOAD,
 ) -> dict[str, object]:
-    """The JSON envelope written to the dead-letter topic: reason + the original bytes."""
+    """The JSON envelope written to the dead-letter topic: reason + the original bytes.
+
+    A payload over `max_payload_bytes` (an oversized message) keeps only its head; its size
+    and SHA-256 still identify it, and the envelope stays under the broker's record limit.
+    """
     ref = SourceRef.parse(source)
+    kept = payload[:max_payload_bytes]
     return {
         "type": DEAD_LETTER_TYPE,
         "reason_code": code,
@@ -650,5 +658,7 @@ def dead_letter_envelope(
         "dead_lettered_at": isoformat_z(at),
         "worker_id": worker_id,
         "payload_size": len(payload),
-        "payload_base64": base64.b64encode(payload).decode("ascii"),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_truncated": len(kept) < len(payload),
+        "payload_base64": base64.b64encode(kept).decode("ascii"),
     }

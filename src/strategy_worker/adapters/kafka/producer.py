@@ -1,0 +1,174 @@
+"""Kafka out: `strategy.execution` events and dead letters over one idempotent producer.
+
+`KafkaProducer` owns the connection (acks=all, idempotence on, short linger); the two
+publishers are thin views on it implementing the `EventSink` and `DeadLetterSink` ports.
+Their `close()` only flushes: whoever started the producer stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from strategy_worker.adapters.kafka.security import client_kwargs
+from strategy_worker.config import KafkaConfig
+from strategy_worker.domain.ids import NAMESPACE
+from strategy_worker.errors import StrategyWorkerError, TransientError
+from strategy_worker.log import get_logger
+from strategy_worker.messages import dead_letter_envelope, encode_event, encode_json
+from strategy_worker.metrics import WorkerMetrics
+
+_log = get_logger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class KafkaProducer:
+    """One idempotent producer per worker: every send waits for all in-sync replicas."""
+
+    def __init__(self, config: KafkaConfig, *, client_id: str | None = None) -> None:
+        self._config = config
+        self._client_id = client_id or f"{config.client_id}-producer"
+        self._producer: AIOKafkaProducer[bytes, bytes] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._config.producer_linger_ms,
+            max_request_size=max(1_048_576, self._config.max_message_bytes * 2),
+            **client_kwargs(self._config),
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush what is pending and close; idempotent."""
+        if self._stopped or self._producer is None:
+            self._stopped = True
+            return
+        self._stopped = True
+        await self._producer.stop()
+
+    async def __aenter__(self) -> KafkaProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> tuple[int, int]:
+        """Send and wait for the broker's ack; returns (partition, offset).
+
+        Raises TransientError (retryable) for a broker or network failure, and a
+        non-retryable StrategyWorkerError for what no retry fixes (e.g. a record too large).
+        """
+        if self._producer is None or self._stopped:
+            raise StrategyWorkerError("Kafka producer is not running")
+        try:
+            metadata = await self._producer.send_and_wait(
+                topic, value, key=key, headers=list(headers)
+            )
+        except KafkaError as exc:
+            message = f"publish to {topic} failed: {type(exc).__name__}"
+            if getattr(exc, "retriable", False) or isinstance(exc, asyncio.TimeoutError):
+                raise TransientError(message) from exc
+            raise StrategyWorkerError(message, retryable=False) from exc
+        return metadata.partition, metadata.offset
+
+    async def flush(self) -> None:
+        if self._producer is not None and not self._stopped:
+            await self._producer.flush()
+
+    async def ping(self) -> bool:
+        """True when cluster metadata can be refreshed now (readiness wraps a timeout)."""
+        if self._producer is None or self._stopped:
+            return False
+        try:
+            updated = await self._producer.client.force_metadata_update()
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        return bool(updated)
+
+
+def event_id(payload: bytes) -> str:
+    """A content-derived id: republishing the same event after a crash gives the same id,
+    so consumers can deduplicate at-least-once delivery."""
+    return str(uuid.uuid5(NAMESPACE, hashlib.sha256(payload).hexdigest()))
+
+
+class KafkaEventPublisher:
+    """`EventSink` on `strategy.execution`: JSON events keyed by strategy id."""
+
+    def __init__(
+        self, producer: KafkaProducer, *, topic: str, metrics: WorkerMetrics | None = None
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._metrics = metrics
+
+    async def publish(self, key: str, event: Mapping[str, object]) -> None:
+        payload = encode_event(event)
+        headers = [
+            ("event-type", str(event.get("type", "")).encode()),
+            ("event-id", event_id(payload).encode()),
+        ]
+        await self._producer.send(self._topic, payload, key=key.encode(), headers=headers)
+
+    async def close(self) -> None:
+        await self._producer.flush()
+
+
+class KafkaDeadLetterPublisher:
+    """`DeadLetterSink` on the dead-letter topic: a JSON envelope with the reason and the
+    original bytes (base64); reason code and source also travel as headers for filtering."""
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        *,
+        topic: str,
+        metrics: WorkerMetrics | None = None,
+        worker_id: str | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._metrics = metrics
+        self._worker_id = worker_id
+        self._now = now or (lambda: datetime.now(UTC))
+
+    async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
+        envelope: dict[str, Any] = dead_letter_envelope(
+            payload,
+            code=code,
+            reason=reason,
+            source=source,
+            at=self._now(),
+            worker_id=self._worker_id,
+        )
+        headers = [
+            ("dlq-reason-code", code.encode()),
+            ("dlq-source", source.encode()),
+        ]
+        value = encode_json(envelope).encode()
+        await self._producer.send(self._topic, value, key=source.encode(), headers=headers)
+        if self._metrics is not None:
+            self._metrics.record_dead_letter(code)
+        _log.warning("message dead-lettered", reason_code=code, reason=reason, source=source)
+
+    async def close(self) -> None:
+        await self._producer.flush()
