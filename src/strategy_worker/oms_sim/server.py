@@ -86,6 +86,7 @@ class OmsSimServer:
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._port = config.port
+        self._stopped = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -114,6 +115,7 @@ class OmsSimServer:
             raise ConfigError(f"oms-sim: cannot bind {target}")
         await server.start()
         self._server = server
+        self._stopped.clear()
         self._port = port
         self._ticker = asyncio.create_task(self._tick_forever(), name="oms-sim-ticker")
         log.info("oms_sim.started", address=self.address, tls=self.config.tls.enabled)
@@ -130,6 +132,7 @@ class OmsSimServer:
         if server is not None:
             await server.stop(grace)
             log.info("oms_sim.stopped", address=self.address)
+        self._stopped.set()
 
     async def tick(self) -> int:
         """Match every working order against fresh prices now; returns the number of fills."""
@@ -143,8 +146,10 @@ class OmsSimServer:
         return fills
 
     async def wait_closed(self) -> None:
+        """Return once `stop()` ran. (Not grpc's wait_for_termination: cancelling that one
+        breaks a later server.stop() with CancelledError in grpcio 1.85.)"""
         if self._server is not None:
-            await self._server.wait_for_termination()
+            await self._stopped.wait()
 
     async def __aenter__(self) -> OmsSimServer:
         await self.start()

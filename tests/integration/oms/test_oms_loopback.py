@@ -297,3 +297,41 @@ async def test_oms_positions_and_cash_agree_with_its_fills(
     assert Decimal(book.cash) == cash
     assert Decimal(book.fees) == sum((f.fee for f in fills), Decimal(0)) > 0
     assert await client.get_positions(execution_id) == net
+
+
+async def test_background_ticker_fills_a_resting_limit_when_the_price_crosses(
+    make_server: ServerFactory, make_client: ClientFactory, prices: object
+) -> None:
+    server = await make_server(tick_interval_s=0.01)
+    client = make_client(server.port)
+    order = await client.submit(
+        make_intent(1, execution_id=uuid.uuid4(), order_type=OrderType.LIMIT, limit_price="99"),
+        account_id=ACCOUNT,
+    )
+    assert order.status is OrderStatus.ACCEPTED
+
+    prices.set_price("AAPL", Decimal("98.5"))  # type: ignore[attr-defined]
+    received: list[ExecutionReport] = []
+    async for report in client.reports(from_seq=1):
+        received.append(report)
+        break
+
+    [report] = received
+    assert report.status is OrderStatus.FILLED
+    assert report.fill is not None
+    # 98.5 + 5 bps = 98.54925, half-even to 98.5492: slipped, still under the limit.
+    assert report.fill.price == Decimal("98.5492")
+
+
+async def test_refusing_server_answers_unavailable_and_ping_says_not_ready(
+    server: OmsSimServer, client: OmsGrpcClient
+) -> None:
+    server.faults.refuse()
+
+    assert not await client.ping()
+    with pytest.raises(OmsCallError) as info:
+        await client.list_orders(uuid.uuid4())
+    assert info.value.code == "UNAVAILABLE"
+
+    server.faults.refuse(False)
+    assert await client.ping()
