@@ -8,7 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-if ! .venv/bin/python -c 'import aiokafka, asyncpg, redis' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed-hash ]; then
   bash scripts/bootstrap.sh
 fi
 exec .venv/bin/python -m dev.services "$@"

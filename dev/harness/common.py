@@ -198,13 +198,13 @@ def port_answers(port: int) -> bool:
     return False
 
 
-def pick_port(setting: str, taken: set[int]) -> int:
-    """A free loopback port, or the one env ``setting`` names (an error when that one is busy)."""
+def pick_port(setting: str, taken: set[int], what: str) -> int:
+    """A free loopback port for ``what``, or the one env ``setting`` names (must be free)."""
     wanted = os.environ.get(setting)
     if wanted:
         port = int(wanted)
         if not port_free(port):
-            raise StepFailed(f"port {port} (from {setting}) is taken by another process")
+            raise StepFailed(f"{what}: port {port} (from {setting}) is taken by another process")
         return port
     rng = random.SystemRandom()
     for _ in range(200):
@@ -212,7 +212,7 @@ def pick_port(setting: str, taken: set[int]) -> int:
         if port not in taken and port_free(port):
             taken.add(port)
             return port
-    raise StepFailed(f"no free port found in {PORT_RANGE} on 127.0.0.1")
+    raise StepFailed(f"{what}: no free port found in {PORT_RANGE} on 127.0.0.1")
 
 
 # --------------------------------------------------------------------------- packages

@@ -145,8 +145,8 @@ def start_fresh(entry: dict[str, Any], taken: set[int], libs: Path) -> None:
     wipe(entry)
     HOME.mkdir(parents=True, exist_ok=True)
     Path(entry["log"]).unlink(missing_ok=True)
-    port = pick_port("SW_KAFKA_PORT", taken)
-    controller_port = pick_port("SW_KAFKA_CONTROLLER_PORT", taken)
+    port = pick_port("SW_KAFKA_PORT", taken, "kafka")
+    controller_port = pick_port("SW_KAFKA_CONTROLLER_PORT", taken, "kafka controller")
     entry.update(port=port, controller_port=controller_port, bootstrap=f"127.0.0.1:{port}")
     template = string.Template((KAFKA_DEV / "server.properties.template").read_text())
     props.write_text(

@@ -125,7 +125,7 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
     _chown(home / "run", user)
     if home != SERVICES / "postgres":
         say(f"postgres: the `postgres` user cannot reach {rel(SERVICES)}; cluster in {home}")
-    port = pick_port("SW_PG_PORT", taken)
+    port = pick_port("SW_PG_PORT", taken, "postgres")
     password = secrets.token_hex(16)
     entry.update(
         port=port,

@@ -73,7 +73,7 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
     stop(entry)  # a leftover server from a lost state file
     wipe(entry)
     (HOME / "data").mkdir(parents=True, exist_ok=True)
-    port = pick_port("SW_REDIS_PORT", taken)
+    port = pick_port("SW_REDIS_PORT", taken, "redis")
     entry.update(port=port, url=f"redis://127.0.0.1:{port}/0")
     (HOME / "redis.conf").write_text(CONFIG.format(port=port, home=HOME))
     start(entry)
