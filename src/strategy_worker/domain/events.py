@@ -58,7 +58,7 @@ class RiskEvent:
     action_taken: str
     symbol: str | None = None
     #: Machine-readable facts; Decimals as strings so the row is JSON-safe.
-    details: Mapping[str, str] = field(default=_EMPTY)
+    details: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def to_row(self) -> dict[str, Any]:
         """Column values for `risk_events` (details go to a JSONB column when there is one)."""
