@@ -24,6 +24,7 @@ from strategy_worker.store import (
 
 Row = Mapping[str, Any]
 
+
 def num(value: Decimal) -> Decimal:
     """Guard a Decimal on its way to NUMERIC: PostgreSQL would store NaN and Infinity."""
     if not value.is_finite():
