@@ -9,6 +9,7 @@ Every client a fixture opens is closed at teardown.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 import uuid
@@ -19,7 +20,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env
+from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env, started_here
 
 
 def _require_answering(var: str, host: str, port: int, source: str) -> None:
@@ -162,10 +163,10 @@ def postgres_control(database_url: str) -> Iterator[PostgresControl]:
     Skipped (with the reason shown) when DATABASE_URL names a server the harness did not start:
     that one is not ours to stop.
     """
-    values, source = load_services_env()
-    if not values.get("PG_PID_FILE") or values.get("DATABASE_URL") != database_url:
-        pytest.skip(f"DATABASE_URL from {source} is not a server scripts/services.sh started")
-    control = PostgresControl(values)
+    ours = started_here()
+    if ours.get("DATABASE_URL") != database_url:
+        pytest.skip("DATABASE_URL names a server this checkout's scripts/services.sh did not start")
+    control = PostgresControl({**os.environ, **ours})
     yield control
     if control.pid is None:
         control.start()

@@ -30,6 +30,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def started_here() -> dict[str, str]:
+    """Settings of servers this checkout's harness started ({} when none or all were given).
+
+    Only those can be stopped and started by PostgresControl: `services.sh` acts on its own.
+    """
+    values = read_env_file(ENV_FILE) if ENV_FILE.exists() else {}
+    return values if values.get("PG_PID_FILE") else {}
+
+
 def load_services_env() -> tuple[dict[str, str], str]:
     """The harness settings and where they came from.
 

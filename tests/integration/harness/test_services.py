@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from ..conftest import TopicFactory
-from ..servers import ROOT, PostgresControl, load_services_env
+from ..servers import ROOT, PostgresControl, started_here
 
 SPEC_TOPICS = {
     "strategy.approved": 3,
@@ -126,8 +126,7 @@ async def test_postgres_stopped_refuses_connections_until_started(
 
 
 def test_status_reports_every_server_running(database_url: str) -> None:
-    values, _ = load_services_env()
-    if not values.get("PG_PID_FILE"):
+    if not started_here():
         pytest.skip("servers were given by environment variables, not started by the harness")
     proc = subprocess.run(
         ["bash", "scripts/services.sh", "status"],
