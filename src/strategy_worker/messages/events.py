@@ -1,0 +1,272 @@
+"""`strategy.execution` events: one builder per type, all starting with the same fields."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from strategy_worker.domain.orders import Fill, OrderIntent, OrderStatus, Side
+from strategy_worker.messages.jsonwire import isoformat_z, money_number, quantity_number
+
+
+class EventType(StrEnum):
+    """Every `type` the worker publishes on `strategy.execution`."""
+
+    STARTED = "strategy.execution.started"
+    ORDER_SUBMITTED = "strategy.execution.order_submitted"
+    ORDER_FILLED = "strategy.execution.order_filled"
+    ORDER_REJECTED = "strategy.execution.order_rejected"
+    RISK_EVENT = "strategy.execution.risk_event"
+    STOP_LOSS_TRIGGERED = "strategy.execution.stop_loss_triggered"
+    REBALANCED = "strategy.execution.rebalanced"
+    PAUSED = "strategy.execution.paused"
+    RESUMED = "strategy.execution.resumed"
+    STOPPED = "strategy.execution.stopped"
+    COMPLETED = "strategy.execution.completed"
+    ERROR = "strategy.execution.error"
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventContext:
+    """Who an event is about: the fields every `strategy.execution` event starts with."""
+
+    execution_id: uuid.UUID
+    strategy_id: uuid.UUID
+    user_id: uuid.UUID
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of this execution's events (the strategy id, per the spec)."""
+        return str(self.strategy_id)
+
+
+class OrderLike(Protocol):
+    """An order as the events describe it (`OrderIntent` fits)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> Side: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def price(self) -> Decimal: ...
+
+
+def _base(event_type: EventType, ctx: EventContext, at: datetime) -> dict[str, object]:
+    return {
+        "type": str(event_type),
+        "execution_id": str(ctx.execution_id),
+        "strategy_id": str(ctx.strategy_id),
+        "user_id": str(ctx.user_id),
+        "timestamp": isoformat_z(at),
+    }
+
+
+def _order_line(order: OrderLike) -> dict[str, object]:
+    return {
+        "symbol": order.symbol,
+        "side": str(order.side),
+        "quantity": quantity_number(order.quantity),
+        "price": money_number(order.price),
+        "value": money_number(order.quantity * order.price),
+    }
+
+
+def execution_started(
+    ctx: EventContext, *, at: datetime, initial_orders: Sequence[OrderLike]
+) -> dict[str, object]:
+    """`strategy.execution.started`, exactly the spec's shape (`value` = quantity x price)."""
+    event = _base(EventType.STARTED, ctx, at)
+    event["status"] = "active"
+    event["initial_orders"] = [_order_line(order) for order in initial_orders]
+    return event
+
+
+def order_submitted(
+    ctx: EventContext, *, at: datetime, intent: OrderIntent, oms_order_id: str | None
+) -> dict[str, object]:
+    """An order was accepted for submission to the OMS (`oms_order_id` once known)."""
+    event = _base(EventType.ORDER_SUBMITTED, ctx, at)
+    event.update(
+        client_order_id=intent.client_order_id,
+        oms_order_id=oms_order_id,
+        order_type=str(intent.order_type),
+        purpose=str(intent.purpose),
+        **_order_line(intent),
+    )
+    if intent.limit_price is not None:
+        event["limit_price"] = money_number(intent.limit_price)
+    return event
+
+
+def order_filled(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    fill: Fill,
+    oms_order_id: str,
+    status: OrderStatus,
+    filled_quantity: Decimal,
+) -> dict[str, object]:
+    """One fill of an order; `filled_quantity` is cumulative, `status` the order's after it."""
+    event = _base(EventType.ORDER_FILLED, ctx, at)
+    event.update(
+        client_order_id=fill.client_order_id,
+        oms_order_id=oms_order_id,
+        fill_id=fill.fill_id,
+        **_order_line(fill),
+        fee=money_number(fill.fee),
+        filled_quantity=quantity_number(filled_quantity),
+        status=str(status),
+        filled_at=isoformat_z(fill.filled_at),
+    )
+    return event
+
+
+def order_rejected(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    order: OrderLike,
+    client_order_id: str | None,
+    source: str,
+    reason_code: str,
+    reason: str,
+) -> dict[str, object]:
+    """An order refused by the risk gate (`source` "risk", no client id) or by the OMS."""
+    event = _base(EventType.ORDER_REJECTED, ctx, at)
+    event.update(
+        client_order_id=client_order_id,
+        **_order_line(order),
+        source=source,
+        reason_code=reason_code,
+        reason=reason,
+    )
+    return event
+
+
+def risk_event(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    event_type: str,
+    severity: str,
+    description: str,
+    action_taken: str,
+    symbol: str | None = None,
+    details: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """Mirror of a `risk_events` row (severity INFO, WARNING or CRITICAL; details as strings)."""
+    event = _base(EventType.RISK_EVENT, ctx, at)
+    event.update(
+        event_type=str(event_type),
+        severity=str(severity),
+        description=description,
+        action_taken=action_taken,
+        symbol=symbol,
+        details=dict(details or {}),
+    )
+    return event
+
+
+def stop_loss_triggered(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    symbol: str,
+    quantity: Decimal,
+    average_cost: Decimal,
+    stop_price: Decimal,
+    price: Decimal,
+    unrealized_pnl: Decimal,
+) -> dict[str, object]:
+    """A position crossed its stop (with buffer) at `price`; a closing order follows."""
+    event = _base(EventType.STOP_LOSS_TRIGGERED, ctx, at)
+    event.update(
+        symbol=symbol,
+        quantity=quantity_number(quantity),
+        average_cost=money_number(average_cost),
+        stop_price=money_number(stop_price),
+        price=money_number(price),
+        unrealized_pnl=money_number(unrealized_pnl),
+    )
+    return event
+
+
+def rebalanced(
+    ctx: EventContext, *, at: datetime, max_drift: Decimal, orders: Sequence[OrderLike]
+) -> dict[str, object]:
+    """A rebalance batch was decided because the largest drift exceeded the threshold."""
+    event = _base(EventType.REBALANCED, ctx, at)
+    event.update(max_drift=max_drift, orders=[_order_line(order) for order in orders])
+    return event
+
+
+def _status_change(
+    event_type: EventType,
+    status: str,
+    ctx: EventContext,
+    at: datetime,
+    reason: str,
+    request_id: uuid.UUID | None,
+) -> dict[str, object]:
+    event = _base(event_type, ctx, at)
+    event.update(status=status, reason=reason, request_id=str(request_id) if request_id else None)
+    return event
+
+
+def execution_paused(
+    ctx: EventContext, *, at: datetime, reason: str, request_id: uuid.UUID | None = None
+) -> dict[str, object]:
+    return _status_change(EventType.PAUSED, "paused", ctx, at, reason, request_id)
+
+
+def execution_resumed(
+    ctx: EventContext, *, at: datetime, reason: str, request_id: uuid.UUID | None = None
+) -> dict[str, object]:
+    return _status_change(EventType.RESUMED, "active", ctx, at, reason, request_id)
+
+
+def execution_stopped(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    reason: str,
+    realized_pnl: Decimal,
+    total_pnl: Decimal,
+    request_id: uuid.UUID | None = None,
+) -> dict[str, object]:
+    """Stopped on request, on shutdown (policy close) or on a halt; positions are closed."""
+    event = _status_change(EventType.STOPPED, "stopped", ctx, at, reason, request_id)
+    event.update(realized_pnl=money_number(realized_pnl), total_pnl=money_number(total_pnl))
+    return event
+
+
+def execution_completed(
+    ctx: EventContext, *, at: datetime, realized_pnl: Decimal, total_pnl: Decimal
+) -> dict[str, object]:
+    event = _base(EventType.COMPLETED, ctx, at)
+    event.update(
+        status="completed",
+        realized_pnl=money_number(realized_pnl),
+        total_pnl=money_number(total_pnl),
+    )
+    return event
+
+
+def execution_error(
+    ctx: EventContext, *, at: datetime, error_code: str, message: str
+) -> dict[str, object]:
+    """The execution moved to status `error`; `message` never carries secrets or tracebacks."""
+    event = _base(EventType.ERROR, ctx, at)
+    event.update(status="error", error_code=error_code, message=message)
+    return event
