@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import asyncpg
 
@@ -45,6 +45,7 @@ from strategy_worker.store import (
     RiskEventRecord,
     SnapshotRecord,
     StateWrite,
+    Store,
     order_id_for,
 )
 
@@ -609,3 +610,9 @@ def _check_lease(owner_id: str, lease_seconds: float) -> None:
         raise ValueError("owner_id must not be empty")
     if lease_seconds <= 0:
         raise ValueError("lease_seconds must be positive")
+
+
+if TYPE_CHECKING:  # mypy proves PostgresStore satisfies the Store protocol
+
+    def _implements_store(store: PostgresStore) -> Store:
+        return store

@@ -1,0 +1,51 @@
+"""PostgreSQL restarted under a live store: retryable errors while down, nothing lost after.
+
+Restarts the harness's server (postgres_control); skipped when DATABASE_URL names a server
+the harness did not start.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from strategy_worker.adapters.postgres.repository import PostgresStore
+from strategy_worker.errors import StoreError
+from strategy_worker.store import FillRecord
+
+from ..servers import PostgresControl
+from .factories import fill, intent, new_execution
+
+pytestmark = pytest.mark.integration
+
+
+async def test_store_reports_retryable_errors_while_down_and_recovers_after_restart(
+    store: PostgresStore, postgres_control: PostgresControl
+) -> None:
+    execution = new_execution()
+    order = intent(execution.execution_id, 1)
+    await store.create_execution(execution, [order])
+    late_fill = FillRecord(fill=fill(order, 1, quantity="200", price="175.5"), oms_seq=1)
+
+    await postgres_control.astop()
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.record_order_reports(fills=[late_fill])
+        assert caught.value.retryable is True
+        assert await store.ping() is False
+    finally:
+        await postgres_control.astart()
+
+    # The pool replaces its dead connections; a retry of the same batch succeeds, once.
+    outcome = None
+    errors: list[StoreError] = []
+    for _ in range(3):
+        try:
+            outcome = await store.record_order_reports(fills=[late_fill])
+            break
+        except StoreError as exc:
+            errors.append(exc)
+    assert all(e.retryable for e in errors)
+    assert outcome is not None
+    assert outcome.new_fill_ids == {late_fill.fill.fill_id}
+    assert await store.get_fills(execution.execution_id) == [late_fill]
+    assert await store.get_execution(execution.execution_id) is not None
