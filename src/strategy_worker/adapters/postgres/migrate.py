@@ -101,12 +101,14 @@ async def migrate(
     *,
     connect_attempts: int = 3,
     connect_timeout: float = 10.0,
+    hint: str = "DATABASE_URL (or database.host/database.port)",
 ) -> list[str]:
     """Apply the pending migrations; returns the versions applied by this call (in order).
 
     Raises DatabaseUnreachableError / DatabaseAccessError (one line, naming host:port and
     the setting to fix) when the database cannot be reached, MigrationError on a changed or
-    unknown migration.
+    unknown migration. `hint` names the setting to fix in that message (the CLI passes
+    `DatabaseConfig.setting_hint()`).
     """
     migrations = discover(migrations_dir)
     where = describe_dsn(dsn)
@@ -117,7 +119,7 @@ async def migrate(
     conn = await connect_with_retry(
         attempt,
         where=where,
-        hint="DATABASE_URL (or database.host/database.port)",
+        hint=hint,
         attempts=connect_attempts,
         base=0.5,
         cap=4.0,
