@@ -344,3 +344,45 @@ async def test_events_are_keyed_by_strategy_id_and_parse_exactly(
         partitions.setdefault(record.key, set()).add(record.partition)
     assert set(partitions) == {str(strategy_a).encode(), str(strategy_b).encode()}
     assert all(len(found) == 1 for found in partitions.values())  # one key, one partition
+
+
+async def test_two_group_members_split_partitions_without_loss_or_duplicates(
+    kafka_bootstrap: str, make_topic: TopicFactory, dlq_producer: KafkaProducer
+) -> None:
+    # Arrange: member A alone, then B joins mid-stream (a rebalance with in-flight work).
+    topic, dlq_topic = await make_topic("approved", partitions=4), await make_topic("dlq")
+    group = f"sw-test-{uuid.uuid4().hex[:8]}"
+    dead_letters = KafkaDeadLetterPublisher(dlq_producer, topic=dlq_topic)
+    handled: list[tuple[str, bytes]] = []
+    all_done = asyncio.Event()
+    total = 80
+
+    def member(name: str) -> Callable[[ConsumedRecord], Awaitable[None]]:
+        async def handle(record: ConsumedRecord) -> None:
+            await asyncio.sleep(0.01)  # some work in flight when the rebalance comes
+            handled.append((name, record.value))
+            if len({value for _, value in handled}) == total:
+                all_done.set()
+
+        return handle
+
+    first = make_consumer(kafka_bootstrap, [topic], group, member("a"), dead_letters)
+    second = make_consumer(kafka_bootstrap, [topic], group, member("b"), dead_letters)
+    await first.start()
+    await produce(kafka_bootstrap, topic, *[f"m{i}".encode() for i in range(0, 40)])
+
+    # Act
+    await second.start()
+    async with asyncio.timeout(30):
+        await second.wait_assigned()
+    await produce(kafka_bootstrap, topic, *[f"m{i}".encode() for i in range(40, total)])
+    async with asyncio.timeout(60):
+        await all_done.wait()
+    await first.stop()
+    await second.stop()
+
+    # Assert
+    values = [value for _, value in handled]
+    assert sorted(set(values)) == sorted(f"m{i}".encode() for i in range(total))
+    assert len(values) == total  # nothing handled twice across the rebalance
+    assert {name for name, _ in handled} == {"a", "b"}
