@@ -1,0 +1,741 @@
+"""One execution while this worker owns it: orders, fills, positions, ticks and stopping.
+
+The runner glues the pure engines (portfolio, order states, risk, stop-loss, rebalancing)
+to the ports. It keeps two invariants of ARCHITECTURE.md:
+- intent before action: every order is recorded in the store (`record_intents`) before the
+  OMS hears of it, and a known order is never re-planned, only re-asked about;
+- one transaction per outcome: order updates, new fills and the execution's new state are
+  written together (`record_order_reports`), so positions always equal the recorded fills.
+Every state mutation runs under the runner's lock; a store failure marks the runner `dirty`
+and the worker reloads it from the store and the OMS (`Worker._resync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from strategy_worker import messages as msg
+from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.events import RiskEvent, StopLossTriggered
+from strategy_worker.domain.ids import client_order_id
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.order_state import OrderState
+from strategy_worker.domain.orders import (
+    ExecutionReport,
+    Fill,
+    OmsOrder,
+    OrderIntent,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Side,
+)
+from strategy_worker.domain.positions import Portfolio, Valuation
+from strategy_worker.domain.rebalancing import plan_rebalance
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.manager import RiskContext, RiskManager
+from strategy_worker.domain.risk.state import ExecutionRisk
+from strategy_worker.domain.strategy import StrategyRiskParams
+from strategy_worker.errors import DomainError, OmsError
+from strategy_worker.log import get_logger
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.ports import EventSink, OmsGateway
+from strategy_worker.store import (
+    ExecutionRecord,
+    ExecutionState,
+    ExecutionStatus,
+    Fence,
+    FillRecord,
+    OrderRecord,
+    OrderUpdate,
+    RiskEventRecord,
+    Severity,
+    SnapshotRecord,
+    StateWrite,
+    Store,
+    TradingState,
+)
+
+_log = get_logger(__name__)
+
+
+class WorkerView(Protocol):
+    """What a runner needs from the worker that owns it."""
+
+    @property
+    def exposure(self) -> Decimal:
+        """Worker-wide long exposure incl. buys in flight (for the exposure limit)."""
+        ...
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Events and risk rows a step produced, published/inserted after it is durable."""
+
+    events: list[Mapping[str, object]] = field(default_factory=list)
+    risk_rows: list[RiskEventRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionInfo:
+    """The immutable facts of an execution."""
+
+    execution_id: uuid.UUID
+    strategy_id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    initial_capital: Decimal
+    targets: Mapping[str, Decimal]
+    """Effective target weights (allocation capped at the tightened position limit)."""
+    limits: RiskLimits
+    """The worker's limits tightened by the strategy's risk params."""
+
+    @property
+    def account_id(self) -> str:
+        return str(self.user_id)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self.targets))
+
+
+def info_from_config(
+    *,
+    execution_id: uuid.UUID,
+    strategy_id: uuid.UUID,
+    user_id: uuid.UUID,
+    config: Mapping[str, Any],
+    initial_capital: Decimal,
+    worker_limits: RiskLimits,
+) -> ExecutionInfo:
+    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
+    risk = config.get("risk_params") or {}
+    params = StrategyRiskParams(
+        max_position_size=_opt_dec(risk.get("max_position_size")),
+        stop_loss_pct=_opt_dec(risk.get("stop_loss_pct")),
+        max_daily_loss=_opt_dec(risk.get("max_daily_loss")),
+    )
+    limits = worker_limits.tightened_by(params)
+    cap = limits.max_position_size
+    targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
+    return ExecutionInfo(
+        execution_id=execution_id,
+        strategy_id=strategy_id,
+        user_id=user_id,
+        name=str(config.get("name", "")),
+        initial_capital=initial_capital,
+        targets=targets,
+        limits=limits,
+    )
+
+
+def _opt_dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+class ExecutionRunner:
+    """Drives one owned execution; created new (`for_new`) or resumed (`resume`)."""
+
+    def __init__(
+        self,
+        *,
+        info: ExecutionInfo,
+        status: ExecutionStatus,
+        portfolio: Portfolio,
+        risk: ExecutionRisk,
+        next_seq: int,
+        fence: Fence | None,
+        store: Store,
+        oms: OmsGateway,
+        events: EventSink,
+        risk_manager: RiskManager,
+        metrics: WorkerMetrics,
+        clock: Clock,
+        worker: WorkerView,
+    ) -> None:
+        self.info = info
+        self.status = status
+        self.portfolio = portfolio
+        self.risk = risk
+        self.next_seq = next_seq
+        self.fence = fence
+        self.orders: dict[str, OrderState] = {}
+        self.dirty = False
+        self.lock = asyncio.Lock()
+        self.last_prices: dict[str, Decimal] = {}
+        self.last_valuation: Valuation | None = None
+        self.stop_reason: str | None = None
+        self.risk_event_count = 0
+        self._store = store
+        self._oms = oms
+        self._events = events
+        self._rm = risk_manager
+        self._metrics = metrics
+        self._clock = clock
+        self._worker = worker
+        self._ctx = msg.EventContext(
+            execution_id=info.execution_id, strategy_id=info.strategy_id, user_id=info.user_id
+        )
+        self._fills_seen = asyncio.Event()
+
+    # ------------------------------------------------------------------ construction
+
+    def restore_orders(self, records: Sequence[OrderRecord], fills: Iterable[Fill]) -> None:
+        """Rebuild order states from the store: replaying recorded fills restores the exact
+        filled quantity, notional, fees and the set of fill ids already applied."""
+        by_order: dict[str, list[Fill]] = {}
+        for fill in fills:
+            by_order.setdefault(fill.client_order_id, []).append(fill)
+        for rec in records:
+            state = OrderState(rec.intent)
+            if rec.oms_order_id:
+                state.on_accepted(rec.oms_order_id)
+            for fill in by_order.get(rec.client_order_id, ()):
+                state.on_fill(fill)
+            if rec.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+                state.status = rec.status
+                state.reason = rec.reason or ""
+            self.orders[rec.client_order_id] = state
+
+    @property
+    def execution_id(self) -> uuid.UUID:
+        return self.info.execution_id
+
+    @property
+    def open_orders(self) -> list[OrderState]:
+        return [o for o in self.orders.values() if o.is_live]
+
+    @property
+    def running(self) -> bool:
+        return self.status.is_running
+
+    def exposure(self) -> Decimal:
+        """Long market value at the last marks plus the remaining notional of buys in flight."""
+        value = self.last_valuation.market_value if self.last_valuation else ZERO
+        if self.last_valuation is None:
+            value = sum((p.cost_basis for p in self.portfolio.positions.values()), ZERO)
+        for order in self.orders.values():
+            if order.is_live and order.intent.side is Side.BUY:
+                value += order.remaining_quantity * order.intent.price
+        return value
+
+    # ------------------------------------------------------------------ state for the store
+
+    def state(self) -> ExecutionState:
+        val = self.last_valuation
+        unrealized = val.unrealized_pnl if val else ZERO
+        pf = self.portfolio
+        return ExecutionState(
+            status=self.status,
+            positions=pf.to_json(),
+            cash=pf.cash,
+            fees=pf.fees,
+            realized_pnl=pf.realized_pnl,
+            unrealized_pnl=unrealized,
+            total_pnl=pf.realized_pnl + unrealized - pf.fees,
+            total_trades=pf.total_trades,
+            winning_trades=pf.winning_trades,
+            losing_trades=pf.losing_trades,
+            trading_state=TradingState(self.risk.state.value),
+            trading_day=self.risk.trading_day,
+            day_start_equity=self.risk.day_start_equity,
+            stop_reason=self.stop_reason,
+            stopped_at=self._clock.now() if self.status is ExecutionStatus.STOPPED else None,
+        )
+
+    def state_write(self) -> StateWrite:
+        return StateWrite(execution_id=self.execution_id, state=self.state(), fence=self.fence)
+
+    def valuate(self, prices: Mapping[str, Decimal]) -> Valuation:
+        """Value the portfolio at the freshest known marks (and remember them)."""
+        self.last_prices.update(prices)
+        self.last_valuation = self.portfolio.valuation(self.last_prices)
+        return self.last_valuation
+
+    # ------------------------------------------------------------------ risk gate
+
+    def _context(self, symbol: str) -> RiskContext:
+        pending_buy_qty = pending_sell_qty = pending_buy_value = ZERO
+        for order in self.orders.values():
+            if not order.is_live:
+                continue
+            intent = order.intent
+            remaining = order.remaining_quantity
+            if intent.side is Side.BUY:
+                pending_buy_value += remaining * intent.price
+                if intent.symbol == symbol:
+                    pending_buy_qty += remaining
+            elif intent.symbol == symbol:
+                pending_sell_qty += remaining
+        val = self.last_valuation or self.portfolio.valuation(self.last_prices)
+        return RiskContext(
+            execution=self.risk,
+            equity=val.equity,
+            cash=self.portfolio.cash - pending_buy_value,
+            position_quantity=self.portfolio.quantity(symbol),
+            pending_buy_quantity=pending_buy_qty,
+            pending_sell_quantity=pending_sell_qty,
+            worker_exposure=self._worker.exposure,
+        )
+
+    def gate(self, intents: Sequence[OrderIntent], out: Outbox) -> list[OrderIntent]:
+        """Risk-check a batch in order (each check sees the ones approved before it as in
+        flight); denials become risk events and `order_rejected` events, never exceptions."""
+        approved: list[OrderIntent] = []
+        for intent in intents:
+            decision = self._rm.check(intent, self._context(intent.symbol))
+            for event in decision.events:
+                self._risk_row(event, out)
+            if not decision.approved:
+                self._metrics.orders_rejected.labels(source="risk").inc()
+                reason = decision.reason.value if decision.reason else "DENIED"
+                text = decision.events[0].description if decision.events else reason
+                out.events.append(
+                    msg.order_rejected(
+                        self._ctx,
+                        at=self._clock.now(),
+                        order=intent,
+                        client_order_id=None,
+                        source="risk",
+                        reason_code=reason,
+                        reason=text,
+                    )
+                )
+                continue
+            qty = decision.quantity_for(intent)
+            final = intent if qty == intent.quantity else replace(intent, quantity=qty)
+            approved.append(final)
+            # Seen as in flight by the next check of the same batch.
+            self.orders[final.client_order_id] = OrderState(final)
+        for intent in approved:
+            del self.orders[intent.client_order_id]
+        return approved
+
+    def renumber(self, intents: Sequence[OrderIntent]) -> list[OrderIntent]:
+        """Give approved intents consecutive sequence numbers from `next_seq` (denied ones
+        leave no gap) and their deterministic client order ids."""
+        out = []
+        for offset, intent in enumerate(intents):
+            seq = self.next_seq + offset
+            out.append(
+                replace(
+                    intent,
+                    intent_seq=seq,
+                    client_order_id=client_order_id(self.execution_id, seq),
+                )
+            )
+        return out
+
+    def _risk_row(self, event: RiskEvent, out: Outbox) -> None:
+        now = self._clock.now()
+        row = RiskEventRecord(
+            event_id=uuid.uuid4(),
+            execution_id=self.execution_id,
+            event_type=str(event.event_type),
+            severity=Severity(str(event.severity)),
+            description=event.description,
+            action_taken=event.action_taken,
+            occurred_at=now,
+            details=dict(event.details) | ({"symbol": event.symbol} if event.symbol else {}),
+        )
+        out.risk_rows.append(row)
+        self.risk_event_count += 1
+        self._metrics.record_risk_event(row.event_type, row.severity.value)
+        out.events.append(
+            msg.risk_event(
+                self._ctx,
+                at=now,
+                event_type=row.event_type,
+                severity=row.severity.value,
+                description=row.description,
+                action_taken=row.action_taken,
+                symbol=event.symbol,
+            )
+        )
+
+    async def flush(self, out: Outbox) -> None:
+        """Insert the risk rows, then publish the events (only after they are durable)."""
+        if out.risk_rows:
+            await self._store.insert_risk_events(out.risk_rows)
+        for event in out.events:
+            await self._events.publish(self._ctx.key, event)
+        out.events.clear()
+        out.risk_rows.clear()
+
+    # ------------------------------------------------------------------ orders out
+
+    async def record_and_submit(self, intents: Sequence[OrderIntent], out: Outbox) -> None:
+        """Intent before action: record the batch (and the new next_seq) durably, then send."""
+        if not intents:
+            return
+        self.next_seq = max(i.intent_seq for i in intents) + 1
+        await self._store.record_intents(
+            self.execution_id,
+            intents,
+            next_intent_seq=self.next_seq,
+            state=self.state(),
+            fence=self.fence,
+        )
+        for intent in intents:
+            self.orders[intent.client_order_id] = OrderState(intent)
+        await self.submit(intents, out)
+
+    async def submit(self, intents: Sequence[OrderIntent], out: Outbox) -> None:
+        """Send recorded intents; an OMS failure leaves them PENDING for reconciliation,
+        which asks the OMS about each client order id before it ever resubmits."""
+        try:
+            views = await self._oms.submit_many(intents, account_id=self.info.account_id)
+        except OmsError as exc:
+            _log.warning(
+                "oms submit failed; orders stay pending for reconciliation",
+                execution_id=str(self.execution_id),
+                orders=len(intents),
+                error=str(exc),
+                retryable=exc.retryable,
+            )
+            return
+        self._metrics.orders_submitted.inc(len(views))
+        now = self._clock.now()
+        for view in views:
+            state = self.orders.get(view.client_order_id)
+            if state is not None:
+                out.events.append(
+                    msg.order_submitted(
+                        self._ctx, at=now, intent=state.intent, oms_order_id=view.oms_order_id
+                    )
+                )
+        await self.apply_views(views, out)
+
+    # ------------------------------------------------------------------ reports in
+
+    async def apply_views(self, views: Sequence[OmsOrder], out: Outbox) -> None:
+        """Apply the OMS's view of orders (submit answers, reconciliation): new fills by
+        fill id exactly once, then terminal statuses."""
+        reports: list[tuple[OrderState, list[Fill], OrderStatus | None, str, str]] = []
+        for view in views:
+            state = self.orders.get(view.client_order_id)
+            if state is None:
+                continue
+            terminal = view.status if view.status in _END_WITHOUT_FILL else None
+            if view.status is OrderStatus.ACCEPTED or view.oms_order_id:
+                state.oms_order_id = state.oms_order_id or view.oms_order_id
+            reports.append((state, list(view.fills), terminal, view.reason, view.oms_order_id))
+        await self._apply(reports, out, cursor=None)
+
+    async def apply_reports(
+        self, reports: Sequence[ExecutionReport], out: Outbox, cursor: tuple[str, int] | None
+    ) -> None:
+        """Apply execution reports from the OMS stream (acks, fills, rejects, cancels)."""
+        batch: list[tuple[OrderState, list[Fill], OrderStatus | None, str, str]] = []
+        for report in reports:
+            state = self.orders.get(report.client_order_id)
+            if state is None:
+                continue
+            fills = [report.fill] if report.fill is not None else []
+            terminal = report.status if report.status in _END_WITHOUT_FILL else None
+            batch.append((state, fills, terminal, report.reason, report.oms_order_id))
+        await self._apply(batch, out, cursor=cursor)
+
+    async def _apply(
+        self,
+        batch: Sequence[tuple[OrderState, list[Fill], OrderStatus | None, str, str]],
+        out: Outbox,
+        *,
+        cursor: tuple[str, int] | None,
+    ) -> None:
+        changed: dict[str, OrderState] = {}
+        new_fills: list[FillRecord] = []
+        now = self._clock.now()
+        for state, fills, terminal, reason, oms_id in batch:
+            before = (state.status, state.filled_quantity, state.oms_order_id)
+            if oms_id and state.status is OrderStatus.PENDING:
+                state.on_accepted(oms_id)
+            for fill in fills:
+                update = state.on_fill(fill)
+                if update.risk_event is not None:
+                    self._risk_row(update.risk_event, out)
+                if update.fill is None:
+                    continue
+                try:
+                    self.portfolio.apply_fill(update.fill)
+                except DomainError as exc:
+                    self._anomaly(f"fill {fill.fill_id} cannot be booked: {exc}", out)
+                    continue
+                new_fills.append(FillRecord(fill=update.fill))
+                out.events.append(
+                    msg.order_filled(
+                        self._ctx,
+                        at=now,
+                        fill=update.fill,
+                        oms_order_id=state.oms_order_id,
+                        status=state.status,
+                        filled_quantity=state.filled_quantity,
+                    )
+                )
+                if state.status is OrderStatus.FILLED:
+                    self._metrics.orders_filled.inc()
+            if terminal is OrderStatus.REJECTED and state.on_rejected(reason).applied:
+                self._metrics.orders_rejected.labels(source="oms").inc()
+                out.events.append(
+                    msg.order_rejected(
+                        self._ctx,
+                        at=now,
+                        order=state.intent,
+                        client_order_id=state.client_order_id,
+                        source="oms",
+                        reason_code="OMS_REJECTED",
+                        reason=reason or "rejected by the OMS",
+                    )
+                )
+            elif terminal is OrderStatus.CANCELLED:
+                state.on_cancelled(reason)
+            if (state.status, state.filled_quantity, state.oms_order_id) != before:
+                changed[state.client_order_id] = state
+        if not changed and cursor is None:
+            return
+        if new_fills:
+            self._fills_seen.set()
+            self.valuate({})
+        updates = [_order_update(s) for s in changed.values()]
+        await self._store.record_order_reports(
+            updates=updates,
+            fills=new_fills,
+            states=[self.state_write()] if changed else [],
+            cursor=cursor,
+        )
+
+    def _anomaly(self, text: str, out: Outbox) -> None:
+        """Something we cannot explain: trade only to reduce risk until an operator looks."""
+        _log.error("execution anomaly", execution_id=str(self.execution_id), detail=text)
+        self.risk.enter_reducing(text)
+        self._drain_risk(out)
+
+    def _drain_risk(self, out: Outbox) -> None:
+        for event in self.risk.take_events():
+            risk_event = getattr(event, "risk_event", None)
+            if isinstance(risk_event, RiskEvent):
+                self._risk_row(risk_event, out)
+
+    # ------------------------------------------------------------------ ticks
+
+    def monitor(self, prices: Mapping[str, Decimal], out: Outbox) -> list[OrderIntent]:
+        """Position check: P&L, daily loss and stop-losses. Returns stop-loss intents that
+        passed the risk gate (to record and submit); the caller snapshots and persists."""
+        val = self.valuate(prices)
+        self._rm.observe(self.risk, val.equity)
+        self._drain_risk(out)
+        pending_sells: dict[str, Decimal] = {}
+        for order in self.orders.values():
+            if order.is_live and order.intent.side is Side.SELL:
+                sym = order.intent.symbol
+                pending_sells[sym] = pending_sells.get(sym, ZERO) + order.remaining_quantity
+        scan = self.risk.stops.scan(
+            self.portfolio.positions,
+            self.last_prices,
+            execution_id=self.execution_id,
+            first_seq=self.next_seq,
+            pending_sells=pending_sells,
+        )
+        for event in scan.events:
+            self._risk_row(event.risk_event, out)
+            if isinstance(event, StopLossTriggered):
+                pos = val.positions.get(event.symbol)
+                out.events.append(
+                    msg.stop_loss_triggered(
+                        self._ctx,
+                        at=self._clock.now(),
+                        symbol=event.symbol,
+                        quantity=event.quantity,
+                        average_cost=pos.avg_cost if pos else ZERO,
+                        stop_price=event.stop_level,
+                        price=event.mark,
+                        unrealized_pnl=pos.unrealized_pnl if pos else ZERO,
+                    )
+                )
+        if not scan.intents:
+            return []
+        return self.renumber(self.gate(scan.intents, out))
+
+    def snapshot(self) -> SnapshotRecord:
+        val = self.last_valuation or self.valuate({})
+        return SnapshotRecord(
+            snapshot_id=uuid.uuid4(),
+            execution_id=self.execution_id,
+            taken_at=self._clock.now(),
+            positions=self.portfolio.to_json()["positions"],
+            total_value=val.equity,
+            total_pnl=val.total_pnl,
+            unrealized_pnl=val.unrealized_pnl,
+            realized_pnl=val.realized_pnl,
+            cash=val.cash,
+        )
+
+    def plan_rebalance(
+        self, prices: Mapping[str, Decimal], threshold: Decimal, out: Outbox
+    ) -> list[OrderIntent]:
+        """Rebalance when drift exceeds the threshold and nothing is in flight."""
+        if self.status is not ExecutionStatus.ACTIVE or self.risk.state.value != "ACTIVE":
+            return []
+        if self.open_orders:
+            return []
+        val = self.valuate(prices)
+        plan = plan_rebalance(
+            val,
+            self.info.targets,
+            self.last_prices,
+            self.info.limits,
+            execution_id=self.execution_id,
+            first_seq=self.next_seq,
+            threshold=threshold,
+            blocked=frozenset(self.risk.stops.stopped_out),
+            available_exposure=self.info.limits.max_total_exposure - self._worker.exposure,
+        )
+        for event in plan.events:
+            self._risk_row(event, out)
+        if not plan.triggered or not plan.intents:
+            return []
+        approved = self.renumber(self.gate(plan.intents, out))
+        if approved:
+            out.events.append(
+                msg.rebalanced(
+                    self._ctx, at=self._clock.now(), max_drift=plan.drift, orders=approved
+                )
+            )
+        return approved
+
+    # ------------------------------------------------------------------ stopping
+
+    def closing_intents(self, out: Outbox) -> list[OrderIntent]:
+        """CLOSE sells for every held share not already being sold (pass even when HALTED)."""
+        pending: dict[str, Decimal] = {}
+        for order in self.open_orders:
+            if order.intent.side is Side.SELL:
+                sym = order.intent.symbol
+                pending[sym] = pending.get(sym, ZERO) + order.remaining_quantity
+        intents: list[OrderIntent] = []
+        for sym, pos in sorted(self.portfolio.positions.items()):
+            qty = pos.quantity - pending.get(sym, ZERO)
+            if qty <= 0:
+                continue
+            price = self.last_prices.get(sym) or pos.last_price
+            intents.append(
+                OrderIntent(
+                    client_order_id="",
+                    execution_id=self.execution_id,
+                    intent_seq=0,
+                    symbol=sym,
+                    side=Side.SELL,
+                    order_type=OrderType.MARKET,
+                    quantity=qty,
+                    price=price,
+                    purpose=OrderPurpose.CLOSE,
+                )
+            )
+        return self.renumber(self.gate(self.renumber(intents), out)) if intents else []
+
+    async def wait_flat(self, limit_s: float) -> bool:
+        """Wait (real seconds) until no order is in flight; False when `limit_s` ran out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while self.open_orders:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._fills_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fills_seen.wait(), timeout=min(remaining, 0.2))
+        return True
+
+    def stopped_event(self, reason: str, request_id: uuid.UUID | None) -> dict[str, object]:
+        val = self.last_valuation or self.valuate({})
+        return msg.execution_stopped(
+            self._ctx,
+            at=self._clock.now(),
+            reason=reason,
+            realized_pnl=val.realized_pnl,
+            total_pnl=val.total_pnl,
+            request_id=request_id,
+        )
+
+    def status_event(
+        self, kind: str, reason: str, request_id: uuid.UUID | None
+    ) -> dict[str, object]:
+        build = msg.execution_paused if kind == "paused" else msg.execution_resumed
+        return build(self._ctx, at=self._clock.now(), reason=reason, request_id=request_id)
+
+    def error_event(self, code: str, text: str) -> dict[str, object]:
+        return msg.execution_error(self._ctx, at=self._clock.now(), error_code=code, message=text)
+
+    @property
+    def context(self) -> msg.EventContext:
+        return self._ctx
+
+
+_END_WITHOUT_FILL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+def _order_update(state: OrderState) -> OrderUpdate:
+    return OrderUpdate(
+        client_order_id=state.client_order_id,
+        status=state.status,
+        filled_quantity=state.filled_quantity,
+        filled_price=state.avg_fill_price if state.filled_quantity else None,
+        oms_order_id=state.oms_order_id or None,
+        fees=state.fees,
+        reason=state.reason or None,
+    )
+
+
+def runner_from_record(
+    record: ExecutionRecord,
+    *,
+    worker_limits: RiskLimits,
+    risk_manager: RiskManager,
+    clock: Clock,
+    **deps: Any,
+) -> ExecutionRunner:
+    """A runner for a stored execution (new or resumed), risk state restored from the row."""
+    info = info_from_config(
+        execution_id=record.execution_id,
+        strategy_id=record.strategy_id,
+        user_id=record.user_id,
+        config=record.config,
+        initial_capital=record.initial_capital,
+        worker_limits=worker_limits,
+    )
+    state = record.state
+    positions = state.positions
+    portfolio = (
+        Portfolio.from_json(positions)
+        if positions and "cash" in positions
+        else Portfolio(record.initial_capital)
+    )
+    now = clock.now()
+    risk = ExecutionRisk(
+        record.execution_id, info.limits, start_equity=portfolio.valuation({}).equity, now=now
+    )
+    # The daily loss budget survives restarts: same trading day, same start equity and halt.
+    if state.trading_day == risk.trading_day and state.day_start_equity is not None:
+        risk.start_day(now, state.day_start_equity)
+        risk.halted = state.trading_state is TradingState.HALTED
+    if state.trading_state is TradingState.REDUCING:
+        risk.reducing = True
+        risk.reducing_reason = "restored from the store"
+    risk.take_events()
+    return ExecutionRunner(
+        info=info,
+        status=state.status,
+        portfolio=portfolio,
+        risk=risk,
+        next_seq=record.next_intent_seq,
+        fence=record.fence,
+        risk_manager=risk_manager,
+        clock=clock,
+        **deps,
+    )

@@ -1,0 +1,73 @@
+"""The runtime's own frozen settings, derived once from `WorkerConfig` at startup."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from strategy_worker.config import RiskSection, WorkerConfig
+from strategy_worker.domain.risk.limits import RiskLimits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeSettings:
+    """Cadences, policies and limits the execution lifecycle runs by."""
+
+    owner_id: str
+    """This worker's identity in leases (stable across restarts on one host by default)."""
+    limits: RiskLimits
+    position_check_interval: float = 60.0
+    rebalance_interval: float = 300.0
+    drift_threshold: Decimal = Decimal("0.05")
+    shutdown_policy: Literal["close", "handover"] = "close"
+    grace_period: float = 30.0
+    lease_seconds: float = 15.0
+    heartbeat: float = 5.0
+    reconcile_interval: float = 60.0
+    max_message_bytes: int = 65536
+    close_timeout: float = 10.0
+    """How long a stop waits (real seconds) for its closing orders to fill."""
+    max_executions: int = 100_000
+    """Upper bound on executions one worker takes over (lease acquisition batch limit)."""
+
+
+def risk_limits_from(section: RiskSection) -> RiskLimits:
+    """The domain's limits from the config's `risk` section (spec keys)."""
+    return RiskLimits(
+        min_order_value=section.min_order_value,
+        max_order_value=section.max_order_value,
+        max_position_size=section.max_position_size,
+        position_warning_ratio=section.warning_ratio,
+        max_total_exposure=section.max_total_exposure,
+        max_daily_loss=section.max_daily_loss,
+        max_daily_loss_amount=section.max_daily_loss_amount,
+        stop_loss_buffer=section.stop_loss_buffer,
+        execution_orders_per_second=section.max_orders_per_minute / 60,
+        execution_order_burst=max(1, section.max_orders_per_minute),
+        worker_orders_per_second=float(section.max_orders_per_second),
+        worker_order_burst=max(1, section.max_orders_per_second),
+    )
+
+
+def default_owner_id() -> str:
+    """hostname-pid: unique among live workers, readable in the leases table."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def settings_from(config: WorkerConfig) -> RuntimeSettings:
+    ex = config.execution
+    return RuntimeSettings(
+        owner_id=config.worker_id or default_owner_id(),
+        limits=risk_limits_from(config.risk),
+        position_check_interval=ex.position_check_interval,
+        rebalance_interval=ex.rebalance_interval,
+        drift_threshold=ex.drift_threshold,
+        shutdown_policy=ex.shutdown_policy,
+        grace_period=ex.grace_period,
+        lease_seconds=ex.lease_seconds,
+        heartbeat=ex.heartbeat,
+        reconcile_interval=ex.reconcile_interval,
+    )

@@ -1,0 +1,681 @@
+"""The worker: takes approved strategies and control requests, owns executions through
+leases, runs the monitor, rebalance, reconcile and lease ticks, and shuts down by policy.
+
+Transport-free: Kafka (or paper mode's file intake) calls `handle_strategy` and
+`handle_control`; a handler returns only once what the message caused is durable, so the
+caller may commit its offset. Background loops run in one task group; an unexpected error in
+a loop is logged with its traceback and stops the worker (never swallowed), while an error
+inside one execution only moves that execution to `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal
+from typing import Any, Protocol
+
+from strategy_worker import messages as msg
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.order_state import OrderState
+from strategy_worker.domain.orders import ExecutionReport, Side
+from strategy_worker.domain.positions import Portfolio
+from strategy_worker.domain.risk.manager import RiskManager
+from strategy_worker.domain.sizing import plan_initial_orders
+from strategy_worker.domain.strategy import Rejection, parse_strategy_message
+from strategy_worker.errors import StoreError
+from strategy_worker.log import get_logger
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceSource
+from strategy_worker.runtime.execution import (
+    ExecutionRunner,
+    Outbox,
+    info_from_config,
+    runner_from_record,
+)
+from strategy_worker.runtime.settings import RuntimeSettings
+from strategy_worker.store import (
+    FIRST_LEASE_EPOCH,
+    ControlOutcome,
+    ControlRequestRecord,
+    ExecutionRecord,
+    ExecutionStatus,
+    Fence,
+    LeaseLostError,
+    NewExecution,
+    RiskEventRecord,
+    Severity,
+    SnapshotRecord,
+    Store,
+)
+
+_log = get_logger(__name__)
+
+
+class RuntimeClock(Protocol):
+    """The domain's clock plus sleeping in the same (possibly accelerated) time frame."""
+
+    def now(self) -> Any: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class Worker:
+    """Everything one worker process runs, wired to its ports."""
+
+    def __init__(
+        self,
+        *,
+        settings: RuntimeSettings,
+        store: Store,
+        oms: OmsGateway,
+        prices: PriceSource,
+        events: EventSink,
+        dead_letters: DeadLetterSink,
+        metrics: WorkerMetrics,
+        clock: RuntimeClock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.oms = oms
+        self.prices = prices
+        self.events = events
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.clock = clock
+        self.risk_manager = RiskManager(settings.limits, clock)
+        self.runners: dict[uuid.UUID, ExecutionRunner] = {}
+        self._exposure = ZERO
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._report_cursor = f"oms-reports:{settings.owner_id}"
+        self.last_loop_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ worker view
+
+    @property
+    def exposure(self) -> Decimal:
+        """Worker-wide exposure, refreshed every monitor cycle and raised by each buy sent."""
+        return self._exposure
+
+    def refresh_exposure(self) -> None:
+        self._exposure = sum((r.exposure() for r in self.runners.values()), ZERO)
+
+    def _deps(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "oms": self.oms,
+            "events": self.events,
+            "metrics": self.metrics,
+            "worker": self,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume what this worker may own, then start the background loops."""
+        await self.acquire()
+        s = self.settings
+        self._loops = [
+            self._loop("monitor", s.position_check_interval, self.monitor_cycle),
+            self._loop("rebalance", s.rebalance_interval, self.rebalance_cycle),
+            self._loop("leases", s.heartbeat, self.lease_cycle, clock_time=False),
+            self._loop("reconcile", s.reconcile_interval, self.reconcile_cycle),
+            asyncio.create_task(self._report_pump(), name="oms-reports"),
+        ]
+
+    def _loop(
+        self,
+        name: str,
+        interval: float,
+        body: Callable[[], Awaitable[None]],
+        *,
+        clock_time: bool = True,
+    ) -> asyncio.Task[None]:
+        async def run() -> None:
+            while not self._stopping.is_set():
+                if clock_time:
+                    await self.clock.sleep(interval)
+                else:
+                    await asyncio.sleep(interval)
+                if self._stopping.is_set():
+                    return
+                await body()
+
+        return asyncio.create_task(run(), name=name)
+
+    async def wait(self) -> None:
+        """Return when a background loop failed (re-raising its error) or stop began."""
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [*self._loops, stop_wait], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop_wait.cancel()
+        for task in done:
+            if task is not stop_wait and not task.cancelled() and task.exception():
+                self.last_loop_error = task.exception()
+                _log.error(
+                    "background loop failed; stopping the worker",
+                    loop=task.get_name(),
+                    exc_info=task.exception(),
+                )
+                raise task.exception()  # type: ignore[misc]
+
+    async def shutdown(self, policy: str | None = None) -> None:
+        """Idempotent. `close` (the spec's default) closes every position and marks the
+        executions stopped; `handover` leaves them open and releases the leases so another
+        worker resumes them. Bounded by the grace period."""
+        if self._stopping.is_set():
+            await self._stopped.wait()
+            return
+        self._stopping.set()
+        policy = policy or self.settings.shutdown_policy
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.settings.grace_period)
+        try:
+            async with asyncio.timeout(self.settings.grace_period):
+                if policy == "close":
+                    await asyncio.gather(
+                        *(
+                            self.stop_execution(r, reason="worker shutdown")
+                            for r in list(self.runners.values())
+                            if r.running
+                        )
+                    )
+                else:
+                    await self._handover()
+        except TimeoutError:
+            _log.error("shutdown grace period ran out", left=len(self.runners))
+        finally:
+            self._stopped.set()
+
+    async def _handover(self) -> None:
+        for runner in list(self.runners.values()):
+            async with runner.lock:
+                with contextlib.suppress(StoreError):
+                    await self.store.update_execution_state(
+                        runner.execution_id, runner.state(), fence=runner.fence
+                    )
+        with contextlib.suppress(StoreError):
+            await self.store.release_executions(self.settings.owner_id, list(self.runners))
+        self.runners.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run tracked background work (awaited by shutdown)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ intake
+
+    async def handle_strategy(self, payload: bytes, source: str) -> None:
+        """One `strategy.approved` message: dead-letter it, ignore a replay, or create the
+        execution with its first order intents durably, then submit them in the background."""
+        parsed = parse_strategy_message(payload, max_bytes=self.settings.max_message_bytes)
+        if isinstance(parsed, Rejection):
+            await self._reject(payload, parsed.code, str(parsed), source)
+            return
+        execution_id = parsed.execution_id
+        if execution_id in self.runners or await self.store.get_execution(execution_id):
+            _log.info("duplicate strategy message ignored", execution_id=str(execution_id))
+            return
+        prices = await self.prices.get_prices(parsed.config.symbols)
+        missing = [s for s in parsed.config.symbols if s not in prices]
+        if missing:
+            await self._reject(
+                payload, "unknown_symbol", f"config.symbols: no price for {missing[0]}", source
+            )
+            return
+        config_json = parsed.config.to_json()
+        info = info_from_config(
+            execution_id=execution_id,
+            strategy_id=parsed.strategy_id,
+            user_id=parsed.user_id,
+            config=config_json,
+            initial_capital=parsed.config.initial_capital,
+            worker_limits=self.settings.limits,
+        )
+        plan = plan_initial_orders(
+            parsed,
+            prices,
+            self.settings.limits,
+            execution_id,
+            1,
+            available_exposure=self.settings.limits.max_total_exposure - self._exposure,
+        )
+        now = self.clock.now()
+        runner = ExecutionRunner(
+            info=info,
+            status=ExecutionStatus.ACTIVE,
+            portfolio=Portfolio(parsed.config.initial_capital),
+            risk=self.risk_manager.new_execution(
+                execution_id,
+                start_equity=parsed.config.initial_capital,
+                risk_params=parsed.config.risk_params,
+            ),
+            next_seq=1,
+            fence=Fence(owner_id=self.settings.owner_id, epoch=FIRST_LEASE_EPOCH),
+            risk_manager=self.risk_manager,
+            clock=self.clock,
+            **self._deps(),
+        )
+        runner.valuate(prices)
+        out = Outbox()
+        for event in plan.events:
+            runner._risk_row(event, out)
+        intents = runner.renumber(runner.gate(plan.intents, out))
+        runner.next_seq = len(intents) + 1
+        created = await self.store.create_execution(
+            NewExecution(
+                execution_id=execution_id,
+                strategy_id=parsed.strategy_id,
+                user_id=parsed.user_id,
+                approved_at=parsed.approved_at,
+                config=config_json,
+                initial_capital=parsed.config.initial_capital,
+                started_at=now,
+                state=runner.state(),
+            ),
+            intents,
+            next_intent_seq=runner.next_seq,
+            owner_id=self.settings.owner_id,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        if not created:
+            return
+        for intent in intents:
+            runner.orders[intent.client_order_id] = OrderState(intent)
+        self.runners[execution_id] = runner
+        self._exposure += sum((i.notional for i in intents if i.side is Side.BUY), ZERO)
+        self.metrics.executions_active.set(len(self.runners))
+        out.events.insert(0, msg.execution_started(runner.context, at=now, initial_orders=intents))
+        await runner.flush(out)
+        _log.info(
+            "execution started",
+            execution_id=str(execution_id),
+            strategy_id=str(parsed.strategy_id),
+            orders=len(intents),
+        )
+        self.spawn(self._submit_initial(runner, intents), f"submit-{execution_id}")
+
+    async def _submit_initial(self, runner: ExecutionRunner, intents: list[Any]) -> None:
+        await self.guard(runner, self._locked_submit(runner, intents))
+
+    async def _locked_submit(self, runner: ExecutionRunner, intents: list[Any]) -> None:
+        async with runner.lock:
+            out = Outbox()
+            await runner.submit(intents, out)
+            await runner.flush(out)
+
+    async def _reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
+        _log.warning("message dead-lettered", code=code, reason=reason, source=source)
+        self.metrics.record_dead_letter(code)
+        await self.dead_letters.dead_letter(payload, code=code, reason=reason, source=source)
+
+    # ------------------------------------------------------------------ control
+
+    async def handle_control(self, payload: bytes, source: str) -> None:
+        """stop / pause / resume, once per request id, only from the execution's owner."""
+        request = msg.parse_control(payload)
+        if isinstance(request, msg.Rejection):
+            await self._reject(payload, str(request.code), str(request), source)
+            return
+        runner = self._find(request.execution_id, request.strategy_id)
+        execution_id = runner.execution_id if runner else request.execution_id
+        record = ControlRequestRecord(
+            request_id=str(request.request_id),
+            execution_id=execution_id,
+            requested_by=str(request.user_id),
+            action=str(request.action),
+            received_at=self.clock.now(),
+            payload={"source": source, "reason": request.reason or ""},
+        )
+        if not await self.store.record_control_request(record):
+            seen = await self.store.get_control_request(record.request_id)
+            if seen is not None and seen.outcome is not ControlOutcome.RECEIVED:
+                _log.info("control request replay ignored", request_id=record.request_id)
+                return
+        if runner is None:
+            await self._complete(record, ControlOutcome.REFUSED, "execution not running here")
+            return
+        if request.user_id != runner.info.user_id:
+            out = Outbox()
+            now = self.clock.now()
+            out.risk_rows.append(
+                RiskEventRecord(
+                    event_id=uuid.uuid5(request.request_id, "unauthorized"),
+                    execution_id=runner.execution_id,
+                    event_type="UNAUTHORIZED_CONTROL",
+                    severity=Severity.CRITICAL,
+                    description=(
+                        f"{request.action} requested by {request.user_id}, "
+                        f"who does not own the execution"
+                    ),
+                    action_taken="request refused",
+                    occurred_at=now,
+                    details={"request_id": str(request.request_id)},
+                )
+            )
+            self.metrics.record_risk_event("UNAUTHORIZED_CONTROL", "CRITICAL")
+            await runner.flush(out)
+            await self._complete(record, ControlOutcome.REFUSED, "requester is not the owner")
+            return
+        action = request.action
+        reason = request.reason or f"{action} requested"
+        if action is msg.ControlAction.STOP:
+            await self.stop_execution(runner, reason=reason, request_id=request.request_id)
+        else:
+            await self.set_paused(
+                runner, action is msg.ControlAction.PAUSE, reason, request.request_id
+            )
+        await self._complete(record, ControlOutcome.APPLIED, reason)
+
+    async def _complete(
+        self, record: ControlRequestRecord, outcome: ControlOutcome, detail: str
+    ) -> None:
+        await self.store.complete_control_request(
+            record.request_id, outcome, detail=detail, completed_at=self.clock.now()
+        )
+
+    def _find(
+        self, execution_id: uuid.UUID | None, strategy_id: uuid.UUID | None
+    ) -> ExecutionRunner | None:
+        if execution_id is not None:
+            return self.runners.get(execution_id)
+        for runner in self.runners.values():
+            if runner.info.strategy_id == strategy_id and runner.running:
+                return runner
+        return None
+
+    async def set_paused(
+        self, runner: ExecutionRunner, paused: bool, reason: str, request_id: uuid.UUID | None
+    ) -> None:
+        async with runner.lock:
+            target = ExecutionStatus.PAUSED if paused else ExecutionStatus.ACTIVE
+            if not runner.running or runner.status is target:
+                return
+            runner.status = target
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
+            out = Outbox()
+            out.events.append(
+                runner.status_event("paused" if paused else "resumed", reason, request_id)
+            )
+            await runner.flush(out)
+
+    # ------------------------------------------------------------------ stopping
+
+    async def stop_execution(
+        self, runner: ExecutionRunner, *, reason: str, request_id: uuid.UUID | None = None
+    ) -> None:
+        """The spec's step 6: stop trading, close every position, final snapshot, `stopped`."""
+        async with runner.lock:
+            if not runner.running:
+                return
+            out = Outbox()
+            for order in runner.open_orders:
+                if order.intent.side is Side.BUY and order.request_cancel():
+                    with contextlib.suppress(Exception):
+                        await self.oms.cancel(order.client_order_id)
+            closing = runner.closing_intents(out)
+            await runner.record_and_submit(closing, out)
+            await runner.flush(out)
+        if not await runner.wait_flat(self.settings.close_timeout):
+            await self.reconcile(runner)
+        async with runner.lock:
+            prices = await self.prices.get_prices(runner.info.symbols)
+            runner.valuate(prices)
+            runner.status = ExecutionStatus.STOPPED
+            runner.stop_reason = reason
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
+            await self.store.insert_snapshots([runner.snapshot()])
+            out = Outbox()
+            out.events.append(runner.stopped_event(reason, request_id))
+            await runner.flush(out)
+        await self._forget(runner)
+        _log.info("execution stopped", execution_id=str(runner.execution_id), reason=reason)
+
+    async def _forget(self, runner: ExecutionRunner) -> None:
+        self.runners.pop(runner.execution_id, None)
+        self.metrics.executions_active.set(len(self.runners))
+        self.metrics.forget_execution(str(runner.execution_id))
+        with contextlib.suppress(StoreError):
+            await self.store.release_executions(self.settings.owner_id, [runner.execution_id])
+
+    async def fail_execution(self, runner: ExecutionRunner, exc: BaseException) -> None:
+        """One execution's unexpected error: status `error`, an event, the lease released;
+        every other execution carries on."""
+        _log.error("execution failed", execution_id=str(runner.execution_id), exc_info=exc)
+        runner.status = ExecutionStatus.ERROR
+        runner.stop_reason = f"{type(exc).__name__}: {exc}"[:500]
+        with contextlib.suppress(Exception):
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
+            await self.events.publish(
+                runner.context.key, runner.error_event(type(exc).__name__, str(exc)[:500])
+            )
+        await self._forget(runner)
+
+    async def guard(self, runner: ExecutionRunner, work: Awaitable[None]) -> None:
+        """Run one execution's work so that its failure never disturbs another."""
+        try:
+            await work
+        except LeaseLostError:
+            _log.warning("lease lost; execution dropped", execution_id=str(runner.execution_id))
+            self.runners.pop(runner.execution_id, None)
+        except StoreError as exc:
+            if not exc.retryable:
+                await self.fail_execution(runner, exc)
+                return
+            # Memory may be ahead of the store: reload this execution from the store + OMS.
+            _log.warning("store unavailable; execution will be reloaded", error=str(exc))
+            runner.dirty = True
+        except Exception as exc:
+            await self.fail_execution(runner, exc)
+
+    # ------------------------------------------------------------------ ticks
+
+    async def monitor_cycle(self) -> None:
+        """Every position_check_interval: prices, P&L, daily loss, stop-losses, snapshots."""
+        started = time.perf_counter()
+        runners = [r for r in self.runners.values() if r.running and not r.dirty]
+        if not runners:
+            return
+        symbols = sorted({s for r in runners for s in r.info.symbols} | self._held(runners))
+        prices = await self.prices.get_prices(symbols)
+        snapshots: list[SnapshotRecord] = []
+        for runner in runners:
+            await self.guard(runner, self._monitor_one(runner, prices, snapshots))
+        if snapshots:
+            with contextlib.suppress(StoreError):
+                await self.store.insert_snapshots(snapshots)
+        self.refresh_exposure()
+        self.metrics.set_pnl_total(
+            sum((r.last_valuation.total_pnl for r in runners if r.last_valuation), ZERO)
+        )
+        self.metrics.monitor_cycle_seconds.observe(time.perf_counter() - started)
+        await self._reload_dirty()
+
+    @staticmethod
+    def _held(runners: list[ExecutionRunner]) -> set[str]:
+        return {s for r in runners for s in r.portfolio.positions}
+
+    async def _monitor_one(
+        self, runner: ExecutionRunner, prices: Any, snapshots: list[Any]
+    ) -> None:
+        async with runner.lock:
+            out = Outbox()
+            intents = runner.monitor(prices, out)
+            await runner.record_and_submit(intents, out)
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
+            snapshots.append(runner.snapshot())
+            await runner.flush(out)
+
+    async def rebalance_cycle(self) -> None:
+        """Every rebalance_interval: bring drifted executions back to their targets."""
+        runners = [
+            r for r in self.runners.values() if r.status is ExecutionStatus.ACTIVE and not r.dirty
+        ]
+        if not runners:
+            return
+        symbols = sorted({s for r in runners for s in r.info.symbols} | self._held(runners))
+        prices = await self.prices.get_prices(symbols)
+        for runner in runners:
+            await self.guard(runner, self._rebalance_one(runner, prices))
+
+    async def _rebalance_one(self, runner: ExecutionRunner, prices: Any) -> None:
+        started = time.perf_counter()
+        async with runner.lock:
+            out = Outbox()
+            intents = runner.plan_rebalance(prices, self.settings.drift_threshold, out)
+            self._exposure += sum((i.notional for i in intents if i.side is Side.BUY), ZERO)
+            await runner.record_and_submit(intents, out)
+            await runner.flush(out)
+        self.metrics.rebalance_seconds.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ leases & recovery
+
+    async def lease_cycle(self) -> None:
+        """Heartbeat: renew what we hold (drop what we lost), take over expired executions."""
+        owned = list(self.runners)
+        if owned:
+            held = await self.store.renew_leases(
+                self.settings.owner_id, owned, lease_seconds=self.settings.lease_seconds
+            )
+            for execution_id in set(owned) - held:
+                _log.warning("lease lost", execution_id=str(execution_id))
+                self.runners.pop(execution_id, None)
+        await self.acquire()
+
+    async def acquire(self) -> None:
+        """Take over unowned or expired executions and resume them."""
+        if self._stopping.is_set():
+            return
+        limit = self.settings.max_executions - len(self.runners)
+        if limit <= 0:
+            return
+        records = await self.store.acquire_executions(
+            self.settings.owner_id, lease_seconds=self.settings.lease_seconds, limit=limit
+        )
+        for record in records:
+            await self.resume(record)
+
+    async def resume(self, record: ExecutionRecord) -> None:
+        """Rebuild an execution from the store and reconcile it with the OMS."""
+        runner = runner_from_record(
+            record,
+            worker_limits=self.settings.limits,
+            risk_manager=self.risk_manager,
+            clock=self.clock,
+            **self._deps(),
+        )
+        orders = await self.store.get_orders(record.execution_id)
+        fills = await self.store.get_fills(record.execution_id)
+        runner.restore_orders(orders, [f.fill for f in fills])
+        self.runners[record.execution_id] = runner
+        self.metrics.executions_active.set(len(self.runners))
+        _log.info(
+            "execution resumed",
+            execution_id=str(record.execution_id),
+            open_orders=len(runner.open_orders),
+        )
+        await self.guard(runner, self.reconcile(runner))
+
+    async def _reload_dirty(self) -> None:
+        for runner in [r for r in self.runners.values() if r.dirty]:
+            record = await self.store.get_execution(runner.execution_id)
+            self.runners.pop(runner.execution_id, None)
+            if record is not None and record.owner_id == self.settings.owner_id:
+                await self.resume(record)
+
+    async def reconcile(self, runner: ExecutionRunner) -> None:
+        """Ask the OMS about every order of the execution: record fills we missed, resubmit
+        (same client order id) only what the OMS has never heard of, and compare positions."""
+        views = await self.oms.list_orders(runner.execution_id)
+        known = {v.client_order_id for v in views}
+        async with runner.lock:
+            out = Outbox()
+            await runner.apply_views(views, out)
+            unknown = [
+                o.intent
+                for o in runner.open_orders
+                if o.client_order_id not in known and not o.oms_order_id
+            ]
+            if unknown:
+                _log.info("resubmitting orders the OMS never saw", orders=len(unknown))
+                await runner.submit(unknown, out)
+            if not runner.open_orders:
+                await self._compare_positions(runner, out)
+            await runner.flush(out)
+
+    async def _compare_positions(self, runner: ExecutionRunner, out: Outbox) -> None:
+        remote = await self.oms.get_positions(runner.execution_id)
+        local = {s: p.quantity for s, p in runner.portfolio.positions.items()}
+        unexplained = False
+        for symbol in sorted(set(remote) | set(local)):
+            diff = local.get(symbol, ZERO) - remote.get(symbol, ZERO)
+            self.metrics.set_position_difference(str(runner.execution_id), symbol, diff)
+            unexplained = unexplained or diff != 0
+        if unexplained:
+            runner._anomaly("local positions differ from the OMS's", out)
+
+    async def reconcile_cycle(self) -> None:
+        for runner in [r for r in self.runners.values() if r.running and not r.dirty]:
+            await self.guard(runner, self.reconcile(runner))
+
+    # ------------------------------------------------------------------ reports
+
+    async def _report_pump(self) -> None:
+        """Execution reports from the OMS stream, applied per execution in batches."""
+        cursor = await self.store.get_report_cursor(self._report_cursor)
+        queue: asyncio.Queue[ExecutionReport] = asyncio.Queue()
+
+        async def pull() -> None:
+            async for report in self.oms.reports(from_seq=cursor):
+                await queue.put(report)
+
+        puller = asyncio.create_task(pull(), name="oms-reports-pull")
+        try:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < 1000:
+                    batch.append(queue.get_nowait())
+                await self.apply_reports(batch)
+        finally:
+            puller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await puller
+
+    async def apply_reports(self, batch: list[ExecutionReport]) -> None:
+        grouped: dict[uuid.UUID, list[ExecutionReport]] = {}
+        for report in batch:
+            grouped.setdefault(report.execution_id, []).append(report)
+        for execution_id, reports in grouped.items():
+            runner = self.runners.get(execution_id)
+            if runner is None or runner.dirty:
+                continue
+            await self.guard(runner, self._apply_reports(runner, reports))
+        with contextlib.suppress(StoreError):
+            await self.store.set_report_cursor(self._report_cursor, batch[-1].seq)
+
+    async def _apply_reports(self, runner: ExecutionRunner, reports: list[ExecutionReport]) -> None:
+        async with runner.lock:
+            out = Outbox()
+            await runner.apply_reports(reports, out, cursor=None)
+            await runner.flush(out)
