@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -184,6 +187,11 @@ def cmd_down() -> int:
             with step(f"{name}: stop"):
                 MODULES[name].stop(entry)
                 MODULES[name].wipe(entry)
+        for name, entry in (state.get("instances") or {}).items():
+            with step(f"{name}: stop"):
+                postgres.stop(entry)
+                postgres.wipe(entry)
+                shutil.rmtree(entry["home"], ignore_errors=True)
         ENV_FILE.unlink(missing_ok=True)
         STATE_FILE.unlink(missing_ok=True)
     say("down")
@@ -227,6 +235,13 @@ def cmd_status(quiet: bool) -> int:
         all_up = all_up and up
         if not quiet:
             sys.stdout.write(f"{name:9} {line}\n")
+    for name, entry in (state.get("instances") or {}).items():
+        if not quiet:
+            up = postgres.running(entry)
+            sys.stdout.write(
+                f"{name:9} {'running' if up else 'stopped'}  "
+                f"DATABASE_URL={mask(entry['url'])} (extra instance for fault tests)\n"
+            )
     if not quiet and all_up:
         sys.stdout.write(f"settings: {rel(ENV_FILE)}\n")
     return 0 if all_up else 3
@@ -255,6 +270,52 @@ def cmd_service(action: str, name: str) -> int:
     return 0
 
 
+def cmd_instance(action: str, name: str) -> int:
+    """Extra PostgreSQL clusters (.services/NAME) that fault tests may stop without disturbing
+    the shared one. `up` prints its settings as one JSON object on stdout."""
+    if not re.fullmatch(r"pg-[a-z0-9][a-z0-9-]{0,39}", name):
+        raise StepFailed(f"instance name {name!r}: use pg-<lowercase letters, digits, dashes>")
+    with locked():
+        state = load_state()
+        instances: dict[str, dict[str, Any]] = state.setdefault("instances", {})
+        entry = instances.get(name)
+        try:
+            if action == "up":
+                if entry is None or not postgres.running(entry):
+                    if entry is not None:
+                        postgres.stop(entry)
+                        postgres.wipe(entry)
+                    Apt().install(postgres.missing_packages(), "installing PostgreSQL")
+                    entry = instances[name] = {"managed": True}
+                    postgres.start_fresh(entry, set(), name)
+                info = {
+                    "url": entry["url"],
+                    "admin_url": entry["admin_url"],
+                    "port": entry["port"],
+                    "pid_file": str(Path(entry["data"]) / "postmaster.pid"),
+                    "log": entry["log"],
+                }
+                sys.stdout.write(json.dumps(info) + "\n")
+            elif entry is None:
+                raise StepFailed(
+                    f"no instance {name}; run `scripts/services.sh instance up {name}`"
+                )
+            elif action == "down":
+                postgres.stop(entry)
+                postgres.wipe(entry)
+                shutil.rmtree(entry["home"], ignore_errors=True)
+                del instances[name]
+            else:
+                if action in ("stop", "restart"):
+                    with step(f"{name}: stop"):
+                        postgres.stop(entry)
+                if action in ("start", "restart") and not postgres.running(entry):
+                    postgres.start(entry)
+        finally:
+            save_state(state)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/services.sh", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     for action in ("start", "stop", "restart"):
         one = sub.add_parser(action, help=f"{action} one server started by `up` (data kept)")
         one.add_argument("service", choices=SERVICE_NAMES)
+    instance = sub.add_parser("instance", help="an extra PostgreSQL for fault tests")
+    instance.add_argument("action", choices=("up", "stop", "start", "restart", "down"))
+    instance.add_argument("name", help="pg-<something unique>, e.g. pg-faults-<pid>")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -279,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise StepFailed("not up: no .services/env; run scripts/services.sh up")
             sys.stdout.write(ENV_FILE.read_text())
             return 0
+        if args.command == "instance":
+            return cmd_instance(args.action, args.name)
         return cmd_service(args.command, args.service)
     except StepFailed as exc:
         say(f"{args.command} FAILED: {exc}")

@@ -200,7 +200,7 @@ def port_answers(port: int) -> bool:
 
 def pick_port(setting: str, taken: set[int], what: str) -> int:
     """A free loopback port for ``what``, or the one env ``setting`` names (must be free)."""
-    wanted = os.environ.get(setting)
+    wanted = os.environ.get(setting) if setting else None
     if wanted:
         port = int(wanted)
         if not port_free(port):
@@ -309,6 +309,7 @@ def save_state(state: dict[str, Any]) -> None:
     SERVICES.mkdir(exist_ok=True)
     tmp = STATE_FILE.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.chmod(0o600)  # holds database passwords
     tmp.replace(STATE_FILE)
 
 

@@ -71,9 +71,9 @@ def os_user() -> str | None:
     return "postgres"
 
 
-def choose_home(user: str | None) -> Path:
-    """.services/postgres, unless `postgres` cannot reach it (a clone under /root, mode 700)."""
-    home = SERVICES / "postgres"
+def choose_home(user: str | None, name: str) -> Path:
+    """.services/NAME, unless `postgres` cannot reach it (a clone under /root, mode 700)."""
+    home = SERVICES / name
     if user is None:
         return home
     probe = subprocess.run(  # noqa: S603
@@ -84,7 +84,7 @@ def choose_home(user: str | None) -> Path:
     if probe.returncode == 0:
         return home
     key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"strategy-worker-{key}" / "postgres"
+    return Path(tempfile.gettempdir()) / f"strategy-worker-{key}" / name
 
 
 def _chown(path: Path, user: str | None) -> None:
@@ -101,15 +101,19 @@ def running(entry: dict[str, Any]) -> bool:
     return found is not None and pid_alive(found) and port_answers(int(entry["port"]))
 
 
-def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
-    """initdb a new cluster, start it, create the app role and database, check the login works."""
+def start_fresh(entry: dict[str, Any], taken: set[int], name: str = "postgres") -> None:
+    """initdb a new cluster, start it, create the app role and database, check the login works.
+
+    ``name`` is the cluster's directory under .services/ (extra instances for fault tests).
+    """
     pg_bin = find_pg_bin()
     if pg_bin is None:
         raise StepFailed("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin")
     user = os_user()
     SERVICES.mkdir(exist_ok=True)
-    home = choose_home(user)
+    home = choose_home(user, name)
     entry.update(
+        name=name,
         bin=str(pg_bin),
         user=user,
         home=str(home),
@@ -123,9 +127,9 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
     (home / "run").mkdir(exist_ok=True)
     _chown(home, user)
     _chown(home / "run", user)
-    if home != SERVICES / "postgres":
-        say(f"postgres: the `postgres` user cannot reach {rel(SERVICES)}; cluster in {home}")
-    port = pick_port("SW_PG_PORT", taken, "postgres")
+    if home != SERVICES / name:
+        say(f"{name}: the `postgres` user cannot reach {rel(SERVICES)}; cluster in {home}")
+    port = pick_port("SW_PG_PORT" if name == "postgres" else "", taken, name)
     password = secrets.token_hex(16)
     entry.update(
         port=port,
@@ -133,7 +137,7 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
         admin_url=f"postgresql://postgres@/postgres?host={home / 'run'}&port={port}",
     )
     setup_log = home / "setup.log"
-    with step("postgres: initdb", setup_log):
+    with step(f"{name}: initdb", setup_log):
         run(
             [
                 str(pg_bin / "initdb"),
@@ -155,7 +159,7 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
         with (Path(entry["data"]) / "postgresql.conf").open("a") as conf:
             conf.write(SETTINGS.format(port=port, run_dir=entry["run"]))
     start(entry)
-    with step(f"postgres: create role and database {DB_NAME}", setup_log):
+    with step(f"{name}: create role and database {DB_NAME}", setup_log):
         psql = [
             str(pg_bin / "psql"),
             "-h",
@@ -183,7 +187,7 @@ def start_fresh(entry: dict[str, Any], taken: set[int]) -> None:
             user=user,
             log=setup_log,
         )
-    with step("postgres: password login and SELECT 1"):
+    with step(f"{name}: password login and SELECT 1"):
         check(entry["url"])
 
 
@@ -191,7 +195,7 @@ def start(entry: dict[str, Any]) -> None:
     """Start (or restart after `stop`) the cluster with its data, port and settings unchanged."""
     log = Path(entry["log"])
     offset = log.stat().st_size if log.exists() else 0  # judge only this start's lines
-    with step(f"postgres: start on 127.0.0.1:{entry['port']}", log):
+    with step(f"{entry.get('name', 'postgres')}: start on 127.0.0.1:{entry['port']}", log):
         try:
             run(
                 [

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env, started_here
+from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env
 
 
 def _require_answering(var: str, host: str, port: int, source: str) -> None:
@@ -156,17 +156,22 @@ async def make_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
             await admin.close()
 
 
-@pytest.fixture
-def postgres_control(database_url: str) -> Iterator[PostgresControl]:
-    """Control of the harness's PostgreSQL; running again when the test ends, whatever happened.
+@pytest.fixture(scope="session")
+def _fault_postgres() -> Iterator[PostgresControl]:
+    control = PostgresControl.up(f"pg-faults-{os.getpid()}")
+    try:
+        yield control
+    finally:
+        control.down()
 
-    Skipped (with the reason shown) when DATABASE_URL names a server the harness did not start:
-    that one is not ours to stop.
+
+@pytest.fixture
+def postgres_control(_fault_postgres: PostgresControl) -> Iterator[PostgresControl]:
+    """A private PostgreSQL (its URL: `postgres_control.url`) the test may stop and restart.
+
+    One per pytest session, separate from DATABASE_URL's server; running again when each test
+    ends, whatever happened. Its database is shared by the tests of the session: use unique ids.
     """
-    ours = started_here()
-    if ours.get("DATABASE_URL") != database_url:
-        pytest.skip("DATABASE_URL names a server this checkout's scripts/services.sh did not start")
-    control = PostgresControl({**os.environ, **ours})
-    yield control
-    if control.pid is None:
-        control.start()
+    yield _fault_postgres
+    if _fault_postgres.pid is None:
+        _fault_postgres.start()

@@ -6,6 +6,7 @@ Plain helpers (not fixtures) so tests can import them: `from ..servers import Po
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -55,17 +56,34 @@ def load_services_env() -> tuple[dict[str, str], str]:
 
 
 class PostgresControl:
-    """Stops and starts the harness's PostgreSQL mid-test (same port, same data) for fault tests.
+    """A private PostgreSQL for fault tests: stop, start or restart it mid-test at will.
 
-    Each call runs `scripts/services.sh stop|start|restart postgres` and returns when it is done:
-    `stop` is a fast shutdown (open transactions roll back, every connection drops); `start`
-    returns once the server accepts connections. In async tests use the `a`-prefixed methods so
+    It is an extra cluster (`scripts/services.sh instance up NAME`), not the shared test server,
+    so stopping it never disturbs other tests or sessions using DATABASE_URL. Same port and data
+    across restarts. `stop` is a fast shutdown (open transactions roll back, every connection
+    drops); `start` returns once it accepts connections. In async tests use the `a`-methods so
     the code under test keeps running while the server is down.
     """
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = dict(env)
-        self.pid_file = Path(env["PG_PID_FILE"])
+    def __init__(self, name: str, info: Mapping[str, object]) -> None:
+        self.name = name
+        self.url = str(
+            info["url"]
+        )  # postgresql://strategy_worker:...@127.0.0.1:PORT/strategy_worker
+        self.admin_url = str(info["admin_url"])  # superuser over the unix socket
+        self.port = int(str(info["port"]))
+        self.pid_file = Path(str(info["pid_file"]))
+        self.log = Path(str(info["log"]))
+
+    @classmethod
+    def up(cls, name: str) -> PostgresControl:
+        """Start (or reuse) the instance NAME."""
+        output = _services("instance", "up", name)
+        return cls(name, json.loads(output.strip().splitlines()[-1]))
+
+    def down(self) -> None:
+        """Stop the instance and delete its data."""
+        _services("instance", "down", self.name)
 
     @property
     def pid(self) -> int | None:
@@ -75,42 +93,46 @@ class PostgresControl:
         except (OSError, ValueError, IndexError):
             return None
 
-    def _argv(self, action: str) -> list[str]:
-        return ["bash", str(SERVICES_SH), action, "postgres"]
-
-    def _check(self, action: str, code: int, output: bytes) -> None:
-        assert code == 0, f"services.sh {action} postgres exited {code}:\n{output.decode()}"
-
-    def _run(self, action: str) -> None:
-        proc = subprocess.run(
-            self._argv(action), env=self.env, capture_output=True, check=False, timeout=120
-        )
-        self._check(action, proc.returncode, proc.stdout + proc.stderr)
-
-    async def _arun(self, action: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(action),
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(proc.communicate(), 120)
-        self._check(action, proc.returncode or 0, output)
-
     def stop(self) -> None:
-        self._run("stop")
+        _services("instance", "stop", self.name)
 
     def start(self) -> None:
-        self._run("start")
+        _services("instance", "start", self.name)
 
     def restart(self) -> None:
-        self._run("restart")
+        _services("instance", "restart", self.name)
 
     async def astop(self) -> None:
-        await self._arun("stop")
+        await _aservices("instance", "stop", self.name)
 
     async def astart(self) -> None:
-        await self._arun("start")
+        await _aservices("instance", "start", self.name)
 
     async def arestart(self) -> None:
-        await self._arun("restart")
+        await _aservices("instance", "restart", self.name)
+
+
+def _services(*args: str) -> str:
+    """Run scripts/services.sh ARGS; its stdout, or an AssertionError with all its output."""
+    proc = subprocess.run(
+        ["bash", str(SERVICES_SH), *args], capture_output=True, text=True, check=False, timeout=180
+    )
+    assert proc.returncode == 0, (
+        f"services.sh {' '.join(args)}: exit {proc.returncode}\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
+async def _aservices(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SERVICES_SH),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode == 0, (
+        f"services.sh {' '.join(args)}: exit {proc.returncode}\n{err.decode()}"
+    )
+    return out.decode()

@@ -29,6 +29,18 @@ async def test_postgres_accepts_password_login_and_answers_select_1(
     assert await pg_conn.fetchval("SHOW server_version_num") >= "150000"
 
 
+async def test_fault_instance_is_not_the_shared_server(
+    postgres_control: PostgresControl, pg_conn: asyncpg.Connection
+) -> None:
+    private = await asyncpg.connect(postgres_control.url)
+    try:
+        private_port = await private.fetchval("SHOW port")
+    finally:
+        await private.close()
+    assert private_port == str(postgres_control.port)
+    assert await pg_conn.fetchval("SHOW port") != private_port
+
+
 async def test_fresh_database_is_empty_and_separate_from_the_shared_one(
     fresh_database_url: str, database_url: str
 ) -> None:
@@ -92,10 +104,10 @@ async def test_spec_topics_exist_with_their_partition_counts(kafka_bootstrap: st
 
 
 async def test_postgres_restart_drops_connections_then_serves_new_ones(
-    postgres_control: PostgresControl, database_url: str
+    postgres_control: PostgresControl,
 ) -> None:
     before = postgres_control.pid
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(postgres_control.url)
     try:
         await postgres_control.arestart()
         with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)):
@@ -103,7 +115,7 @@ async def test_postgres_restart_drops_connections_then_serves_new_ones(
     finally:
         await conn.close()
     assert postgres_control.pid not in (None, before)
-    again = await asyncpg.connect(database_url)
+    again = await asyncpg.connect(postgres_control.url)
     try:
         assert await again.fetchval("SELECT 1") == 1
     finally:
@@ -111,14 +123,14 @@ async def test_postgres_restart_drops_connections_then_serves_new_ones(
 
 
 async def test_postgres_stopped_refuses_connections_until_started(
-    postgres_control: PostgresControl, database_url: str
+    postgres_control: PostgresControl,
 ) -> None:
     await postgres_control.astop()
     assert postgres_control.pid is None
     with pytest.raises(ConnectionRefusedError):
-        await asyncpg.connect(database_url, timeout=5)
+        await asyncpg.connect(postgres_control.url, timeout=5)
     await postgres_control.astart()
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(postgres_control.url)
     try:
         assert await conn.fetchval("SELECT 1") == 1
     finally:
