@@ -149,7 +149,8 @@ def plan_initial_orders(
     """
     limits = limits.tightened_by(strategy.config.risk_params)
     capital = strategy.config.initial_capital
-    weights = effective_weights(strategy, limits)
+    cap = limits.max_position_size
+    weights = {sym: min(w, cap) for sym, w in sorted(strategy.config.allocation.items())}
     events: list[RiskEvent] = []
     targets: dict[str, Decimal] = {}
     for sym, weight in weights.items():

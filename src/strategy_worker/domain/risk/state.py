@@ -43,6 +43,7 @@ class ExecutionRisk:
         "_day_offset",
         "_outbox",
         "bucket",
+        "caps_equity",
         "day_start_equity",
         "execution_id",
         "halted",
@@ -51,11 +52,13 @@ class ExecutionRisk:
         "loss_limit",
         "max_position",
         "next_day_ts",
+        "position_cap",
         "reducing",
         "reducing_reason",
         "stops",
         "trading_day",
         "warn_position",
+        "warning_cap",
     )
 
     def __init__(
@@ -71,6 +74,10 @@ class ExecutionRisk:
         self.limits = limits
         self.max_position = limits.max_position_size
         self.warn_position = limits.max_position_size * limits.position_warning_ratio
+        #: Caches of max_position x equity and warn_position x equity for `caps_equity`.
+        self.caps_equity: Decimal | None = None
+        self.position_cap = Decimal(0)
+        self.warning_cap = Decimal(0)
         self.halted = False
         self.reducing = False
         self.reducing_reason = ""
