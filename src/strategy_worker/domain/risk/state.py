@@ -12,9 +12,11 @@ Trading states and their triggers (docs/trading-rules.md, "Trading states"):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from strategy_worker.domain.events import (
     DailyLossLimitReached,
@@ -25,9 +27,11 @@ from strategy_worker.domain.events import (
     TradingStateChanged,
     details,
 )
+from strategy_worker.domain.money import money_str, to_decimal
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.rate_limit import TokenBucket
 from strategy_worker.domain.risk.stop_loss import StopLossMonitor
+from strategy_worker.errors import DomainError
 
 
 class TradingState(StrEnum):
@@ -165,6 +169,34 @@ class ExecutionRisk:
             )
         )
         self._changed(before, "daily loss limit reached")
+
+    def to_json(self) -> dict[str, Any]:
+        """What must survive a restart: a HALTED execution stays halted, a stop-out blocked."""
+        return {
+            "halted": self.halted,
+            "reducing": self.reducing,
+            "reducing_reason": self.reducing_reason,
+            "trading_day": self.trading_day.isoformat(),
+            "day_start_equity": money_str(self.day_start_equity),
+            "stopped_out": {sym: money_str(lvl) for sym, lvl in self.stops.stopped_out.items()},
+        }
+
+    def restore(self, data: Mapping[str, Any], now: datetime) -> None:
+        """Load `to_json()` state saved earlier; a saved day already over is simply dropped
+        (the new day starts from this execution's current start equity)."""
+        try:
+            day = date.fromisoformat(data["trading_day"])
+            self.reducing = bool(data["reducing"])
+            self.reducing_reason = str(data["reducing_reason"])
+            self.stops.stopped_out = {
+                str(sym): to_decimal(lvl) for sym, lvl in data["stopped_out"].items()
+            }
+            if day == self.trading_day_of(now):
+                self.start_day(now, to_decimal(data["day_start_equity"]))
+                self.halted = bool(data["halted"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DomainError(f"execution risk state is not valid: {exc}") from exc
+        self._outbox.clear()
 
     def enter_reducing(self, reason: str) -> None:
         """Only position-shrinking orders pass until `leave_reducing` (idempotent)."""

@@ -105,3 +105,26 @@ def test_check_rolls_the_day_without_waiting_for_a_monitor_tick() -> None:
     clock.set(datetime(2024, 1, 3, 0, 0, 1, tzinfo=UTC))
     assert manager.check(intent(), context).approved
     assert ex.state is TradingState.ACTIVE
+
+
+def test_halted_state_and_stop_outs_survive_a_restart_on_the_same_day() -> None:
+    ex = execution()
+    ex.observe(T0, D("90000"))
+    ex.stops.stopped_out["AAPL"] = D("96.9")
+    saved = ex.to_json()
+    later = T0 + timedelta(hours=2)
+    restored = execution(now=later)
+    restored.restore(saved, later)
+    assert restored.state is TradingState.HALTED
+    assert restored.day_start_equity == D("100000")
+    assert restored.stops.is_blocked("AAPL")
+    assert restored.take_events() == []
+
+
+def test_restored_halt_from_a_past_day_is_lifted() -> None:
+    ex = execution()
+    ex.observe(T0, D("90000"))
+    tomorrow = T0 + timedelta(days=1)
+    restored = execution(now=tomorrow)
+    restored.restore(ex.to_json(), tomorrow)
+    assert restored.state is TradingState.ACTIVE
