@@ -157,7 +157,14 @@ async def make_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
 
 
 @pytest.fixture(scope="session")
-def _fault_postgres() -> Iterator[PostgresControl]:
+def fault_postgres() -> Iterator[PostgresControl]:
+    """The session's private PostgreSQL behind `postgres_control` (session-scoped).
+
+    To build module fixtures on it, override `database_url` in the test module:
+        @pytest.fixture(scope="module")
+        def database_url(fault_postgres: PostgresControl) -> str:
+            return fault_postgres.url
+    """
     control = PostgresControl.up(f"pg-faults-{os.getpid()}")
     try:
         yield control
@@ -166,12 +173,12 @@ def _fault_postgres() -> Iterator[PostgresControl]:
 
 
 @pytest.fixture
-def postgres_control(_fault_postgres: PostgresControl) -> Iterator[PostgresControl]:
+def postgres_control(fault_postgres: PostgresControl) -> Iterator[PostgresControl]:
     """A private PostgreSQL (its URL: `postgres_control.url`) the test may stop and restart.
 
     One per pytest session, separate from DATABASE_URL's server; running again when each test
     ends, whatever happened. Its database is shared by the tests of the session: use unique ids.
     """
-    yield _fault_postgres
-    if _fault_postgres.pid is None:
-        _fault_postgres.start()
+    yield fault_postgres
+    if fault_postgres.pid is None:
+        fault_postgres.start()
