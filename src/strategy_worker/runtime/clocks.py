@@ -17,6 +17,10 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def timestamp(self) -> float:
+        """Epoch seconds without building a datetime (the risk checks' hot path)."""
+        return time.time()
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -41,9 +45,16 @@ class AcceleratedClock:
         self._speed = speed
         self._origin = time.monotonic()
 
+    def restart(self) -> None:
+        """Start simulated time again at `start` (e.g. once a slow startup is over)."""
+        self._origin = time.monotonic()
+
     def now(self) -> datetime:
         elapsed = (time.monotonic() - self._origin) * self._speed
         return self._start + timedelta(seconds=elapsed)
+
+    def timestamp(self) -> float:
+        return self.now().timestamp()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds / self._speed))

@@ -233,7 +233,7 @@ class ExecutionRunner:
         pf = self.portfolio
         return ExecutionState(
             status=self.status,
-            positions=pf.to_json(),
+            positions={**pf.to_json(), "risk": self.risk.to_json()},
             cash=pf.cash,
             fees=pf.fees,
             realized_pnl=pf.realized_pnl,
@@ -578,12 +578,14 @@ class ExecutionRunner:
 
     def plan_rebalance(
         self, prices: Mapping[str, Decimal], threshold: Decimal, out: Outbox
-    ) -> list[OrderIntent]:
-        """Rebalance when drift exceeds the threshold and nothing is in flight."""
+    ) -> tuple[list[OrderIntent], list[OrderIntent], Decimal]:
+        """Rebalance plan (sells, buys, drift) when drift exceeds the threshold and nothing
+        is in flight; the caller gates and sends the sells first and the buys once the
+        sells have freed their cash. Nothing is gated here."""
         if self.status is not ExecutionStatus.ACTIVE or self.risk.state.value != "ACTIVE":
-            return []
+            return [], [], ZERO
         if self.open_orders:
-            return []
+            return [], [], ZERO
         val = self.valuate(prices)
         plan = plan_rebalance(
             val,
@@ -595,19 +597,23 @@ class ExecutionRunner:
             threshold=threshold,
             blocked=frozenset(self.risk.stops.stopped_out),
             available_exposure=self.info.limits.max_total_exposure - self._worker.exposure,
+            # Sell proceeds arrive at fill prices, not at the marks the plan used.
+            cash_reserve=self._slippage_reserve(plan_value=val.equity),
         )
         for event in plan.events:
             self._risk_row(event, out)
         if not plan.triggered or not plan.intents:
-            return []
-        approved = self.renumber(self.gate(plan.intents, out))
-        if approved:
-            out.events.append(
-                msg.rebalanced(
-                    self._ctx, at=self._clock.now(), max_drift=plan.drift, orders=approved
-                )
-            )
-        return approved
+            return [], [], plan.drift
+        return list(plan.sells), list(plan.buys), plan.drift
+
+    def _slippage_reserve(self, *, plan_value: Decimal) -> Decimal:
+        """Cash kept back from a rebalance's buys: 0.1% of equity covers fill slippage."""
+        return plan_value * _SLIPPAGE_RESERVE
+
+    def rebalanced_event(
+        self, drift: Decimal, orders: Sequence[OrderIntent]
+    ) -> Mapping[str, object]:
+        return msg.rebalanced(self._ctx, at=self._clock.now(), max_drift=drift, orders=orders)
 
     # ------------------------------------------------------------------ stopping
 
@@ -678,6 +684,7 @@ class ExecutionRunner:
 
 
 _END_WITHOUT_FILL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+_SLIPPAGE_RESERVE = Decimal("0.001")
 
 
 def _order_update(state: OrderState) -> OrderUpdate:
@@ -720,13 +727,14 @@ def runner_from_record(
     risk = ExecutionRisk(
         record.execution_id, info.limits, start_equity=portfolio.valuation({}).equity, now=now
     )
-    # The daily loss budget survives restarts: same trading day, same start equity and halt.
-    if state.trading_day == risk.trading_day and state.day_start_equity is not None:
+    # The daily loss budget, a halt and stop-out blocks survive restarts (same trading day).
+    saved_risk = positions.get("risk") if positions else None
+    if isinstance(saved_risk, Mapping):
+        risk.restore(saved_risk, now)
+    elif state.trading_day == risk.trading_day and state.day_start_equity is not None:
         risk.start_day(now, state.day_start_equity)
         risk.halted = state.trading_state is TradingState.HALTED
-    if state.trading_state is TradingState.REDUCING:
-        risk.reducing = True
-        risk.reducing_reason = "restored from the store"
+        risk.reducing = state.trading_state is TradingState.REDUCING
     risk.take_events()
     return ExecutionRunner(
         info=info,

@@ -540,14 +540,35 @@ class Worker:
             await self.guard(runner, self._rebalance_one(runner, prices))
 
     async def _rebalance_one(self, runner: ExecutionRunner, prices: Any) -> None:
+        """Sells first; once they filled (bounded wait), the buys are gated against the cash
+        they freed, renumbered after the sells, recorded and sent."""
         started = time.perf_counter()
         async with runner.lock:
             out = Outbox()
-            intents = runner.plan_rebalance(prices, self.settings.drift_threshold, out)
-            self._exposure += sum((i.notional for i in intents if i.side is Side.BUY), ZERO)
-            await runner.record_and_submit(intents, out)
+            sells, buys, drift = runner.plan_rebalance(prices, self.settings.drift_threshold, out)
+            sent = runner.renumber(runner.gate(runner.renumber(sells), out)) if sells else []
+            await runner.record_and_submit(sent, out)
+            await runner.flush(out)
+        if not buys:
+            if sent:
+                await self._publish(runner, runner.rebalanced_event(drift, sent))
+            return
+        if sent:
+            await runner.wait_flat(self.settings.close_timeout)
+        async with runner.lock:
+            out = Outbox()
+            approved = runner.renumber(runner.gate(runner.renumber(buys), out))
+            self._exposure += sum((i.notional for i in approved), ZERO)
+            await runner.record_and_submit(approved, out)
+            if sent or approved:
+                out.events.append(runner.rebalanced_event(drift, [*sent, *approved]))
             await runner.flush(out)
         self.metrics.rebalance_seconds.observe(time.perf_counter() - started)
+
+    async def _publish(self, runner: ExecutionRunner, event: Any) -> None:
+        out = Outbox()
+        out.events.append(event)
+        await runner.flush(out)
 
     # ------------------------------------------------------------------ leases & recovery
 

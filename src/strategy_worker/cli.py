@@ -1,0 +1,258 @@
+"""The `strategy-worker` command: run, paper, oms-sim and db migrate."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from strategy_worker import __version__
+from strategy_worker.config import load_config
+from strategy_worker.errors import StrategyWorkerError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Strategy Worker: the execution engine of the AIPX trading platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+_err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", envvar="CONFIG_PATH", help="YAML config (default ./config/config.yaml)."
+    ),
+]
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop (faster gRPC/Kafka/asyncpg I/O); a project error is one line, exit 2."""
+    import uvloop
+
+    try:
+        return uvloop.run(coro)
+    except StrategyWorkerError as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(config: Any, json_output: bool | None = None) -> None:
+    from strategy_worker.log import configure_logging
+
+    use_json = config.logging.json_output if json_output is None else json_output
+    configure_logging(config.logging.level, json_output=use_json)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '5h', '1d' -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 90s, 30m, 5h)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the worker: Kafka in and out, the OMS over gRPC, PostgreSQL, Redis prices."""
+    from strategy_worker.runtime.app import run_worker
+
+    try:
+        cfg = load_config(config)
+    except StrategyWorkerError as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _configure_logging(cfg)
+    raise typer.Exit(_run(run_worker(cfg)))
+
+
+@app.command()
+def paper(
+    strategies: Annotated[
+        list[Path] | None,
+        typer.Argument(help="strategy.approved messages: files (JSON or JSON lines), or - "),
+    ] = None,
+    duration: Annotated[str, typer.Option(help="Simulated time to run, e.g. 5h.")] = "5h",
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (300: 5 h in 1 min).")
+    ] = 300.0,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Replay prices from this CSV/JSONL (timestamp,symbol,price)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random-walk prices.")] = 42,
+    events: Annotated[
+        Path | None, typer.Option(help="Write execution events here as JSON lines.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the embedded PostgreSQL data here.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON; no live view.")
+    ] = False,
+    keep_open: Annotated[
+        bool, typer.Option(help="Leave positions open at the end instead of closing them.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Paper trading on embedded defaults: nothing to install or start by hand."""
+    from strategy_worker.messages import encode_json
+    from strategy_worker.paper.app import PaperOptions, run_paper
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    if not strategies:
+        strategies = sorted(examples.glob("*.json"))
+        if prices is None and (examples / "prices.csv").exists():
+            prices = examples / "prices.csv"
+        if not strategies:
+            raise typer.BadParameter("no strategy files given (and no examples/ found)")
+    try:
+        cfg = load_config(config) if config is not None else load_config(_default_config())
+    except StrategyWorkerError as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _configure_logging(cfg, json_output=True)
+    _quiet_logs()
+    options = PaperOptions(
+        strategies=strategies,
+        duration_s=parse_duration(duration),
+        speed=speed,
+        seed=seed,
+        prices_file=prices,
+        events_file=events,
+        data_dir=data_dir,
+        live=not json_output,
+        keep_open=keep_open,
+        config=cfg,
+    )
+    result = _run(run_paper(options))
+    if json_output:
+        doc = {
+            "executions": [s.to_json() for s in result.summaries],
+            "dead_letters": result.dead_letters,
+            "consistent": result.consistent,
+        }
+        sys.stdout.write(encode_json(doc, indent=2) + "\n")
+    else:
+        _print_summary(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _default_config() -> Path | None:
+    path = Path("config/config.yaml")
+    return path if path.exists() else None
+
+
+def _quiet_logs() -> None:
+    """Paper mode shows the live view; only warnings and errors go to the log (stderr)."""
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _print_summary(result: Any) -> None:
+    out = Console()
+    table = Table(title="paper trading summary")
+    for column in (
+        "strategy",
+        "status",
+        "orders",
+        "filled",
+        "fills",
+        "realized",
+        "unrealized",
+        "fees",
+        "total P&L",
+        "trades W/L",
+        "risk events",
+        "fills replay",
+    ):
+        table.add_column(column)
+    for s in result.summaries:
+        table.add_row(
+            s.name,
+            s.status,
+            str(s.orders),
+            str(s.orders_filled),
+            str(s.fills),
+            str(s.realized_pnl),
+            str(s.unrealized_pnl),
+            str(s.fees),
+            str(s.total_pnl),
+            f"{s.trades_won}/{s.trades_lost}",
+            str(s.risk_events),
+            "ok" if s.consistent else "MISMATCH",
+        )
+    out.print(table)
+    if result.dead_letters:
+        out.print(f"{result.dead_letters} message(s) rejected (see the events file / stderr)")
+
+
+@app.command("oms-sim")
+def oms_sim(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind (0: any free port).")] = 50051,
+    seed: Annotated[int, typer.Option(help="Seed of the random-walk prices.")] = 42,
+    prices: Annotated[Path | None, typer.Option(help="Replay prices from this file.")] = None,
+) -> None:
+    """Run the paper-trading OMS over gRPC (the same one paper mode and the tests use)."""
+    from strategy_worker.log import configure_logging
+    from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig
+    from strategy_worker.oms_sim.server import serve_forever
+
+    configure_logging("INFO", json_output=True)
+    price_config = PricesConfig(kind="replay", file=prices) if prices else PricesConfig(seed=seed)
+    config = OmsSimConfig(host=host, port=port, prices=price_config)
+    with _suppress_interrupt():
+        _run(serve_forever(config))
+
+
+def _suppress_interrupt() -> Any:
+    import contextlib
+
+    return contextlib.suppress(KeyboardInterrupt)
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Apply pending migrations (safe to run twice, and from two processes at once)."""
+    from strategy_worker.adapters.postgres import migrate
+    from strategy_worker.runtime.app import database_config
+
+    try:
+        cfg = load_config(config)
+    except StrategyWorkerError as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    db = database_config(cfg)
+    applied = _run(migrate(db.dsn(), hint=db.setting_hint()))
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
