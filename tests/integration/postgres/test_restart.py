@@ -1,7 +1,7 @@
 """PostgreSQL restarted under a live store: retryable errors while down, nothing lost after.
 
-Restarts the harness's server (postgres_control); skipped when DATABASE_URL names a server
-the harness did not start.
+Runs on a private PostgreSQL of its own (`fault_postgres`), so stopping it never disturbs
+the shared server other tests use.
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from ..servers import PostgresControl
 from .factories import fill, intent, new_execution
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def database_url(fault_postgres: PostgresControl) -> str:
+    """This module's databases live on the private server that the test stops."""
+    return fault_postgres.url
 
 
 async def test_store_reports_retryable_errors_while_down_and_recovers_after_restart(
