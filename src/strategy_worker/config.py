@@ -17,12 +17,13 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from strategy_worker.adapters.oms_grpc.config import OmsClientConfig
+from strategy_worker.adapters.postgres.config import DatabaseConfig
 from strategy_worker.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("./config/config.yaml")
@@ -106,41 +107,9 @@ class KafkaConfig(_Section):
 # --------------------------------------------------------------------------- oms
 
 
-class OmsRetry(_Section):
-    max_attempts: int = Field(default=3, ge=1)
-    backoff_ms: int = Field(default=1000, ge=0)
-    max_backoff_ms: int = Field(default=10_000, ge=0)
-
-
-class OmsBreaker(_Section):
-    failure_threshold: int = Field(default=5, ge=1)
-    reset_timeout_s: Seconds = 30.0
-
-
-class OmsTls(_Section):
-    enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> OmsTls:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (mutual TLS)")
-        return self
-
-
-class OmsGrpcSection(_Section):
-    """Same keys as the OMS client's own config; the runtime maps one onto the other."""
-
-    host: str = "localhost"
-    port: Port = 50051
-    #: Per-call deadline in seconds.
-    timeout: Seconds = 5.0
-    retry: OmsRetry = OmsRetry()
-    breaker: OmsBreaker = OmsBreaker()
-    tls: OmsTls = OmsTls()
+# The OMS client's and the database's sections are the adapters' own frozen models, so a
+# key means the same thing everywhere: OmsClientConfig (host, port, timeout, retry, breaker,
+# tls) and DatabaseConfig (url or host/port/name/user, password from DB_PASSWORD, pool, ssl).
 
 
 # --------------------------------------------------------------------------- risk
@@ -202,39 +171,6 @@ class ExecutionSection(_Section):
 # --------------------------------------------------------------------------- stores
 
 
-class DatabaseSection(_Section):
-    host: str = "localhost"
-    port: Port = 5432
-    name: str = "aipx"
-    user: str = "postgres"
-    password: SecretStr | None = None
-    #: A full DSN (DATABASE_URL) wins over host/port/name/user; DB_PASSWORD fills a DSN
-    #: that has no password.
-    url: SecretStr | None = None
-    pool_min_size: int = Field(default=2, ge=0)
-    pool_max_size: int = Field(default=10, ge=1)
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    sslrootcert: Path | None = None
-    command_timeout: Seconds = 10.0
-
-    @model_validator(mode="after")
-    def _pool(self) -> DatabaseSection:
-        if self.pool_min_size > self.pool_max_size:
-            raise ValueError("pool_min_size must not exceed pool_max_size")
-        return self
-
-    def dsn(self) -> str:
-        """The libpq DSN with the password in it: pass it to asyncpg, never log it."""
-        password = self.password.get_secret_value() if self.password else None
-        if self.url is not None:
-            return _with_password(self.url.get_secret_value(), password, self.sslmode)
-        netloc = quote(self.user, safe="")
-        if password:
-            netloc += ":" + quote(password, safe="")
-        dsn = f"postgresql://{netloc}@{self.host}:{self.port}/{quote(self.name, safe='')}"
-        return f"{dsn}?sslmode={self.sslmode}"
-
-
 class RedisSection(_Section):
     #: A full URL (REDIS_URL, redis:// or rediss://) wins over host/port/db/tls.
     url: SecretStr | None = None
@@ -288,10 +224,10 @@ class WorkerConfig(_Section):
     #: Identifies this worker in leases and logs; defaults to hostname-pid at runtime.
     worker_id: str | None = None
     kafka: KafkaConfig = KafkaConfig()
-    oms_grpc: OmsGrpcSection = OmsGrpcSection()
+    oms_grpc: OmsClientConfig = OmsClientConfig()
     risk: RiskSection = RiskSection()
     execution: ExecutionSection = ExecutionSection()
-    database: DatabaseSection = DatabaseSection()
+    database: DatabaseConfig = DatabaseConfig()
     redis: RedisSection = RedisSection()
     metrics: MetricsSection = MetricsSection()
     health: HealthSection = HealthSection()
@@ -479,16 +415,3 @@ def _one_line(
     path = ".".join(loc) if loc else "(root)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{origin}: {path}: {message}{more}"
-
-
-def _with_password(url: str, password: str | None, sslmode: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if password and parts.password is None and "@" in netloc:
-        user, host = netloc.rsplit("@", 1)
-        netloc = f"{user}:{quote(password, safe='')}@{host}"
-    query = parts.query
-    # "prefer" is libpq's and asyncpg's own default: only an explicit choice is added.
-    if "sslmode=" not in query and sslmode != "prefer":
-        query = f"{query}&sslmode={sslmode}" if query else f"sslmode={sslmode}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -36,13 +36,13 @@ _log = get_logger(__name__)
 
 
 def database_config(config: WorkerConfig) -> DatabaseConfig:
-    """The store's connection settings from the worker's `database` section."""
-    return DatabaseConfig.model_validate(config.database.model_dump())
+    """The store's connection settings (the worker's `database` section)."""
+    return config.database
 
 
 def oms_client_config(config: WorkerConfig) -> OmsClientConfig:
-    """The OMS client's settings from the worker's `oms_grpc` section (same keys)."""
-    return OmsClientConfig.model_validate(config.oms_grpc.model_dump())
+    """The OMS client's settings (the worker's `oms_grpc` section)."""
+    return config.oms_grpc
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -75,9 +75,10 @@ class DatabaseConfig(BaseModel):
         return cls.model_validate(data)
 
     def dsn(self) -> str:
-        """The DSN to connect with (contains the password: never log it)."""
+        """The DSN to connect with (contains the password: never log it). A DATABASE_URL
+        without a password takes DB_PASSWORD's; an explicit non-default sslmode is added."""
         if self.url is not None:
-            return self.url.get_secret_value()
+            return self._url_dsn(self.url.get_secret_value())
         auth = quote(self.user, safe="")
         if self.password is not None:
             auth += ":" + quote(self.password.get_secret_value(), safe="")
@@ -90,6 +91,19 @@ class DatabaseConfig(BaseModel):
         return (
             f"postgresql://{auth}@{host}:{self.port}/{quote(self.name, safe='')}?{urlencode(query)}"
         )
+
+    def _url_dsn(self, url: str) -> str:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if self.password is not None and parts.password is None and "@" in netloc:
+            user, host = netloc.rsplit("@", 1)
+            secret = quote(self.password.get_secret_value(), safe="")
+            netloc = f"{user}:{secret}@{host}"
+        query = parts.query
+        # "prefer" is libpq's and asyncpg's own default: only an explicit choice is added.
+        if "sslmode=" not in query and self.sslmode != "prefer":
+            query = f"{query}&sslmode={self.sslmode}" if query else f"sslmode={self.sslmode}"
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     def where(self) -> str:
         """host:port for messages (no secrets)."""
