@@ -4,7 +4,7 @@ Reports come from outside (the OMS), so `OrderState` never raises on them: every
 yields an `OrderUpdate` saying whether it was applied, a duplicate, stale, or an anomaly.
 Only the worker's own illegal moves (`transition`) raise `DomainError`.
 
-Decisions (see docs/trading-rules.md, "Orders"):
+Decisions (see README.md, "Trading rules", "Orders"):
 - a cancel *request* is not a status: the order stays live and fills keep applying;
 - a fill after CANCELLED is real money: it is applied (CANCELLED -> FILLED if it completes
   the order, else the order stays CANCELLED with the extra filled quantity);

@@ -1,6 +1,6 @@
 """Positions, cash and P&L of one execution: weighted-average cost, exact to the cent.
 
-Rules (docs/trading-rules.md, "Positions and P&L"):
+Rules (README.md, "Trading rules", "Positions and P&L"):
 - a position keeps its total cost (`cost_basis`), never a rounded average price;
 - a buy adds quantity x price to the cost basis; fees are tracked apart, never in the basis;
 - a sell of q out of Q releases cost_basis x q / Q rounded to cents half-even (a full close

@@ -1,6 +1,6 @@
 """Rebalance planning: bring every symbol back to its target weight in one batch.
 
-Rules (docs/trading-rules.md, "Rebalancing"):
+Rules (README.md, "Trading rules", "Rebalancing"):
 - weight = market value / equity; drift = max |weight - target| over the symbols considered,
   in weight points (0.05 = 5 percentage points); no plan unless drift > threshold;
 - a held symbol without a target has target 0 and is sold entirely; a stopped-out symbol

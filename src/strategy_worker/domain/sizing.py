@@ -1,6 +1,6 @@
 """Initial order sizing: capital x effective weight / price, in whole shares, rounded down.
 
-Rules (docs/trading-rules.md, "Initial sizing"):
+Rules (README.md, "Trading rules", "Initial sizing"):
 - effective weight = min(allocation weight, max_position_size after tightening); a weight
   above the limit is capped with a WARNING `ALLOCATION_CAPPED` (the spec's 35% AAPL under a
   30% limit buys 30%, the rest stays in cash) — the strategy is not rejected;

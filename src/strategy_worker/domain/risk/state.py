@@ -1,7 +1,7 @@
 """Per-execution risk state: trading state, the trading day and its loss floor, rate bucket,
 stop-loss monitor, and an outbox of the state changes to persist and publish.
 
-Trading states and their triggers (docs/trading-rules.md, "Trading states"):
+Trading states and their triggers (README.md, "Trading rules", "Trading states"):
 - ACTIVE: every check applies; the normal state.
 - REDUCING: only orders that shrink a position (sells) pass. Entered by `enter_reducing`
   (reconciliation mismatch, OMS anomaly, operator); left only by `leave_reducing`.
