@@ -1,0 +1,43 @@
+"""The runtime's settings and the mapping of the config's `risk` section onto RiskLimits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from strategy_worker.config import RiskSection, WorkerConfig
+from strategy_worker.runtime.settings import risk_limits_from, settings_from
+
+
+def test_risk_limits_from_when_spec_defaults_then_spec_limits() -> None:
+    limits = risk_limits_from(RiskSection())
+    assert limits.max_total_exposure == Decimal("1000000.00")
+    assert limits.max_position_size == Decimal("0.30")
+    assert limits.max_daily_loss == Decimal("0.05")
+    assert limits.max_daily_loss_amount == Decimal("50000.00")
+    assert limits.min_order_value == Decimal("100.00")
+    assert limits.max_order_value == Decimal("100000.00")
+    assert limits.position_warning_ratio == Decimal("0.80")
+    assert limits.stop_loss_buffer == Decimal("0.02")
+
+
+def test_risk_limits_from_when_rates_configured_then_per_second_buckets() -> None:
+    limits = risk_limits_from(RiskSection(max_orders_per_minute=120, max_orders_per_second=7))
+    assert limits.execution_orders_per_second == 2.0
+    assert limits.execution_order_burst == 120
+    assert limits.worker_orders_per_second == 7.0
+
+
+def test_settings_from_when_worker_id_set_then_it_owns_the_leases() -> None:
+    config = WorkerConfig.model_validate({"worker_id": "worker-a"})
+    settings = settings_from(config)
+    assert settings.owner_id == "worker-a"
+    assert settings.position_check_interval == 60.0
+    assert settings.rebalance_interval == 300.0
+    assert settings.shutdown_policy == "close"
+
+
+def test_settings_from_when_no_worker_id_then_hostname_pid() -> None:
+    settings = settings_from(WorkerConfig())
+    host, _, pid = settings.owner_id.rpartition("-")
+    assert host
+    assert pid.isdigit()
