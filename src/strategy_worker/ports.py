@@ -71,6 +71,10 @@ class EventSink(Protocol):
         """Publish one event keyed by strategy id; returns once the sink accepted it."""
         ...
 
+    async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
+        """Publish events in order under one key, waiting for all acks together."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +24,10 @@ class JsonLinesSink:
     async def publish(self, key: str, event: Mapping[str, object]) -> None:
         self.events.append(event)
         self._write({"key": key, **event})
+
+    async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
+        for event in events:
+            await self.publish(key, event)
 
     async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
         record = {

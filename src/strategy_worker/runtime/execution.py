@@ -363,8 +363,8 @@ class ExecutionRunner:
         """Insert the risk rows, then publish the events (only after they are durable)."""
         if out.risk_rows:
             await self._store.insert_risk_events(out.risk_rows)
-        for event in out.events:
-            await self._events.publish(self._ctx.key, event)
+        if out.events:
+            await self._events.publish_batch(self._ctx.key, list(out.events))
         out.events.clear()
         out.risk_rows.clear()
 

@@ -386,3 +386,26 @@ async def test_two_group_members_split_partitions_without_loss_or_duplicates(
     assert sorted(set(values)) == sorted(f"m{i}".encode() for i in range(total))
     assert len(values) == total  # nothing handled twice across the rebalance
     assert {name for name, _ in handled} == {"a", "b"}
+
+
+async def test_publish_batch_when_many_events_then_all_arrive_in_order_under_one_key(
+    kafka_bootstrap: str, make_topic: TopicFactory
+) -> None:
+    topic = await make_topic("execution-batch", partitions=3)
+    producer = KafkaProducer(kafka_config(kafka_bootstrap))
+    await producer.start()
+    publisher = KafkaEventPublisher(producer, topic=topic)
+    ctx = EventContext(execution_id=uuid.uuid4(), strategy_id=uuid.uuid4(), user_id=uuid.uuid4())
+    events = [
+        execution_started(ctx, at=datetime(2024, 1, 1, 0, 0, second, tzinfo=UTC), initial_orders=[])
+        for second in range(20)
+    ]
+
+    await publisher.publish_batch(ctx.key, events)
+    await producer.stop()
+
+    records = await read_all(kafka_bootstrap, topic, 20)
+    assert [json.loads(r.value)["timestamp"] for r in records] == [
+        f"2024-01-01T00:00:{second:02d}Z" for second in range(20)
+    ]
+    assert {r.key for r in records} == {ctx.key.encode()}
