@@ -426,10 +426,12 @@ class Store(Protocol):
 
     # --- leases -----------------------------------------------------------------------
     async def acquire_executions(
-        self, owner_id: str, *, lease_seconds: float, limit: int
+        self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
     ) -> list[ExecutionRecord]:
         """Take up to `limit` active/paused executions that are unowned or whose lease
-        expired; each comes back with its new epoch (use `record.fence`)."""
+        expired; each comes back with its new epoch (use `record.fence`). With `reclaim`
+        (a restarted worker, same owner id) also those `owner_id` still holds: the previous
+        process is gone, and the new epoch fences off anything it might still write."""
         ...
 
     async def renew_leases(
@@ -457,6 +459,14 @@ class Store(Protocol):
 
     async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
         """A recorded control request, or None."""
+        ...
+
+    async def list_pending_control_requests(
+        self, execution_ids: Collection[uuid.UUID], *, strategy_ids: Collection[uuid.UUID] = ()
+    ) -> list[ControlRequestRecord]:
+        """Requests still RECEIVED for these executions (or, recorded without an execution
+        id, for these strategies), oldest first: a request consumed by a worker that does not
+        own the execution waits here until the owner applies it."""
         ...
 
     async def get_report_cursor(self, name: str) -> int:

@@ -94,6 +94,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._report_cursor = f"oms-reports:{settings.owner_id}"
+        self._control_lock = asyncio.Lock()
+        self._controls_busy = False
         self.last_loop_error: BaseException | None = None
 
     # ------------------------------------------------------------------ worker view
@@ -118,8 +120,9 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Resume what this worker may own, then start the background loops."""
-        await self.acquire()
+        """Resume what this worker may own (including what a previous process under the
+        same owner id held: it is gone), then start the background loops."""
+        await self.acquire(reclaim=True)
         s = self.settings
         self._loops = [
             self._loop("monitor", s.position_check_interval, self.monitor_cycle),
@@ -325,59 +328,113 @@ class Worker:
     # ------------------------------------------------------------------ control
 
     async def handle_control(self, payload: bytes, source: str) -> None:
-        """stop / pause / resume, once per request id, only from the execution's owner."""
+        """stop / pause / resume, once per request id, only from the execution's owner.
+
+        Any worker of the consumer group may receive a request: it is recorded first, then
+        applied by the worker driving the execution (at once when that is this one, else
+        by the owner's next lease cycle through `apply_pending_controls`)."""
         request = msg.parse_control(payload)
         if isinstance(request, msg.Rejection):
             await self._reject(payload, str(request.code), str(request), source)
             return
         runner = self._find(request.execution_id, request.strategy_id)
         execution_id = runner.execution_id if runner else request.execution_id
+        details: dict[str, str] = {"source": source, "reason": request.reason or ""}
+        if request.strategy_id is not None:
+            details["strategy_id"] = str(request.strategy_id)
         record = ControlRequestRecord(
             request_id=str(request.request_id),
             execution_id=execution_id,
             requested_by=str(request.user_id),
             action=str(request.action),
             received_at=self.clock.now(),
-            payload={"source": source, "reason": request.reason or ""},
+            payload=details,
         )
         if not await self.store.record_control_request(record):
             seen = await self.store.get_control_request(record.request_id)
             if seen is not None and seen.outcome is not ControlOutcome.RECEIVED:
                 _log.info("control request replay ignored", request_id=record.request_id)
                 return
-        if runner is None:
-            await self._complete(record, ControlOutcome.REFUSED, "execution not running here")
+        if runner is not None:
+            await self.apply_pending_controls([runner])
             return
-        if request.user_id != runner.info.user_id:
+        if execution_id is not None:
+            stored = await self.store.get_execution(execution_id)
+            if stored is None or not stored.state.status.is_running:
+                await self._complete(record, ControlOutcome.REFUSED, "no running execution")
+                return
+        _log.info(
+            "control request left for the execution's owner",
+            request_id=record.request_id,
+            execution_id=str(execution_id) if execution_id else None,
+        )
+
+    async def apply_pending_controls(self, runners: list[ExecutionRunner] | None = None) -> None:
+        """Apply the RECEIVED control requests of executions this worker drives, oldest
+        first; one at a time, so a request consumed twice (here and by a lease cycle, or
+        replayed) is acted on once: an applied request is no longer RECEIVED."""
+        async with self._control_lock:
+            chosen = list(self.runners.values()) if runners is None else runners
+            if not chosen:
+                return
+            pending = await self.store.list_pending_control_requests(
+                [r.execution_id for r in chosen],
+                strategy_ids=sorted({r.info.strategy_id for r in chosen}),
+            )
+            for record in pending:
+                if record.execution_id is not None:
+                    runner = self.runners.get(record.execution_id)
+                else:
+                    runner = self._find(None, uuid.UUID(str(record.payload.get("strategy_id"))))
+                if runner is not None:
+                    await self.guard(runner, self._apply_control(runner, record))
+
+    def _spawn_pending_controls(self) -> None:
+        """Apply pending requests in the background: a stop waits for its closing fills,
+        which must never hold up the lease heartbeat."""
+        if self._controls_busy or self._stopping.is_set():
+            return
+        self._controls_busy = True
+
+        async def run() -> None:
+            try:
+                await self.apply_pending_controls()
+            except StoreError as exc:
+                _log.warning("pending control requests not applied yet", error=str(exc))
+            finally:
+                self._controls_busy = False
+
+        self.spawn(run(), "pending-controls")
+
+    async def _apply_control(self, runner: ExecutionRunner, record: ControlRequestRecord) -> None:
+        request_id = uuid.UUID(record.request_id)
+        if record.requested_by != str(runner.info.user_id):
             out = Outbox()
-            now = self.clock.now()
             out.risk_rows.append(
                 RiskEventRecord(
-                    event_id=uuid.uuid5(request.request_id, "unauthorized"),
+                    event_id=uuid.uuid5(request_id, "unauthorized"),
                     execution_id=runner.execution_id,
                     event_type="UNAUTHORIZED_CONTROL",
                     severity=Severity.CRITICAL,
                     description=(
-                        f"{request.action} requested by {request.user_id}, "
+                        f"{record.action} requested by {record.requested_by}, "
                         f"who does not own the execution"
                     ),
                     action_taken="request refused",
-                    occurred_at=now,
-                    details={"request_id": str(request.request_id)},
+                    occurred_at=self.clock.now(),
+                    details={"request_id": record.request_id},
                 )
             )
             self.metrics.record_risk_event("UNAUTHORIZED_CONTROL", "CRITICAL")
             await runner.flush(out)
             await self._complete(record, ControlOutcome.REFUSED, "requester is not the owner")
             return
-        action = request.action
-        reason = request.reason or f"{action} requested"
+        action = msg.ControlAction(record.action)
+        reason = str(record.payload.get("reason") or "") or f"{action} requested"
         if action is msg.ControlAction.STOP:
-            await self.stop_execution(runner, reason=reason, request_id=request.request_id)
+            await self.stop_execution(runner, reason=reason, request_id=request_id)
         else:
-            await self.set_paused(
-                runner, action is msg.ControlAction.PAUSE, reason, request.request_id
-            )
+            await self.set_paused(runner, action is msg.ControlAction.PAUSE, reason, request_id)
         await self._complete(record, ControlOutcome.APPLIED, reason)
 
     async def _complete(
@@ -583,8 +640,9 @@ class Worker:
                 _log.warning("lease lost", execution_id=str(execution_id))
                 self.runners.pop(execution_id, None)
         await self.acquire()
+        self._spawn_pending_controls()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, reclaim: bool = False) -> None:
         """Take over unowned or expired executions and resume them."""
         if self._stopping.is_set():
             return
@@ -592,7 +650,10 @@ class Worker:
         if limit <= 0:
             return
         records = await self.store.acquire_executions(
-            self.settings.owner_id, lease_seconds=self.settings.lease_seconds, limit=limit
+            self.settings.owner_id,
+            lease_seconds=self.settings.lease_seconds,
+            limit=limit,
+            reclaim=reclaim,
         )
         for record in records:
             await self.resume(record)

@@ -480,14 +480,15 @@ class PostgresStore:
 
     # --- leases -----------------------------------------------------------------------
     async def acquire_executions(
-        self, owner_id: str, *, lease_seconds: float, limit: int
+        self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
     ) -> list[ExecutionRecord]:
         """Take unowned or expired active/paused executions (FOR UPDATE SKIP LOCKED, so
-        concurrent acquirers never get the same row); each gets a new lease epoch."""
+        concurrent acquirers never get the same row); each gets a new lease epoch. With
+        `reclaim`, also those still leased to `owner_id` (a restart under the same id)."""
         _check_lease(owner_id, lease_seconds)
         async with self._tx("acquire_executions") as conn:
             rows = await conn.fetch(
-                Q.ACQUIRE_EXECUTIONS, owner_id, float(lease_seconds), _RUNNING, limit
+                Q.ACQUIRE_EXECUTIONS, owner_id, float(lease_seconds), _RUNNING, limit, reclaim
             )
         return [R.execution_from_row(r) for r in rows]
 
@@ -555,6 +556,20 @@ class PostgresStore:
         async with self._tx("get_control_request") as conn:
             row = await conn.fetchrow(Q.GET_CONTROL_REQUEST, request_id)
         return None if row is None else R.control_from_row(row)
+
+    async def list_pending_control_requests(
+        self, execution_ids: Collection[uuid.UUID], *, strategy_ids: Collection[uuid.UUID] = ()
+    ) -> list[ControlRequestRecord]:
+        """RECEIVED requests for these executions (or strategies), oldest first."""
+        if not execution_ids and not strategy_ids:
+            return []
+        async with self._tx("list_pending_control_requests") as conn:
+            rows = await conn.fetch(
+                Q.LIST_PENDING_CONTROL_REQUESTS,
+                list(execution_ids),
+                [str(s) for s in strategy_ids],
+            )
+        return [R.control_from_row(r) for r in rows]
 
     async def get_report_cursor(self, name: str) -> int:
         """The last report seq recorded for stream `name`; 0 when none."""

@@ -150,7 +150,7 @@ ACQUIRE_EXECUTIONS = """
 WITH candidates AS (
     SELECT execution_id FROM strategy_executions
     WHERE status = ANY($3::text[])
-      AND (owner_id IS NULL OR lease_expires_at <= now())
+      AND (owner_id IS NULL OR lease_expires_at <= now() OR ($5 AND owner_id = $1))
     ORDER BY lease_expires_at NULLS FIRST, created_at
     LIMIT $4
     FOR UPDATE SKIP LOCKED
@@ -192,6 +192,15 @@ RETURNING request_id
 """
 
 GET_CONTROL_REQUEST = "SELECT * FROM control_requests WHERE request_id = $1"
+
+# Served by control_requests_pending_idx (outcome = 'RECEIVED'): few rows, oldest first.
+LIST_PENDING_CONTROL_REQUESTS = """
+SELECT * FROM control_requests
+WHERE outcome = 'RECEIVED'
+  AND (execution_id = ANY($1::uuid[])
+       OR (execution_id IS NULL AND payload->>'strategy_id' = ANY($2::text[])))
+ORDER BY received_at, request_id
+"""
 
 GET_REPORT_CURSOR = "SELECT last_seq FROM oms_report_cursor WHERE name = $1"
 
