@@ -27,7 +27,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-_err = Console(stderr=True)
+
+def _fail(exc: BaseException) -> None:
+    """One line on stderr, never wrapped or decorated: operators grep for it."""
+    typer.echo(f"error: {exc}", err=True)
+
 
 ConfigOption = Annotated[
     Path | None,
@@ -44,7 +48,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return uvloop.run(coro)
     except StrategyWorkerError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _fail(exc)
         raise typer.Exit(2) from None
 
 
@@ -81,7 +85,7 @@ def run(config: ConfigOption = None) -> None:
     try:
         cfg = load_config(config)
     except StrategyWorkerError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _fail(exc)
         raise typer.Exit(2) from None
     _configure_logging(cfg)
     raise typer.Exit(_run(run_worker(cfg)))
@@ -130,7 +134,7 @@ def paper(
     try:
         cfg = load_config(config) if config is not None else load_config(_default_config())
     except StrategyWorkerError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _fail(exc)
         raise typer.Exit(2) from None
     _configure_logging(cfg, json_output=True)
     _quiet_logs()
@@ -243,8 +247,11 @@ def db_migrate(config: ConfigOption = None) -> None:
     try:
         cfg = load_config(config)
     except StrategyWorkerError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _fail(exc)
         raise typer.Exit(2) from None
+    from strategy_worker.log import configure_logging
+
+    configure_logging("WARNING", json_output=cfg.logging.json_output)
     db = database_config(cfg)
     applied = _run(migrate(db.dsn(), hint=db.setting_hint()))
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
