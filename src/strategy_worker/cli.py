@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Coroutine
@@ -121,6 +122,8 @@ def paper(
     config: ConfigOption = None,
 ) -> None:
     """Paper trading on embedded defaults: nothing to install or start by hand."""
+    # The embedded database forks helper processes; gRPC's C core logs that at INFO.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from strategy_worker.messages import encode_json
     from strategy_worker.paper.app import PaperOptions, run_paper
 
@@ -176,6 +179,8 @@ def _quiet_logs() -> None:
 
 
 def _print_summary(result: Any) -> None:
+    from strategy_worker.domain.money import quantize_cash
+
     out = Console()
     table = Table(title="paper trading summary")
     for column in (
@@ -193,6 +198,7 @@ def _print_summary(result: Any) -> None:
         "fills replay",
     ):
         table.add_column(column)
+    # Exact figures are in --json; the table shows cents (half-even).
     for s in result.summaries:
         table.add_row(
             s.name,
@@ -200,10 +206,10 @@ def _print_summary(result: Any) -> None:
             str(s.orders),
             str(s.orders_filled),
             str(s.fills),
-            str(s.realized_pnl),
-            str(s.unrealized_pnl),
-            str(s.fees),
-            str(s.total_pnl),
+            str(quantize_cash(s.realized_pnl)),
+            str(quantize_cash(s.unrealized_pnl)),
+            str(quantize_cash(s.fees)),
+            str(quantize_cash(s.total_pnl)),
             f"{s.trades_won}/{s.trades_lost}",
             str(s.risk_events),
             "ok" if s.consistent else "MISMATCH",

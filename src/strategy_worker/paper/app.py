@@ -180,8 +180,8 @@ async def run_paper(options: PaperOptions) -> PaperResult:
                             view.refresh()
                             await asyncio.sleep(0.25)
                 waiter.cancel()
+                # The view keeps its last frame: the summary below tells how it ended.
                 await worker.shutdown("handover" if options.keep_open else "close")
-                view.refresh()
             summaries = [await summarize(store, execution_id) for execution_id in created]
         finally:
             await worker.shutdown("handover")
