@@ -182,6 +182,8 @@ def _print_summary(result: Any) -> None:
     from strategy_worker.domain.money import quantize_cash
 
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # a log file or a pipe: keep every column readable
     table = Table(title="paper trading summary")
     for column in (
         "strategy",
