@@ -1,0 +1,444 @@
+"""Shared plumbing of the benchmarks: service settings, scratch databases, the paper OMS and
+the worker in their own processes, the deterministic strategy generator and statistics.
+
+Every benchmark runs against the real services of `scripts/services.sh` (PostgreSQL, Redis,
+Kafka) but isolates itself: a fresh database per phase, fresh Kafka topics and consumer group,
+and a Redis key prefix of its own, so it never disturbs (or is disturbed by) tests that share
+the servers. The OMS and the worker each run in a separate process, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES_ENV = ROOT / ".services" / "env"
+D = Decimal
+DEFAULT_CAPITAL = Decimal("100000.00")
+
+
+# --------------------------------------------------------------------------- services
+
+
+def load_services_env(path: Path = SERVICES_ENV) -> dict[str, str]:
+    """The `export NAME=value` lines of .services/env (values as written, quotes stripped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line.startswith("export ") or "=" not in line:
+            continue
+        name, _, value = line[len("export ") :].partition("=")
+        values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    database_url: str
+    redis_url: str
+    kafka: str
+
+    @classmethod
+    def from_env(cls) -> Services:
+        env = {**load_services_env(), **os.environ} if SERVICES_ENV.exists() else dict(os.environ)
+        try:
+            return cls(env["DATABASE_URL"], env["REDIS_URL"], env["KAFKA_BOOTSTRAP_SERVERS"])
+        except KeyError as exc:
+            raise SystemExit(
+                f"{exc.args[0]} is not set: run `scripts/services.sh up` (or bench/run.sh)"
+            ) from None
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(database_url: str, tag: str) -> AsyncIterator[str]:
+    """A new empty database for one phase, dropped (WITH FORCE) afterwards."""
+    import asyncpg
+
+    name = f"sw_bench_{tag}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(database_url, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 1]); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, int(-(-q * len(ordered) // 1)))  # ceil(q * n), at least 1
+    return ordered[min(len(ordered), rank) - 1]
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max / mean in milliseconds of durations given in seconds."""
+    if not values_s:
+        return {"n": 0}
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 0.50), 3),
+        "p99_ms": round(pct(ms, 0.99), 3),
+        "max_ms": round(max(ms), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True, slots=True)
+class Universe:
+    """Symbols and their (fixed) prices, shared by Redis and the paper OMS."""
+
+    prices: Mapping[str, Decimal]
+
+    @classmethod
+    def make(cls, size: int, *, prefix: str = "B", seed: int = 1) -> Universe:
+        rng = random.Random(seed)
+        return cls({f"{prefix}{i:04d}": D(rng.randint(1_000, 50_000)) / 100 for i in range(size)})
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.prices)
+
+
+def strategy_payload(
+    rng: random.Random,
+    universe: Sequence[str],
+    *,
+    n_symbols: int | None = None,
+    capital: Decimal = DEFAULT_CAPITAL,
+    stop_loss_pct: str = "0.05",
+    strategy_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, bytes]:
+    """One valid `strategy.approved` message: 3-10 symbols (or `n_symbols`), weights that
+    respect the 30% position limit, deterministic for a seeded `rng`."""
+    count = n_symbols if n_symbols is not None else rng.randint(3, 10)
+    symbols = rng.sample(list(universe), count)
+    weight = min(D("0.30"), (D("0.95") / count).quantize(D("0.0001")))
+    sid = strategy_id or uuid.UUID(int=rng.getrandbits(128), version=4)
+    uid = user_id or uuid.UUID(int=rng.getrandbits(128), version=4)
+    message = {
+        "type": "strategy.approved",
+        "strategy_id": str(sid),
+        "user_id": str(uid),
+        "timestamp": "2024-01-01T00:00:00Z",
+        "config": {
+            "name": f"bench {sid.hex[:8]}",
+            "type": "MOMENTUM",
+            "symbols": symbols,
+            "allocation": {s: float(weight) for s in symbols},
+            "initial_capital": float(capital),
+            "risk_params": {
+                "max_position_size": 0.30,
+                "stop_loss_pct": float(stop_loss_pct),
+                "max_daily_loss": 0.50,
+            },
+        },
+    }
+    return sid, json.dumps(message).encode()
+
+
+def execution_id_of(payload: bytes) -> uuid.UUID:
+    """The execution id the worker derives from a message (same code path as the worker)."""
+    from strategy_worker.domain.strategy import ApprovedStrategy, parse_strategy_message
+
+    parsed = parse_strategy_message(payload)
+    assert isinstance(parsed, ApprovedStrategy), parsed
+    return parsed.execution_id
+
+
+async def write_prices(redis_url: str, prices: Mapping[str, Decimal], *, prefix: str) -> None:
+    """Write every price in the documented Redis format (one pipeline)."""
+    from datetime import UTC, datetime
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        now = datetime.now(UTC).isoformat()
+        async with client.pipeline(transaction=False) as pipe:
+            for symbol, price in prices.items():
+                pipe.hset(f"{prefix}{symbol}", mapping={"price": format(price, "f"), "ts": now})
+            await pipe.execute()
+    finally:
+        await client.aclose()
+
+
+async def delete_prefix(redis_url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+    finally:
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _quiet() -> None:
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _oms_main(conn: Connection, start_prices: dict[str, str]) -> None:
+    """Child: the paper OMS at fixed prices (volatility 0) on uvloop, until the pipe closes."""
+    _quiet()
+    import uvloop
+
+    from strategy_worker.oms_sim import OmsSimConfig, OmsSimServer, PricesConfig
+
+    async def main() -> None:
+        config = OmsSimConfig(
+            port=0,
+            prices=PricesConfig(
+                start_prices={k: D(v) for k, v in start_prices.items()}, volatility=D(0)
+            ),
+        )
+        server = OmsSimServer(config)
+        port = await server.start()
+        conn.send(port)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await server.stop(grace=None)
+
+    uvloop.run(main())
+
+
+@contextlib.contextmanager
+def oms_process(prices: Mapping[str, Decimal]) -> Iterator[tuple[int, int]]:
+    """The paper OMS in its own process; yields (port, pid)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=_oms_main, args=(child, {k: str(v) for k, v in prices.items()}), daemon=True
+    )
+    proc.start()
+    try:
+        if not parent.poll(60):
+            raise RuntimeError("paper OMS did not start within 60 s")
+        yield parent.recv(), proc.pid or 0
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send("stop")
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+
+
+def worker_config(
+    *,
+    database_url: str,
+    redis_url: str,
+    kafka: str,
+    oms_port: int,
+    run_tag: str,
+    redis_prefix: str,
+    position_check_interval: float = 60.0,
+    reconcile_interval: float = 60.0,
+    rebalance_interval: float = 300.0,
+    pool_max_size: int = 10,
+) -> dict[str, Any]:
+    """The worker's config for a bench phase: its own topics, group and Redis prefix, risk
+    limits out of the way of throughput (rate limits and exposure), `handover` on shutdown
+    (closing thousands of positions is not what we measure), HTTP on ephemeral ports."""
+    topic = f"bench.{run_tag}"
+    return {
+        "environment": "bench",
+        "worker_id": f"bench-{run_tag}",
+        "kafka": {
+            "bootstrap_servers": kafka,
+            "consumer_group": f"bench-{run_tag}",
+            "client_id": f"bench-{run_tag}",
+            "topics": {
+                "approved": f"{topic}.approved",
+                "execution": f"{topic}.execution",
+                "control": f"{topic}.control",
+                "dead_letter": f"{topic}.dlq",
+            },
+        },
+        "oms_grpc": {"host": "127.0.0.1", "port": oms_port, "timeout": 30},
+        "risk": {
+            "max_total_exposure": "1000000000000",
+            "max_daily_loss_amount": "1000000000",
+            "max_orders_per_minute": 100000,
+            "max_orders_per_second": 1000000,
+        },
+        "execution": {
+            "position_check_interval": position_check_interval,
+            "reconcile_interval": reconcile_interval,
+            "rebalance_interval": rebalance_interval,
+            "shutdown_policy": "handover",
+            "grace_period": 10,
+        },
+        "database": {"url": database_url, "pool_max_size": pool_max_size, "command_timeout": 60},
+        "redis": {"url": redis_url, "key_prefix": redis_prefix, "price_max_age": 86400},
+        "metrics": {"enabled": False},
+        "health": {"host": "127.0.0.1", "port": 0},
+        "logging": {"level": "WARNING"},
+    }
+
+
+def _worker_main(
+    conn: Connection, config: dict[str, Any], profile_path: str | None, log_path: str
+) -> None:
+    """Child: `run_worker` as `strategy-worker run` does it (uvloop, JSON logs to a file),
+    optionally under cProfile; stops (handover) when the parent says so."""
+    import sys
+
+    sys.stderr = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as we do
+    import uvloop
+
+    from strategy_worker.config import WorkerConfig
+    from strategy_worker.log import configure_logging
+    from strategy_worker.runtime.app import run_worker
+
+    cfg = WorkerConfig.model_validate(config)
+    configure_logging(cfg.logging.level, json_output=True)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wait_parent() -> None:
+            with contextlib.suppress(EOFError, OSError):
+                conn.recv()
+            loop.call_soon_threadsafe(stop.set)
+
+        loop.run_in_executor(None, wait_parent)
+        conn.send("started")
+        return await run_worker(cfg, stop=stop)
+
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            code = uvloop.run(main())
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
+    else:
+        code = uvloop.run(main())
+    with contextlib.suppress(OSError):
+        conn.send(("exit", code))
+
+
+class WorkerProcess:
+    """`run_worker` in its own process; `cpu_seconds()` reads its CPU use (psutil)."""
+
+    def __init__(
+        self, config: dict[str, Any], *, log_path: Path, profile_path: Path | None = None
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self._parent, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_worker_main,
+            args=(child, config, str(profile_path) if profile_path else None, str(log_path)),
+            daemon=True,
+        )
+        self.log_path = log_path
+
+    def __enter__(self) -> WorkerProcess:
+        self.proc.start()
+        if not self._parent.poll(60):
+            raise RuntimeError(f"worker did not start; see {self.log_path}")
+        self._parent.recv()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._parent.send("stop")
+        self.proc.join(timeout=60)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+
+async def create_topics(kafka: str, topics: Sequence[str], partitions: int) -> None:
+    from strategy_worker.adapters.kafka.admin import ensure_topics
+    from strategy_worker.config import KafkaConfig
+
+    await ensure_topics(
+        KafkaConfig(bootstrap_servers=kafka, client_id="bench-admin"), topics, partitions=partitions
+    )
+
+
+async def delete_topics(kafka: str, topics: Sequence[str]) -> None:
+    """Best effort: bench topics are removed so repeated runs do not pile up on the broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka, client_id="bench-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in topics if t in existing]
+        if doomed:
+            with contextlib.suppress(Exception):
+                await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+def now_s() -> float:
+    return time.time()

@@ -1,0 +1,188 @@
+"""The results of bench/run.py as a plain-text table, with each pipeline figure next to the
+baseline that bounds it and the issue's target. Tolerates missing sections (--only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGET_ORDERS_PER_S = 2000
+TARGET_STREAM_RATIO = 0.5
+TARGET_FIRST_ORDER_P99_MS = 25
+TARGET_STOP_P99_MS = 50
+TARGET_CPU_CORES = 1.0
+TARGET_RSS_GIB = 2.0
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    node: Any = data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int | float):
+        return f"{value:,.0f}" if not digits else f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio(value: Any, base: Any) -> str:
+    if not value or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("PASS" if ok else "MISS")
+
+
+def render(r: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(name: str, value: str, vs: str = "", target: str = "") -> None:
+        rows.append((name, value, vs, target))
+
+    b = r.get("baselines") or {}
+    pg, kafka, grpc = b.get("asyncpg") or {}, b.get("kafka") or {}, b.get("grpc") or {}
+    if b:
+        add("BASELINES", "", "", "")
+        add("  asyncpg insert, 1 row/statement /s", _num(pg.get("single_row_inserts_per_s")))
+        add("  asyncpg executemany (1k/tx) rows/s", _num(pg.get("executemany_inserts_per_s")))
+        add("  asyncpg COPY (1k/batch) rows/s", _num(pg.get("copy_inserts_per_s")))
+        add("  kafka consume 1 KiB msgs/s", _num(kafka.get("consume_per_s")))
+        add("  kafka produce 1 KiB msgs/s (acks=all)", _num(kafka.get("produce_per_s")))
+        add("  grpc unary, 1 in flight orders/s", _num(grpc.get("unary_1_per_s")))
+        add("  grpc unary, 32 in flight orders/s", _num(grpc.get("unary_concurrent_per_s")))
+        add("  grpc stream, 32 in flight orders/s", _num(grpc.get("stream_per_s")))
+        add("  grpc stream, 1 in flight orders/s", _num(grpc.get("stream_1_per_s")))
+        add("  grpc submit_many (new stream/6) /s", _num(grpc.get("submit_many_6_per_s")))
+
+    stream = grpc.get("stream_per_s")
+    t = r.get("throughput")
+    if t:
+        add("THROUGHPUT (backlog of strategies, worker in its own process)", "", "", "")
+        if t.get("error"):
+            add("  error", str(t["error"])[:60])
+        ops = t.get("orders_per_s")
+        add(
+            "  orders/s end to end (initial, FILLED)",
+            _num(ops),
+            f"{_ratio(ops, stream)} of grpc stream",
+            f">= {TARGET_ORDERS_PER_S} & >= 0.50x: "
+            + _verdict(
+                None
+                if ops is None
+                else ops >= TARGET_ORDERS_PER_S
+                and (stream is None or ops / stream >= TARGET_STREAM_RATIO)
+            ),
+        )
+        sps = t.get("strategies_per_s")
+        add(
+            "  strategies/s end to end",
+            _num(sps, 1),
+            f"{_ratio(sps, kafka.get('consume_per_s'))} of kafka consume",
+        )
+        add(
+            "  orders/s vs asyncpg executemany",
+            _num(ops),
+            f"{_ratio(ops, pg.get('executemany_inserts_per_s'))} of executemany",
+        )
+        add(
+            "  strategies / orders / seconds",
+            f"{t.get('strategies')} / {t.get('orders')} / {_num(t.get('seconds'), 2)}",
+        )
+        add("  worker CPU (cores, avg over run)", _num(t.get("worker_cpu_cores"), 2))
+    lat = r.get("latency")
+    if lat:
+        add("LATENCY publish -> first order at OMS", "", "", "")
+        if lat.get("error"):
+            add("  error", str(lat["error"])[:60])
+        s = lat.get("publish_to_first_order") or {}
+        add(
+            f"  at {_num(lat.get('achieved_rate'), 1)} strategies/s p50/p99/max ms",
+            f"{_num(s.get('p50_ms'), 1)} / {_num(s.get('p99_ms'), 1)} / {_num(s.get('max_ms'), 1)}",
+            f"grpc unary p50 {_num(_get(grpc, 'unary_1_latency', 'p50_ms'), 2)} ms",
+            f"p99 < {TARGET_FIRST_ORDER_P99_MS} ms: "
+            + _verdict(None if "p99_ms" not in s else s["p99_ms"] < TARGET_FIRST_ORDER_P99_MS),
+        )
+        s = lat.get("publish_to_last_initial_order") or {}
+        if s:
+            add(
+                "  publish -> last initial order p50/p99 ms",
+                f"{_num(s.get('p50_ms'), 1)} / {_num(s.get('p99_ms'), 1)}",
+            )
+    for name, sl in (r.get("stoploss") or {}).items():
+        add(f"STOP-LOSS price write -> close order at OMS ({name})", "", "", "")
+        if sl.get("error"):
+            add("  error", str(sl["error"])[:60])
+        s = sl.get("price_to_close_order") or {}
+        add(
+            "  p50/p99/max ms",
+            f"{_num(s.get('p50_ms'), 1)} / {_num(s.get('p99_ms'), 1)} / {_num(s.get('max_ms'), 1)}",
+            f"{sl.get('triggered', 0)}/{sl.get('triggers', 0)} triggered",
+            f"p99 < {TARGET_STOP_P99_MS} ms: "
+            + _verdict(None if "p99_ms" not in s else s["p99_ms"] < TARGET_STOP_P99_MS),
+        )
+    sc = r.get("scale")
+    if sc:
+        k = sc.get("executions")
+        add(f"SCALE {k} executions x 5 symbols (monitor every {sc.get('cadence_s')} s)", "", "", "")
+        if sc.get("error"):
+            add("  error", str(sc["error"])[:60])
+        add("  RSS per 1,000 executions MiB", _num(sc.get("rss_mib_per_1000"), 1))
+        add(
+            "  RSS total MiB",
+            _num(sc.get("rss_mib_total"), 1),
+            f"projected 10k: {_num(sc.get('rss_gib_projected_10k'), 2)} GiB",
+            f"< {TARGET_RSS_GIB} GiB: "
+            + _verdict(
+                None
+                if sc.get("rss_gib_projected_10k") is None
+                else sc["rss_gib_projected_10k"] < TARGET_RSS_GIB
+            ),
+        )
+        m = sc.get("monitor_cycle") or {}
+        add(
+            "  monitor_cycle wall s / CPU s",
+            f"{_num(m.get('wall_s'), 3)} / {_num(m.get('cpu_s'), 3)}",
+            f"{_num(sc.get('cpu_s_per_1000_per_cycle'), 3)} CPU s per 1k",
+        )
+        add("  snapshot rows/s (insert_snapshots)", _num(sc.get("snapshot_rows_per_s")))
+        for cycle in ("reconcile_cycle", "lease_cycle"):
+            wall, cpu = _get(sc, cycle, "wall_s"), _get(sc, cycle, "cpu_s")
+            add(f"  {cycle} wall s / CPU s", f"{_num(wall, 3)} / {_num(cpu, 3)}")
+        add("  idle CPU cores (measured window)", _num(sc.get("idle_cpu_cores"), 3))
+        proj = sc.get("cpu_cores_projected")
+        add(
+            "  avg CPU cores at cadence (projected)",
+            _num(proj, 3),
+            f"10k: {_num(sc.get('cpu_cores_projected_10k'), 3)}",
+            f"< {TARGET_CPU_CORES} core: "
+            + _verdict(
+                None
+                if sc.get("cpu_cores_projected_10k") is None
+                else sc["cpu_cores_projected_10k"] < TARGET_CPU_CORES
+            ),
+        )
+        add("  create executions/s (handle_strategy)", _num(sc.get("create_per_s"), 1))
+
+    width = max((len(row[0]) for row in rows), default=10)
+    lines = [
+        f"Strategy Worker benchmarks ({r.get('mode')}, {r.get('machine', {}).get('cpus')} CPUs, "
+        f"git {str(r.get('git', {}).get('commit', ''))[:10]}"
+        f"{' +dirty src' if r.get('git', {}).get('dirty') else ''}, "
+        f"{r.get('wall_seconds', '?')} s)",
+        f"{'figure':<{width}}  {'value':>22}  {'vs baseline':<28}  target",
+    ]
+    for name, value, vs, target in rows:
+        if not value and not vs and not target:
+            lines.append(name)
+        else:
+            lines.append(f"{name:<{width}}  {value:>22}  {vs:<28}  {target}")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Every benchmark of the worker in one run: baselines, pipeline throughput, latency, scale.
+
+    bench/run.sh                 # quick mode (a few minutes on 2 cores)
+    bench/run.sh --full          # the issue's sizes (10,000 executions, ...)
+    .venv/bin/python bench/run.py --only baselines,throughput --profile
+
+Needs the services of `scripts/services.sh up` (.services/env). Prints a table and writes
+bench/results/<UTC date-time>.json. Every pipeline figure is printed next to the raw
+baseline that bounds it (as a ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import ROOT, Services, redact
+
+RESULTS = ROOT / "bench" / "results"
+SECTIONS = ("baselines", "throughput", "latency", "stoploss", "scale")
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    pg_rows: int
+    kafka_messages: int
+    grpc_orders: int
+    strategies: int
+    latency_rate: float
+    latency_seconds: float
+    stop_triggers: int
+    stop_intervals: tuple[float, ...]
+    executions: int
+    idle_window_s: float
+
+
+QUICK = Sizes(
+    pg_rows=20_000,
+    kafka_messages=20_000,
+    grpc_orders=5_000,
+    strategies=1_000,
+    latency_rate=50,
+    latency_seconds=10,
+    stop_triggers=20,
+    stop_intervals=(1.0, 0.05),
+    executions=1_000,
+    idle_window_s=20,
+)
+FULL = Sizes(
+    pg_rows=100_000,
+    kafka_messages=100_000,
+    grpc_orders=20_000,
+    strategies=5_000,
+    latency_rate=50,
+    latency_seconds=30,
+    stop_triggers=50,
+    stop_intervals=(1.0, 0.05),
+    executions=10_000,
+    idle_window_s=125,
+)
+
+
+def _git() -> dict[str, Any]:
+    def out(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {"commit": out("rev-parse", "HEAD"), "dirty": bool(out("status", "--porcelain", "src"))}
+
+
+def _machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def _run(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any]) -> None:
+    services = Services.from_env()
+    results["services"] = {
+        "database": redact(services.database_url),
+        "redis": services.redis_url,
+        "kafka": services.kafka,
+    }
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    tag = results["run_tag"]
+    if "baselines" in only:
+        import baselines
+
+        section: dict[str, Any] = {}
+        results["baselines"] = section
+        print("baselines: asyncpg ...", flush=True)
+        section["asyncpg"] = await baselines.bench_asyncpg(services, sizes.pg_rows)
+        print("baselines: kafka ...", flush=True)
+        section["kafka"] = await baselines.bench_kafka(
+            services, sizes.kafka_messages, args.partitions
+        )
+        print("baselines: grpc ...", flush=True)
+        section["grpc"] = await baselines.bench_grpc(sizes.grpc_orders, 32)
+    if "throughput" in only:
+        import pipeline
+
+        print(f"throughput: {sizes.strategies} strategies ...", flush=True)
+        results["throughput"] = await pipeline.bench_throughput(
+            services, sizes.strategies, partitions=args.partitions, tag=f"{tag}t"
+        )
+        if args.profile:
+            print("throughput under cProfile ...", flush=True)
+            results["profile"] = await pipeline.bench_throughput(
+                services,
+                max(300, sizes.strategies // 2),
+                partitions=args.partitions,
+                tag=f"{tag}p",
+                profile_path=RESULTS / f"{tag}.pstats",
+            )
+    if "latency" in only:
+        import pipeline
+
+        print(
+            f"latency: {sizes.latency_rate:g} strategies/s for {sizes.latency_seconds:g} s ...",
+            flush=True,
+        )
+        results["latency"] = await pipeline.bench_latency(
+            services,
+            rate=sizes.latency_rate,
+            seconds=sizes.latency_seconds,
+            partitions=args.partitions,
+            tag=f"{tag}l",
+        )
+    if "stoploss" in only:
+        import pipeline
+
+        results["stoploss"] = {}
+        for interval in sizes.stop_intervals:
+            print(f"stop-loss: position_check_interval {interval:g} s ...", flush=True)
+            results["stoploss"][f"interval_{interval:g}s"] = await pipeline.bench_stoploss(
+                services,
+                triggers=sizes.stop_triggers,
+                interval=interval,
+                partitions=args.partitions,
+                tag=f"{tag}s{str(interval).replace('.', '')}",
+            )
+    if "scale" in only:
+        import scale
+
+        print(f"scale: {sizes.executions} executions x 5 symbols ...", flush=True)
+        results["scale"] = await scale.bench_scale(
+            services,
+            executions=sizes.executions,
+            idle_window_s=sizes.idle_window_s,
+            tag=f"{tag}k",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="the issue's full sizes")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of bench topics")
+    parser.add_argument("--profile", action="store_true", help="also profile the pipeline")
+    parser.add_argument("--strategies", type=int, help="override the throughput size")
+    parser.add_argument("--executions", type=int, help="override the scale size")
+    parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    args = parser.parse_args()
+    sizes = FULL if args.full else QUICK
+    if args.strategies or args.executions:
+        sizes = replace(
+            sizes,
+            strategies=args.strategies or sizes.strategies,
+            executions=args.executions or sizes.executions,
+        )
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "run_tag": stamp.lower(),
+        "started_at": started.isoformat(),
+        "mode": "full" if args.full else "quick",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "sizes": asdict(sizes),
+        "git": _git(),
+        "machine": _machine(),
+        "partitions": args.partitions,
+    }
+    import uvloop
+
+    t0 = time.perf_counter()
+    try:
+        uvloop.run(_run(args, sizes, results))
+    finally:
+        results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        from report import render
+
+        print(render(results))
+        if not args.no_save:
+            path = RESULTS / f"{stamp}.json"
+            path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+            print(f"\nwrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
