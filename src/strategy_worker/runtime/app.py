@@ -69,8 +69,13 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
     await producer.start()
     topics = config.kafka.topics
     events = KafkaEventPublisher(producer, topic=topics.execution, metrics=metrics)
+    # Each dead letter is counted once: the worker counts the ones it rejects itself, this
+    # sink's metrics count those the consumer writes unread (oversized, tombstone, failure).
     dead_letters = KafkaDeadLetterPublisher(
         producer, topic=topics.dead_letter, metrics=metrics, worker_id=settings.owner_id
+    )
+    worker_dead_letters = KafkaDeadLetterPublisher(
+        producer, topic=topics.dead_letter, worker_id=settings.owner_id
     )
     worker = Worker(
         settings=settings,
@@ -78,7 +83,7 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
         oms=oms,
         prices=prices,
         events=events,
-        dead_letters=dead_letters,
+        dead_letters=worker_dead_letters,
         metrics=metrics,
         clock=SystemClock(),
     )
