@@ -442,3 +442,65 @@ async def delete_topics(kafka: str, topics: Sequence[str]) -> None:
 
 def now_s() -> float:
     return time.time()
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def service_pids() -> dict[str, int]:
+    """PIDs of the harness's servers (from the pid files .services/env names), if readable."""
+    env = load_services_env() if SERVICES_ENV.exists() else {}
+    pids: dict[str, int] = {}
+    for name, var in (
+        ("postgres", "PG_PID_FILE"),
+        ("kafka", "KAFKA_PID_FILE"),
+        ("redis", "REDIS_PID_FILE"),
+    ):
+        path = env.get(var)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if path:
+                pids[name] = int(Path(path).read_text(encoding="utf-8").split()[0])
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by named processes (with their children, e.g. PostgreSQL backends)
+    and by the whole machine between `start()` and `stop()`, as cores busy on average."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+
+    @staticmethod
+    def _tree_cpu(pid: int) -> float:
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def _sample(self) -> dict[str, float]:
+        import psutil
+
+        values = {name: self._tree_cpu(pid) for name, pid in self._pids.items()}
+        t = psutil.cpu_times()
+        values["machine"] = t.user + t.system + t.nice + getattr(t, "irq", 0) + t.softirq
+        return values
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        wall = max(1e-9, time.perf_counter() - self._wall)
+        return {name: round((end[name] - self._start.get(name, 0.0)) / wall, 3) for name in end}

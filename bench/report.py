@@ -97,10 +97,17 @@ def render(r: dict[str, Any]) -> str:
             "  strategies / orders / seconds",
             f"{t.get('strategies')} / {t.get('orders')} / {_num(t.get('seconds'), 2)}",
         )
-        add("  worker CPU (cores, avg over run)", _num(t.get("worker_cpu_cores"), 2))
-    lat = r.get("latency")
-    if lat:
-        add("LATENCY publish -> first order at OMS", "", "", "")
+        cores = t.get("cpu_cores") or {}
+        if cores:
+            add(
+                "  CPU cores busy: worker/oms/pg/kafka/redis",
+                " / ".join(
+                    _num(cores.get(k), 2) for k in ("worker", "oms", "postgres", "kafka", "redis")
+                ),
+                f"machine {_num(cores.get('machine'), 2)} of 2",
+            )
+    for lat in (r.get("latency") or {}).values():
+        add(f"LATENCY publish -> first order at OMS ({lat.get('rate')}/s offered)", "", "", "")
         if lat.get("error"):
             add("  error", str(lat["error"])[:60])
         s = lat.get("publish_to_first_order") or {}
@@ -111,6 +118,15 @@ def render(r: dict[str, Any]) -> str:
             f"p99 < {TARGET_FIRST_ORDER_P99_MS} ms: "
             + _verdict(None if "p99_ms" not in s else s["p99_ms"] < TARGET_FIRST_ORDER_P99_MS),
         )
+        cores = lat.get("cpu_cores_while_publishing") or {}
+        if cores:
+            add(
+                "  CPU cores busy: worker/oms/pg/kafka/redis",
+                " / ".join(
+                    _num(cores.get(k), 2) for k in ("worker", "oms", "postgres", "kafka", "redis")
+                ),
+                f"machine {_num(cores.get('machine'), 2)} of 2",
+            )
         s = lat.get("publish_to_last_initial_order") or {}
         if s:
             add(

@@ -37,7 +37,7 @@ class Sizes:
     kafka_messages: int
     grpc_orders: int
     strategies: int
-    latency_rate: float
+    latency_rates: tuple[float, ...]
     latency_seconds: float
     stop_triggers: int
     stop_intervals: tuple[float, ...]
@@ -50,7 +50,7 @@ QUICK = Sizes(
     kafka_messages=20_000,
     grpc_orders=5_000,
     strategies=1_000,
-    latency_rate=50,
+    latency_rates=(50, 10),
     latency_seconds=10,
     stop_triggers=20,
     stop_intervals=(1.0, 0.05),
@@ -62,7 +62,7 @@ FULL = Sizes(
     kafka_messages=100_000,
     grpc_orders=20_000,
     strategies=5_000,
-    latency_rate=50,
+    latency_rates=(50, 20, 10),
     latency_seconds=30,
     stop_triggers=50,
     stop_intervals=(1.0, 0.05),
@@ -133,17 +133,16 @@ async def _run(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any]) 
     if "latency" in only:
         import pipeline
 
-        print(
-            f"latency: {sizes.latency_rate:g} strategies/s for {sizes.latency_seconds:g} s ...",
-            flush=True,
-        )
-        results["latency"] = await pipeline.bench_latency(
-            services,
-            rate=sizes.latency_rate,
-            seconds=sizes.latency_seconds,
-            partitions=args.partitions,
-            tag=f"{tag}l",
-        )
+        results["latency"] = {}
+        for rate in sizes.latency_rates:
+            print(f"latency: {rate:g} strategies/s for {sizes.latency_seconds:g} s ...", flush=True)
+            results["latency"][f"rate_{rate:g}"] = await pipeline.bench_latency(
+                services,
+                rate=rate,
+                seconds=sizes.latency_seconds,
+                partitions=args.partitions,
+                tag=f"{tag}l{rate:g}",
+            )
     if "stoploss" in only:
         import pipeline
 

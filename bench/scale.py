@@ -1,0 +1,267 @@
+"""Scale: K active executions of 5 symbols on one worker. The worker is wired as in
+`run_worker` (PostgreSQL, the OMS over gRPC, Redis prices, Kafka events) in a process of its
+own, without the Kafka intake: executions are created by calling `Worker.handle_strategy`
+directly (8 at a time, like 8 partitions). Then, in that process: resident memory per 1,000
+executions, the time and CPU of one `monitor_cycle` (and of the reconcile, lease and
+rebalance cycles), the snapshot write rate, and the CPU used over a window while the loops
+run at their configured cadence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import multiprocessing as mp
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from multiprocessing.connection import Connection
+from typing import Any
+
+from harness import (
+    Services,
+    Universe,
+    create_topics,
+    delete_prefix,
+    delete_topics,
+    oms_process,
+    scratch_database,
+    strategy_payload,
+    worker_config,
+    write_prices,
+)
+
+
+def _cpu() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+async def _timed(body: Callable[[], Awaitable[None]]) -> dict[str, float]:
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    await body()
+    return {"wall_s": round(time.perf_counter() - wall0, 4), "cpu_s": round(_cpu() - cpu0, 4)}
+
+
+async def _scale(
+    config_data: dict[str, Any], executions: int, idle_window_s: float
+) -> dict[str, Any]:
+    from strategy_worker.adapters.kafka.producer import (
+        KafkaDeadLetterPublisher,
+        KafkaEventPublisher,
+        KafkaProducer,
+    )
+    from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
+    from strategy_worker.adapters.postgres import PostgresStore, migrate
+    from strategy_worker.adapters.redis_prices import RedisPriceSource
+    from strategy_worker.config import WorkerConfig
+    from strategy_worker.metrics import WorkerMetrics
+    from strategy_worker.runtime.clocks import SystemClock
+    from strategy_worker.runtime.settings import settings_from
+    from strategy_worker.runtime.worker import Worker
+
+    config = WorkerConfig.model_validate(config_data)
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    settings = settings_from(config)
+    await migrate(config.database.dsn(), hint=config.database.setting_hint())
+    store = await PostgresStore.connect(config.database)
+    oms = OmsGrpcClient(config.oms_grpc, registry=registry)
+    prices = RedisPriceSource.from_config(config.redis, metrics=metrics)
+    producer = KafkaProducer(config.kafka)
+    await producer.start()
+    topics = config.kafka.topics
+    worker = Worker(
+        settings=settings,
+        store=store,
+        oms=oms,
+        prices=prices,
+        events=KafkaEventPublisher(producer, topic=topics.execution, metrics=metrics),
+        dead_letters=KafkaDeadLetterPublisher(
+            producer, topic=topics.dead_letter, metrics=metrics, worker_id=settings.owner_id
+        ),
+        metrics=metrics,
+        clock=SystemClock(),
+    )
+    # Count the cycles the background loops run (the loops bind these attributes at start).
+    ran: dict[str, int] = {"monitor": 0, "reconcile": 0, "rebalance": 0, "lease": 0}
+
+    def counting(
+        name: str, body: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def run() -> None:
+            ran[name] += 1
+            await body()
+
+        return run
+
+    monitor_cycle, reconcile_cycle = worker.monitor_cycle, worker.reconcile_cycle
+    rebalance_cycle, lease_cycle = worker.rebalance_cycle, worker.lease_cycle
+    worker.monitor_cycle = counting("monitor", monitor_cycle)  # type: ignore[method-assign]
+    worker.reconcile_cycle = counting("reconcile", reconcile_cycle)  # type: ignore[method-assign]
+    worker.rebalance_cycle = counting("rebalance", rebalance_cycle)  # type: ignore[method-assign]
+    worker.lease_cycle = counting("lease", lease_cycle)  # type: ignore[method-assign]
+
+    snapshot_calls: list[tuple[int, float]] = []
+    insert_snapshots = store.insert_snapshots
+
+    async def timed_snapshots(snapshots: Any) -> None:
+        started = time.perf_counter()
+        await insert_snapshots(snapshots)
+        snapshot_calls.append((len(snapshots), time.perf_counter() - started))
+
+    store.insert_snapshots = timed_snapshots  # type: ignore[method-assign]
+
+    result: dict[str, Any] = {"executions": executions, "symbols_per_execution": 5}
+    try:
+        await worker.start()
+        universe = Universe.make(500)
+        rng = random.Random(53)
+        payloads = [
+            strategy_payload(rng, universe.symbols, n_symbols=5)[1] for _ in range(executions)
+        ]
+        gc.collect()
+        rss0 = _rss()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for p in payloads:
+            queue.put_nowait(p)
+
+        async def lane(number: int) -> None:
+            while not queue.empty():
+                await worker.handle_strategy(queue.get_nowait(), f"bench:{number}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(i) for i in range(8)))
+        result["create_per_s"] = round(executions / (time.perf_counter() - started), 1)
+        deadline = time.monotonic() + max(120.0, executions / 20)
+        while any(r.open_orders for r in worker.runners.values()) or worker._tasks:
+            if time.monotonic() > deadline:
+                result["error"] = "orders still open at the deadline"
+                break
+            await asyncio.sleep(0.5)
+        result["fill_all_s"] = round(time.perf_counter() - started, 1)
+        result["active"] = len(worker.runners)
+        result["open_orders"] = sum(len(r.open_orders) for r in worker.runners.values())
+        gc.collect()
+        rss1 = _rss()
+        result["rss_mib_total"] = round(rss1 / 2**20, 1)
+        result["rss_mib_base"] = round(rss0 / 2**20, 1)
+        per_1000 = (rss1 - rss0) / max(1, executions) * 1000
+        result["rss_mib_per_1000"] = round(per_1000 / 2**20, 2)
+        result["rss_gib_projected_10k"] = round((rss0 + per_1000 * 10) / 2**30, 3)
+
+        cycles = [await _timed(monitor_cycle) for _ in range(3)]
+        best = min(cycles, key=lambda c: c["wall_s"])
+        result["monitor_cycle"] = best
+        result["monitor_cycles"] = cycles
+        result["cpu_s_per_1000_per_cycle"] = round(best["cpu_s"] / executions * 1000, 4)
+        rows = sum(n for n, _ in snapshot_calls[-3:])
+        secs = sum(s for _, s in snapshot_calls[-3:])
+        result["snapshot_rows_per_s"] = round(rows / secs) if secs else None
+        result["snapshot_rows_per_cycle"] = snapshot_calls[-1][0] if snapshot_calls else 0
+        result["snapshot_insert_s_per_cycle"] = (
+            round(snapshot_calls[-1][1], 4) if snapshot_calls else None
+        )
+        result["lease_cycle"] = await _timed(lease_cycle)
+        result["rebalance_cycle"] = await _timed(rebalance_cycle)
+        result["reconcile_cycle"] = await _timed(reconcile_cycle)
+
+        s = settings
+        gc.collect()
+        before = dict(ran)
+        cpu0, wall0 = _cpu(), time.perf_counter()
+        await asyncio.sleep(idle_window_s)
+        window = time.perf_counter() - wall0
+        result["window_s"] = round(window, 1)
+        result["window_cycles"] = {k: ran[k] - before[k] for k in ran}
+        result["window_cpu_cores"] = round((_cpu() - cpu0) / window, 4)
+        lease_cores = result["lease_cycle"]["cpu_s"] / s.heartbeat
+        idle = result["window_cpu_cores"]
+        if result["window_cycles"]["monitor"] == 0 and result["window_cycles"]["reconcile"] == 0:
+            result["idle_cpu_cores"] = idle
+        else:
+            idle = max(0.0, idle - lease_cores)  # a cycle ran in the window: count it once
+            result["idle_cpu_cores"] = round(idle, 4)
+        projected = (
+            best["cpu_s"] / s.position_check_interval
+            + result["reconcile_cycle"]["cpu_s"] / s.reconcile_interval
+            + result["rebalance_cycle"]["cpu_s"] / s.rebalance_interval
+            + max(idle, lease_cores)
+        )
+        result["cadence_s"] = s.position_check_interval
+        result["cpu_cores_projected"] = round(projected, 4)
+        result["cpu_cores_projected_10k"] = round(projected * 10_000 / executions, 3)
+        result["rss_mib_after_window"] = round(_rss() / 2**20, 1)
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.shutdown("handover")
+        await producer.stop()
+        await oms.close()
+        await prices.close()
+        await store.close()
+    return result
+
+
+def _scale_main(conn: Connection, config: dict[str, Any], executions: int, window: float) -> None:
+    import logging
+    import sys
+
+    import structlog
+    import uvloop
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        result = uvloop.run(_scale(config, executions, window))
+    except BaseException as exc:  # report it to the parent rather than die silently
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    conn.send(result)
+
+
+async def bench_scale(
+    services: Services, *, executions: int, idle_window_s: float, tag: str
+) -> dict[str, Any]:
+    universe = Universe.make(500)
+    prefix = f"bench:{tag}:prices:"
+    await write_prices(services.redis_url, universe.prices, prefix=prefix)
+    async with scratch_database(services.database_url, tag) as db_url:
+        with oms_process(universe.prices) as (port, _pid):
+            config = worker_config(
+                database_url=db_url,
+                redis_url=services.redis_url,
+                kafka=services.kafka,
+                oms_port=port,
+                run_tag=tag,
+                redis_prefix=prefix,
+            )
+            topics = list(config["kafka"]["topics"].values())
+            await create_topics(services.kafka, topics, 1)
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_scale_main, args=(child, config, executions, idle_window_s), daemon=True
+            )
+            proc.start()
+            try:
+                loop = asyncio.get_running_loop()
+                result: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
+            finally:
+                proc.join(timeout=60)
+                if proc.is_alive():
+                    proc.terminate()
+                await delete_topics(services.kafka, topics)
+                await delete_prefix(services.redis_url, prefix)
+    return result
