@@ -1,0 +1,62 @@
+"""The spec's sample message (examples/tech-growth.json) and what the trading rules make of it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+
+from strategy_worker.domain.ids import execution_id_for
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLE_MESSAGE = ROOT / "examples" / "tech-growth.json"
+SAMPLE_BYTES = SAMPLE_MESSAGE.read_bytes()
+SAMPLE = json.loads(SAMPLE_BYTES, parse_float=Decimal)
+STRATEGY_ID = uuid.UUID(SAMPLE["strategy_id"])
+USER_ID = uuid.UUID(SAMPLE["user_id"])
+EXECUTION_ID = execution_id_for(STRATEGY_ID, SAMPLE["timestamp"])
+CAPITAL = Decimal("100000.00")
+POSITION_LIMIT = Decimal("0.30")  # the spec's risk.max_position_size and the sample's own
+SYMBOLS = ("AAPL", "GOOGL", "MSFT")
+
+#: The spec's sample prices: AAPL's 175.50 is the spec's own example order price.
+START_PRICES: dict[str, Decimal] = {
+    "AAPL": Decimal("175.50"),
+    "MSFT": Decimal("410.20"),
+    "GOOGL": Decimal("140.10"),
+}
+
+
+def expected_quantity(symbol: str) -> Decimal:
+    """README "Initial sizing": floor(capital x min(weight, 30%) / price) whole shares."""
+    weight: Decimal = min(SAMPLE["config"]["allocation"][symbol], POSITION_LIMIT)
+    return (CAPITAL * weight / START_PRICES[symbol]).to_integral_value(rounding=ROUND_FLOOR)
+
+
+def other_strategy(name: str) -> tuple[bytes, uuid.UUID]:
+    """A valid message for another strategy (the sample's bytes with a new strategy id)."""
+    strategy_id = uuid.uuid5(uuid.NAMESPACE_URL, f"e2e/{name}/{uuid.uuid4()}")
+    text = SAMPLE_BYTES.decode().replace(SAMPLE["strategy_id"], str(strategy_id))
+    return text.encode(), strategy_id
+
+
+def execution_of(strategy_id: uuid.UUID) -> uuid.UUID:
+    """The execution a sample-shaped message for `strategy_id` creates."""
+    return execution_id_for(strategy_id, SAMPLE["timestamp"])
+
+
+def control(action: str, execution_id: uuid.UUID, request_id: uuid.UUID) -> bytes:
+    """A control request from the owner, in the format of docs/messages.md."""
+    return json.dumps(
+        {
+            "type": "strategy.control",
+            "request_id": str(request_id),
+            "execution_id": str(execution_id),
+            "user_id": str(USER_ID),
+            "action": action,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "reason": "user requested",
+        }
+    ).encode()
