@@ -271,6 +271,20 @@ def oms_process(prices: Mapping[str, Decimal]) -> Iterator[tuple[int, int]]:
             proc.join(timeout=5)
 
 
+#: Worker config overrides from `run.py --set section.key=value` (applied to every phase).
+CONFIG_OVERRIDES: dict[str, str] = {}
+
+
+def _apply_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    for dotted, value in CONFIG_OVERRIDES.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
 def worker_config(
     *,
     database_url: str,
@@ -288,40 +302,46 @@ def worker_config(
     limits out of the way of throughput (rate limits and exposure), `handover` on shutdown
     (closing thousands of positions is not what we measure), HTTP on ephemeral ports."""
     topic = f"bench.{run_tag}"
-    return {
-        "environment": "bench",
-        "worker_id": f"bench-{run_tag}",
-        "kafka": {
-            "bootstrap_servers": kafka,
-            "consumer_group": f"bench-{run_tag}",
-            "client_id": f"bench-{run_tag}",
-            "topics": {
-                "approved": f"{topic}.approved",
-                "execution": f"{topic}.execution",
-                "control": f"{topic}.control",
-                "dead_letter": f"{topic}.dlq",
+    return _apply_overrides(
+        {
+            "environment": "bench",
+            "worker_id": f"bench-{run_tag}",
+            "kafka": {
+                "bootstrap_servers": kafka,
+                "consumer_group": f"bench-{run_tag}",
+                "client_id": f"bench-{run_tag}",
+                "topics": {
+                    "approved": f"{topic}.approved",
+                    "execution": f"{topic}.execution",
+                    "control": f"{topic}.control",
+                    "dead_letter": f"{topic}.dlq",
+                },
             },
-        },
-        "oms_grpc": {"host": "127.0.0.1", "port": oms_port, "timeout": 30},
-        "risk": {
-            "max_total_exposure": "1000000000000",
-            "max_daily_loss_amount": "1000000000",
-            "max_orders_per_minute": 100000,
-            "max_orders_per_second": 1000000,
-        },
-        "execution": {
-            "position_check_interval": position_check_interval,
-            "reconcile_interval": reconcile_interval,
-            "rebalance_interval": rebalance_interval,
-            "shutdown_policy": "handover",
-            "grace_period": 10,
-        },
-        "database": {"url": database_url, "pool_max_size": pool_max_size, "command_timeout": 60},
-        "redis": {"url": redis_url, "key_prefix": redis_prefix, "price_max_age": 86400},
-        "metrics": {"enabled": False},
-        "health": {"host": "127.0.0.1", "port": 0},
-        "logging": {"level": "WARNING"},
-    }
+            "oms_grpc": {"host": "127.0.0.1", "port": oms_port, "timeout": 30},
+            "risk": {
+                "max_total_exposure": "1000000000000",
+                "max_daily_loss_amount": "1000000000",
+                "max_orders_per_minute": 100000,
+                "max_orders_per_second": 1000000,
+            },
+            "execution": {
+                "position_check_interval": position_check_interval,
+                "reconcile_interval": reconcile_interval,
+                "rebalance_interval": rebalance_interval,
+                "shutdown_policy": "handover",
+                "grace_period": 10,
+            },
+            "database": {
+                "url": database_url,
+                "pool_max_size": pool_max_size,
+                "command_timeout": 60,
+            },
+            "redis": {"url": redis_url, "key_prefix": redis_prefix, "price_max_age": 86400},
+            "metrics": {"enabled": False},
+            "health": {"host": "127.0.0.1", "port": 0},
+            "logging": {"level": "WARNING"},
+        }
+    )
 
 
 def _worker_main(

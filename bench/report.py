@@ -187,6 +187,15 @@ def render(r: dict[str, Any]) -> str:
             ),
         )
         add("  create executions/s (handle_strategy)", _num(sc.get("create_per_s"), 1))
+        for label, key in (
+            ("  calls per execution, to filled", "calls_per_execution_to_filled"),
+            ("  calls per monitor cycle", "calls_per_monitor_cycle"),
+        ):
+            counts = sc.get(key) or {}
+            if counts:
+                add(label, "", "", "")
+                for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                    add(f"    {name}", _num(n, 2))
 
     width = max((len(row[0]) for row in rows), default=10)
     lines = [

@@ -130,6 +130,11 @@ async def _run(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any]) 
                 tag=f"{tag}p",
                 profile_path=RESULTS / f"{tag}.pstats",
             )
+            import profile_report
+
+            summary = profile_report.summarise(str(RESULTS / f"{tag}.pstats"), top=30)
+            results["profile"]["summary"] = summary
+            print(profile_report.render(summary), flush=True)
     if "latency" in only:
         import pipeline
 
@@ -180,8 +185,20 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile the pipeline")
     parser.add_argument("--strategies", type=int, help="override the throughput size")
     parser.add_argument("--executions", type=int, help="override the scale size")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="worker config override for every phase, e.g. kafka.producer_linger_ms=0",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args()
+    import harness
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        harness.CONFIG_OVERRIDES[key.strip()] = value.strip()
     sizes = FULL if args.full else QUICK
     if args.strategies or args.executions:
         sizes = replace(
@@ -201,6 +218,7 @@ def main() -> None:
         "git": _git(),
         "machine": _machine(),
         "partitions": args.partitions,
+        "config_overrides": dict(harness.CONFIG_OVERRIDES),
     }
     import uvloop
 

@@ -122,6 +122,12 @@ async def _scale(
 
     store.insert_snapshots = timed_snapshots  # type: ignore[method-assign]
 
+    calls: dict[str, int] = {}
+    _count_calls(store, "store", calls)
+    _count_calls(oms, "oms", calls)
+    _count_calls(prices, "redis", calls)
+    _count_calls(producer, "kafka", calls)
+
     result: dict[str, Any] = {"executions": executions, "symbols_per_execution": 5}
     try:
         await worker.start()
@@ -150,6 +156,10 @@ async def _scale(
                 break
             await asyncio.sleep(0.5)
         result["fill_all_s"] = round(time.perf_counter() - started, 1)
+        result["calls_per_execution_to_filled"] = {
+            k: round(v / executions, 2) for k, v in sorted(calls.items())
+        }
+        calls.clear()
         result["active"] = len(worker.runners)
         result["open_orders"] = sum(len(r.open_orders) for r in worker.runners.values())
         gc.collect()
@@ -160,7 +170,9 @@ async def _scale(
         result["rss_mib_per_1000"] = round(per_1000 / 2**20, 2)
         result["rss_gib_projected_10k"] = round((rss0 + per_1000 * 10) / 2**30, 3)
 
+        calls.clear()
         cycles = [await _timed(monitor_cycle) for _ in range(3)]
+        result["calls_per_monitor_cycle"] = {k: round(v / 3, 1) for k, v in sorted(calls.items())}
         best = min(cycles, key=lambda c: c["wall_s"])
         result["monitor_cycle"] = best
         result["monitor_cycles"] = cycles
@@ -210,6 +222,27 @@ async def _scale(
         await prices.close()
         await store.close()
     return result
+
+
+def _count_calls(target: Any, prefix: str, calls: dict[str, int]) -> None:
+    """Count every call of the target's public coroutine methods (round trips to a service),
+    by wrapping them on the instance."""
+    import inspect
+
+    for name in dir(type(target)):
+        if name.startswith("_") or not inspect.iscoroutinefunction(getattr(type(target), name)):
+            continue
+        method = getattr(target, name)
+        key = f"{prefix}.{name}"
+
+        def wrap(method: Any = method, key: str = key) -> Any:
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                calls[key] = calls.get(key, 0) + 1
+                return await method(*args, **kwargs)
+
+            return counted
+
+        setattr(target, name, wrap())
 
 
 def _scale_main(conn: Connection, config: dict[str, Any], executions: int, window: float) -> None:
