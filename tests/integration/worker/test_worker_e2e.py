@@ -160,6 +160,32 @@ async def test_spec_sample_message_then_one_execution_orders_fills_and_started_e
     text = record.value.decode()
     assert '"quantity": 170, "price": 175.50, "value": 29835.00}' in text
 
+    # Then one submitted and one filled event per order, all keyed by the strategy id.
+    await eventually(
+        lambda: _at_least(events, "order_filled", 3), within=10, what="order_filled events"
+    )
+    assert {e["client_order_id"] for e in events.of_type("order_submitted")} == {
+        r["client_order_id"] for r in orders
+    }
+    assert {e["fill_id"] for e in events.of_type("order_filled")} == set(oms_fills)
+    assert {r.key for r in events.records} == {str(STRATEGY_ID).encode()}
+
+    # The position monitor snapshots the positions it holds.
+    async def snapshot() -> Any:
+        rows = await db.fetch(
+            "SELECT positions FROM position_snapshots WHERE execution_id = $1", EXECUTION_ID
+        )
+        return next((r for r in rows if len(json.loads(r["positions"])) == 3), None)
+
+    snap = json.loads((await eventually(snapshot, within=10, what="snapshot"))["positions"])
+    assert {s: Decimal(p["quantity"]) for s, p in snap.items()} == {
+        s: expected_quantity(s) for s in START_PRICES
+    }
+
+
+async def _at_least(events: TopicReader, kind: str, count: int) -> bool:
+    return len(events.of_type(kind)) >= count
+
 
 # --------------------------------------------------------------------------- 2. stop-loss
 
