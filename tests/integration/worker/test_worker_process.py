@@ -54,9 +54,9 @@ class WorkerProcess:
     proc: asyncio.subprocess.Process
     log: Path
 
-    async def terminate(self) -> int:
-        """SIGTERM, then the exit code; fails when it takes longer than the grace period."""
-        self.proc.send_signal(signal.SIGTERM)
+    async def terminate(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send `sig`, then the exit code; fails when it takes longer than the grace period."""
+        self.proc.send_signal(sig)
         try:
             async with asyncio.timeout(GRACE_PERIOD + 2):
                 return await self.proc.wait()
@@ -125,7 +125,9 @@ async def spawn_worker(worker_env: WorkerEnv, tmp_path: Path) -> AsyncIterator[S
                 await worker.proc.wait()
 
 
-async def test_sigterm_closes_every_position_and_exits_zero_within_grace_period(
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_closes_every_position_and_exits_zero_within_grace_period(
+    sig: signal.Signals,
     spawn_worker: SpawnWorker,
     producer: AIOKafkaProducer,
     read_topic: Callable[[str], Awaitable[TopicReader]],
@@ -147,7 +149,7 @@ async def test_sigterm_closes_every_position_and_exits_zero_within_grace_period(
             what="initial orders filled",
         )
 
-    assert await worker.terminate() == 0, worker.log_tail()
+    assert await worker.terminate(sig) == 0, worker.log_tail()
 
     rows = await db.executions()
     assert sorted(r["execution_id"] for r in rows) == sorted(executions)
