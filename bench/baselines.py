@@ -161,13 +161,15 @@ async def bench_grpc(orders: int, concurrency: int) -> dict[str, Any]:
     """Round trips per second against the paper OMS in its own process (uvloop both sides):
     unary with 1 and `concurrency` in flight, one stream with `concurrency` in flight, and
     the worker's path, `OmsGrpcClient.submit_many`, one stream per batch of 6 orders."""
+    import os
+
     from prometheus_client import CollectorRegistry
 
     from bench_oms import bench_stream_raw, bench_submit_many, bench_unary
-    from harness import summary_ms
+    from harness import CpuMeter, summary_ms
     from strategy_worker.adapters.oms_grpc import OmsClientConfig, OmsGrpcClient
 
-    with oms_process({}) as (port, _pid):
+    with oms_process({}) as (port, oms_pid):
         client = OmsGrpcClient(
             OmsClientConfig(host="127.0.0.1", port=port, timeout=60), registry=CollectorRegistry()
         )
@@ -180,8 +182,11 @@ async def bench_grpc(orders: int, concurrency: int) -> dict[str, Any]:
             result["unary_1_latency"] = summary_ms(lat)
             elapsed, lat = await bench_unary(client, orders, concurrency)
             result["unary_concurrent_per_s"] = round(orders / elapsed)
+            meter = CpuMeter({"oms": oms_pid, "client": os.getpid()})
+            meter.start()
             elapsed, lat = await bench_stream_raw(client, orders, concurrency)
             result["stream_per_s"] = round(orders / elapsed)
+            result["stream_cpu_cores"] = meter.stop()
             result["stream_latency"] = summary_ms(lat)
             elapsed, lat = await bench_stream_raw(client, orders, 1)
             result["stream_1_per_s"] = round(orders / elapsed)

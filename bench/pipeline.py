@@ -295,6 +295,25 @@ async def bench_latency(
             (ph.worker.cpu_seconds() - cpu0) / max(1e-9, time.time() - wall0), 3
         )
         orders = await _order_times(ph.oms_port, list(sent))
+        rows = await ph.pool.fetch(
+            "SELECT execution_id, started_at FROM strategy_executions"
+            " WHERE execution_id = ANY($1::uuid[])",
+            list(sent),
+        )
+    started_at = {r["execution_id"]: r["started_at"].timestamp() for r in rows}
+    # Stages: send -> the worker's `now` in handle_strategy (Kafka delivery, duplicate check,
+    # prices, planning), then -> the first order at the OMS (intents durable, started event
+    # acked by Kafka, submission stream opened).
+    result["stage_publish_to_execution_started"] = summary_ms(
+        [started_at[e] - sent[e] for e in sent if e in started_at]
+    )
+    result["stage_execution_started_to_first_order"] = summary_ms(
+        [
+            min(_ts(o.created_at) for o in os) - started_at[e]
+            for e, os in orders.items()
+            if os and e in started_at
+        ]
+    )
     first = [min(_ts(o.created_at) for o in os) - sent[e] for e, os in orders.items() if os]
     last = [max(_ts(o.created_at) for o in os) - sent[e] for e, os in orders.items() if os]
     result["achieved_rate"] = round(achieved, 2)

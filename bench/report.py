@@ -35,7 +35,8 @@ def _num(value: Any, digits: int = 0) -> str:
 def _ratio(value: Any, base: Any) -> str:
     if not value or not base:
         return "-"
-    return f"{value / base:.2f}x"
+    ratio = value / base
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.4f}x"
 
 
 def _verdict(ok: bool | None) -> str:
@@ -59,7 +60,12 @@ def render(r: dict[str, Any]) -> str:
         add("  kafka produce 1 KiB msgs/s (acks=all)", _num(kafka.get("produce_per_s")))
         add("  grpc unary, 1 in flight orders/s", _num(grpc.get("unary_1_per_s")))
         add("  grpc unary, 32 in flight orders/s", _num(grpc.get("unary_concurrent_per_s")))
-        add("  grpc stream, 32 in flight orders/s", _num(grpc.get("stream_per_s")))
+        sc_ = grpc.get("stream_cpu_cores") or {}
+        add(
+            "  grpc stream, 32 in flight orders/s",
+            _num(grpc.get("stream_per_s")),
+            f"oms {_num(sc_.get('oms'), 2)} / client {_num(sc_.get('client'), 2)} cores",
+        )
         add("  grpc stream, 1 in flight orders/s", _num(grpc.get("stream_1_per_s")))
         add("  grpc submit_many (new stream/6) /s", _num(grpc.get("submit_many_6_per_s")))
 
@@ -127,6 +133,13 @@ def render(r: dict[str, Any]) -> str:
                 ),
                 f"machine {_num(cores.get('machine'), 2)} of 2",
             )
+        for stage, label in (
+            ("stage_publish_to_execution_started", "  stage: publish -> worker plans (p50/p99)"),
+            ("stage_execution_started_to_first_order", "  stage: plans -> first order (p50/p99)"),
+        ):
+            st = lat.get(stage) or {}
+            if st:
+                add(label, f"{_num(st.get('p50_ms'), 1)} / {_num(st.get('p99_ms'), 1)}")
         s = lat.get("publish_to_last_initial_order") or {}
         if s:
             add(

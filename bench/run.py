@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile the pipeline")
     parser.add_argument("--strategies", type=int, help="override the throughput size")
     parser.add_argument("--executions", type=int, help="override the scale size")
+    parser.add_argument("--rates", help="override the latency rates, e.g. 50,10")
     parser.add_argument(
         "--set",
         action="append",
@@ -200,6 +201,8 @@ def main() -> None:
         key, _, value = item.partition("=")
         harness.CONFIG_OVERRIDES[key.strip()] = value.strip()
     sizes = FULL if args.full else QUICK
+    if args.rates:
+        sizes = replace(sizes, latency_rates=tuple(float(x) for x in args.rates.split(",")))
     if args.strategies or args.executions:
         sizes = replace(
             sizes,
