@@ -26,7 +26,7 @@ from strategy_worker.domain.positions import Portfolio
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.domain.sizing import plan_initial_orders
 from strategy_worker.domain.strategy import Rejection, parse_strategy_message
-from strategy_worker.errors import StoreError
+from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceSource
@@ -148,7 +148,14 @@ class Worker:
                     await asyncio.sleep(interval)
                 if self._stopping.is_set():
                     return
-                await body()
+                try:
+                    await body()
+                except StrategyWorkerError as exc:
+                    if not exc.retryable:
+                        raise
+                    # A database restart or an OMS outage must not stop the worker: the
+                    # next cycle tries again (state written so far is consistent).
+                    _log.warning("cycle failed; retrying next cycle", loop=name, error=str(exc))
 
         return asyncio.create_task(run(), name=name)
 
@@ -480,6 +487,12 @@ class Worker:
         async with runner.lock:
             if not runner.running:
                 return
+            # Durable "stop in progress" marker: the rebalancer stands down from here on, and
+            # a worker that takes this execution over finishes the stop (see `resume`).
+            runner.stop_reason = reason
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
             out = Outbox()
             for order in runner.open_orders:
                 if order.intent.side is Side.BUY and order.request_cancel():
@@ -541,6 +554,15 @@ class Worker:
             # Memory may be ahead of the store: reload this execution from the store + OMS.
             _log.warning("store unavailable; execution will be reloaded", error=str(exc))
             runner.dirty = True
+        except OmsError as exc:
+            if not exc.retryable:
+                await self.fail_execution(runner, exc)
+                return
+            # The OMS is down or the breaker is open: nothing was decided, so nothing is
+            # lost; reconciliation asks again once it answers.
+            _log.warning(
+                "oms unavailable; execution carries on", execution_id=str(runner.execution_id)
+            )
         except Exception as exc:
             await self.fail_execution(runner, exc)
 
@@ -601,6 +623,8 @@ class Worker:
         they freed, renumbered after the sells, recorded and sent."""
         started = time.perf_counter()
         async with runner.lock:
+            if runner.stop_reason is not None:
+                return  # a stop began while this cycle waited for the lock
             out = Outbox()
             sells, buys, drift = runner.plan_rebalance(prices, self.settings.drift_threshold, out)
             sent = runner.renumber(runner.gate(runner.renumber(sells), out)) if sells else []
@@ -613,6 +637,8 @@ class Worker:
         if sent:
             await runner.wait_flat(self.settings.close_timeout)
         async with runner.lock:
+            if runner.stop_reason is not None:
+                return  # stopping while the sells filled: buying back in would undo the stop
             out = Outbox()
             approved = runner.renumber(runner.gate(runner.renumber(buys), out))
             self._exposure += sum((i.notional for i in approved), ZERO)
@@ -670,6 +696,8 @@ class Worker:
         orders = await self.store.get_orders(record.execution_id)
         fills = await self.store.get_fills(record.execution_id)
         runner.restore_orders(orders, [f.fill for f in fills])
+        if runner.running:
+            runner.stop_reason = record.state.stop_reason
         self.runners[record.execution_id] = runner
         self.metrics.executions_active.set(len(self.runners))
         _log.info(
@@ -678,6 +706,14 @@ class Worker:
             open_orders=len(runner.open_orders),
         )
         await self.guard(runner, self.reconcile(runner))
+        if runner.stop_reason is not None and self.runners.get(record.execution_id) is runner:
+            # The previous owner was stopping it (and ran out of time or died): finish that
+            # stop, with its closing orders already recorded, instead of trading it again.
+            _log.info("resuming an interrupted stop", execution_id=str(record.execution_id))
+            self.spawn(
+                self.guard(runner, self.stop_execution(runner, reason=runner.stop_reason)),
+                f"stop-{record.execution_id}",
+            )
 
     async def _reload_dirty(self) -> None:
         for runner in [r for r in self.runners.values() if r.dirty]:
