@@ -482,3 +482,51 @@ async def test_malformed_message_dead_lettered_with_reason_and_next_one_executed
     assert execution["strategy_id"] == strategy_id
     assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
     assert len(dlq.records) == 1  # only the malformed one
+
+
+# --------------------------------------------------------------------------- 5b. cut-off stop
+
+
+async def test_close_shutdown_cut_by_grace_period_then_successor_finishes_the_stop(
+    start_worker: StartWorker,
+    producer: AIOKafkaProducer,
+    db: Db,
+    topics: Topics,
+    oms: OmsSimServer,
+) -> None:
+    """A `close` shutdown that cannot reach the OMS leaves its closing orders recorded; the
+    worker that takes the execution over must finish that stop, never trade it back in."""
+    fast_leases = {"SW__EXECUTION__LEASE_SECONDS": "2", "SW__EXECUTION__HEARTBEAT": "0.5"}
+    first = await start_worker(SW__EXECUTION__GRACE_PERIOD="2", **fast_leases)
+    await producer.send_and_wait(topics.approved, SAMPLE_BYTES)
+    await started_and_filled(db)
+
+    await oms.stop(grace=0)
+    await first.shutdown()
+    (execution,) = await db.executions()
+    assert execution["status"] == "active"  # could not close: nothing was sold
+    closes = [r for r in await db.orders(EXECUTION_ID) if r["purpose"] == "CLOSE"]
+    assert sorted((r["symbol"], r["status"]) for r in closes) == [
+        (s, "PENDING") for s in ("AAPL", "GOOGL", "MSFT")
+    ]
+
+    await oms.start()
+    await start_worker(
+        WORKER_ID="successor",
+        SW__EXECUTION__REBALANCE_INTERVAL="0.3",
+        SW__EXECUTION__RECONCILE_INTERVAL="0.5",
+        **fast_leases,
+    )
+
+    async def stopped() -> Any:
+        (row,) = await db.executions()
+        return row if row["status"] == "stopped" else None
+
+    execution = await eventually(stopped, within=20, what="the successor finishes the stop")
+    assert await db.held(EXECUTION_ID) == {}
+    orders = await db.orders(EXECUTION_ID)
+    assert [r["purpose"] for r in orders] == ["INITIAL"] * 3 + ["CLOSE"] * 3
+    assert all(r["status"] == "FILLED" for r in orders)
+    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
+    book = oms.venue.execution_book(EXECUTION_ID)
+    assert all(book.net(symbol) == 0 for symbol in START_PRICES)
