@@ -487,6 +487,12 @@ class Worker:
         async with runner.lock:
             if not runner.running:
                 return
+            # Durable "stop in progress" marker: the rebalancer stands down from here on, and
+            # a worker that takes this execution over finishes the stop (see `resume`).
+            runner.stop_reason = reason
+            await self.store.update_execution_state(
+                runner.execution_id, runner.state(), fence=runner.fence
+            )
             out = Outbox()
             for order in runner.open_orders:
                 if order.intent.side is Side.BUY and order.request_cancel():
@@ -617,6 +623,8 @@ class Worker:
         they freed, renumbered after the sells, recorded and sent."""
         started = time.perf_counter()
         async with runner.lock:
+            if runner.stop_reason is not None:
+                return  # a stop began while this cycle waited for the lock
             out = Outbox()
             sells, buys, drift = runner.plan_rebalance(prices, self.settings.drift_threshold, out)
             sent = runner.renumber(runner.gate(runner.renumber(sells), out)) if sells else []
@@ -629,6 +637,8 @@ class Worker:
         if sent:
             await runner.wait_flat(self.settings.close_timeout)
         async with runner.lock:
+            if runner.stop_reason is not None:
+                return  # stopping while the sells filled: buying back in would undo the stop
             out = Outbox()
             approved = runner.renumber(runner.gate(runner.renumber(buys), out))
             self._exposure += sum((i.notional for i in approved), ZERO)
@@ -686,6 +696,8 @@ class Worker:
         orders = await self.store.get_orders(record.execution_id)
         fills = await self.store.get_fills(record.execution_id)
         runner.restore_orders(orders, [f.fill for f in fills])
+        if runner.running:
+            runner.stop_reason = record.state.stop_reason
         self.runners[record.execution_id] = runner
         self.metrics.executions_active.set(len(self.runners))
         _log.info(
@@ -694,6 +706,14 @@ class Worker:
             open_orders=len(runner.open_orders),
         )
         await self.guard(runner, self.reconcile(runner))
+        if runner.stop_reason is not None and self.runners.get(record.execution_id) is runner:
+            # The previous owner was stopping it (and ran out of time or died): finish that
+            # stop, with its closing orders already recorded, instead of trading it again.
+            _log.info("resuming an interrupted stop", execution_id=str(record.execution_id))
+            self.spawn(
+                self.guard(runner, self.stop_execution(runner, reason=runner.stop_reason)),
+                f"stop-{record.execution_id}",
+            )
 
     async def _reload_dirty(self) -> None:
         for runner in [r for r in self.runners.values() if r.dirty]:
