@@ -530,3 +530,46 @@ async def test_close_shutdown_cut_by_grace_period_then_successor_finishes_the_st
     assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
     book = oms.venue.execution_book(EXECUTION_ID)
     assert all(book.net(symbol) == 0 for symbol in START_PRICES)
+
+
+# --------------------------------------------------------------------------- OMS outage
+
+
+async def test_oms_outage_during_reconciliation_then_execution_kept_and_still_protected(
+    start_worker: StartWorker,
+    producer: AIOKafkaProducer,
+    db: Db,
+    topics: Topics,
+    oms: OmsSimServer,
+    prices: PriceFeed,
+) -> None:
+    """A few seconds without the OMS must not end an execution: it stays active and owned,
+    and once the OMS is back its stop-loss still closes the position."""
+    worker = await start_worker(SW__EXECUTION__RECONCILE_INTERVAL="0.2")
+    await producer.send_and_wait(topics.approved, SAMPLE_BYTES)
+    await started_and_filled(db)
+
+    await oms.stop(grace=0)
+    try:
+
+        async def reconcile_failed() -> bool:
+            text = await worker.metrics()
+            return _sample(text, "oms_client_failures_total", method="ListOrders") >= 2
+
+        await eventually(reconcile_failed, within=15, what="reconciliations failing")
+    finally:
+        await oms.start()
+    (execution,) = await db.executions()
+    assert execution["status"] == "active", execution["stop_reason"]
+    assert execution["owner_id"] == worker.config.worker_id
+
+    await prices.set("AAPL", "160.00")
+
+    async def stop_loss_filled() -> bool:
+        rows = await db.orders(EXECUTION_ID)
+        return any(r["purpose"] == "STOP_LOSS" and r["status"] == "FILLED" for r in rows)
+
+    await eventually(stop_loss_filled, within=20, what="stop-loss after the outage")
+    (execution,) = await db.executions()
+    assert execution["status"] == "active"
+    assert "AAPL" not in await db.held(EXECUTION_ID)
