@@ -216,6 +216,10 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
     assert len(executions) == produced
     assert {e["status"] for e in executions} == {"active"}
     assert {e["owner_id"] for e in executions} == {worker_id}
+    from .test_takeover import scan_for_secrets
+
+    secrets = scan_for_secrets([log], migrated_dsn)
+    assert secrets == {}, secrets
     positions = await _positions_match(migrated_dsn, server)
     assert positions["mismatched"] == 0
     record_figures(
@@ -231,6 +235,7 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
             "duplicate_client_ids_at_oms": len(book.oms_log) - len(set(book.oms_log)),
             **counts,
             "positions_checked": positions["checked"],
+            "log_lines_scanned_for_secrets": len(log.read_text().splitlines()),
             "rounds": rounds,
         },
     )
