@@ -187,17 +187,22 @@ class Worker:
             return
         self._stopping.set()
         policy = policy or self.settings.shutdown_policy
+        # One deadline for the whole shutdown: work in flight and the closes share it.
+        deadline = asyncio.get_running_loop().time() + self.settings.grace_period
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.grace_period)
         try:
-            async with asyncio.timeout(self.settings.grace_period):
+            async with asyncio.timeout_at(deadline):
                 if policy == "close":
+                    # Guarded: an execution whose stop fails (the OMS is down) keeps its lease
+                    # and its durable stop marker for a successor; the others still stop, and
+                    # the caller still closes the adapters (offsets committed, events flushed).
                     await asyncio.gather(
                         *(
-                            self.stop_execution(r, reason="worker shutdown")
+                            self.guard(r, self.stop_execution(r, reason="worker shutdown"))
                             for r in list(self.runners.values())
                             if r.running
                         )
