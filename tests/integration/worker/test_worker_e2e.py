@@ -7,6 +7,7 @@ rows in PostgreSQL, orders in the OMS's venue log, records on the output topics,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -487,7 +488,16 @@ async def test_malformed_message_dead_lettered_with_reason_and_next_one_executed
 # --------------------------------------------------------------------------- 5b. cut-off stop
 
 
-async def test_close_shutdown_cut_by_grace_period_then_successor_finishes_the_stop(
+@pytest.mark.parametrize(
+    "grace_period",
+    [
+        pytest.param("2", id="grace-period-runs-out"),
+        # Longer than the 10 s the closes may take: the stop then gives up on the OMS.
+        pytest.param("12", id="closes-time-out"),
+    ],
+)
+async def test_close_shutdown_without_the_oms_then_successor_finishes_the_stop(
+    grace_period: str,
     start_worker: StartWorker,
     producer: AIOKafkaProducer,
     db: Db,
@@ -497,12 +507,15 @@ async def test_close_shutdown_cut_by_grace_period_then_successor_finishes_the_st
     """A `close` shutdown that cannot reach the OMS leaves its closing orders recorded; the
     worker that takes the execution over must finish that stop, never trade it back in."""
     fast_leases = {"SW__EXECUTION__LEASE_SECONDS": "2", "SW__EXECUTION__HEARTBEAT": "0.5"}
-    first = await start_worker(SW__EXECUTION__GRACE_PERIOD="2", **fast_leases)
+    first = await start_worker(SW__EXECUTION__GRACE_PERIOD=grace_period, **fast_leases)
     await producer.send_and_wait(topics.approved, SAMPLE_BYTES)
     await started_and_filled(db)
 
     await oms.stop(grace=0)
-    await first.shutdown()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await first.shutdown(within=30) == 0  # a clean exit, adapters closed in order
+    assert loop.time() - began < float(grace_period) + 2
     (execution,) = await db.executions()
     assert execution["status"] == "active"  # could not close: nothing was sold
     closes = [r for r in await db.orders(EXECUTION_ID) if r["purpose"] == "CLOSE"]
