@@ -158,6 +158,8 @@ class ExecutionSection(_Section):
     lease_seconds: Seconds = 15.0
     heartbeat: Seconds = 5.0
     reconcile_interval: Seconds = 60.0
+    #: How long a stop waits for its closing orders to fill before reconciling.
+    close_timeout: Seconds = 10.0
 
     _drift = field_validator("drift_threshold")(_ratio)
 

@@ -70,4 +70,5 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         lease_seconds=ex.lease_seconds,
         heartbeat=ex.heartbeat,
         reconcile_interval=ex.reconcile_interval,
+        close_timeout=ex.close_timeout,
     )
