@@ -186,6 +186,8 @@ def render(r: dict[str, Any]) -> str:
         for cycle in ("reconcile_cycle", "lease_cycle"):
             wall, cpu = _get(sc, cycle, "wall_s"), _get(sc, cycle, "cpu_s")
             add(f"  {cycle} wall s / CPU s", f"{_num(wall, 3)} / {_num(cpu, 3)}")
+            if _get(sc, cycle, "unfinished"):
+                add("    unfinished", "", str(_get(sc, cycle, "unfinished")))
         add("  idle CPU cores (measured window)", _num(sc.get("idle_cpu_cores"), 3))
         proj = sc.get("cpu_cores_projected")
         add(
