@@ -43,7 +43,7 @@ def main() -> None:
             rows.append(f"{moment},{symbol},{price}")
     out = Path(__file__).resolve().parent.parent / "examples" / "prices.csv"
     out.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({len(rows) - 1} rows)")
+    print(f"wrote {out} ({len(rows) - 1} rows)")  # noqa: T201 - a script reports what it wrote
 
 
 if __name__ == "__main__":

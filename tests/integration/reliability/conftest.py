@@ -25,9 +25,10 @@ async def _admin(database_url: str, statement: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def migrated_dsn(database_url: str) -> Iterator[str]:
-    """A new, migrated database private to the test module; dropped WITH (FORCE) after."""
+    """A new, migrated database private to one test (its counts and ledgers see only its own
+    run); dropped WITH (FORCE) after."""
     name = f"sw_rel_{uuid.uuid4().hex[:16]}"
     asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
     dsn = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
