@@ -186,6 +186,9 @@ class RedisSection(_Section):
     key_prefix: str = "prices:"
     #: Prices older than this are treated as missing.
     price_max_age: Seconds = 120.0
+    #: After each HSET the market-data side PUBLISHes the symbol here, so stop-losses react
+    #: to the price within milliseconds; null turns the feed off (the monitor cycle remains).
+    price_channel: str | None = Field(default="prices.updates", min_length=1)
     socket_timeout: Seconds = 2.0
 
     def connection_url(self) -> str:

@@ -64,6 +64,19 @@ class PriceSource(Protocol):
     async def close(self) -> None: ...
 
 
+class PriceFeed(Protocol):
+    """Fresh prices as the market-data side publishes them (Redis pub/sub in production).
+
+    Optional: it lets stop-losses react to the price rather than to the monitor's clock;
+    the periodic monitor (`PriceSource`) stays the safety net for anything a feed misses.
+    """
+
+    def updates(self) -> AsyncIterator[Mapping[str, Decimal]]:
+        """Batches of fresh, validated prices (symbol -> price), until cancelled; an outage
+        is ridden out (reconnecting) rather than raised, bad data skipped."""
+        ...
+
+
 class EventSink(Protocol):
     """Where `strategy.execution` events go: Kafka in production, JSON lines in paper mode."""
 

@@ -7,7 +7,8 @@ Format (docs/messages.md, "Prices in Redis"): one hash per symbol at `<key_prefi
 All symbols are read in one round trip (a non-transactional pipeline of HMGETs). A missing,
 malformed, non-positive or non-finite price, and a price older than `price_max_age`, are
 skipped (counted in `strategy_prices_skipped_total{reason}`); the caller sees the symbol as
-having no price. Nothing here ever raises for bad data.
+having no price. Nothing here ever raises for bad data. After each write the market-data side
+announces the symbol on `redis.price_channel` (see `redis_price_feed`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from strategy_worker.config import RedisSection
 from strategy_worker.errors import TransientError
@@ -60,6 +62,22 @@ def parse_timestamp(raw: bytes | str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
+def redis_client(config: RedisSection, **options: object) -> aioredis.Redis:
+    """A client from config: URL (redis:// or rediss://) or host/port, password and TLS."""
+    password = config.password.get_secret_value() if config.password else None
+    kwargs: dict[str, object] = {
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.socket_timeout,
+        **options,
+    }
+    if password is not None:
+        kwargs["password"] = password
+    url = config.connection_url()
+    if url.startswith("rediss://") and config.ca_file is not None:
+        kwargs["ssl_ca_certs"] = str(config.ca_file)
+    return aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+
+
 class RedisPriceSource:
     """Reads the last price of many symbols in one round trip; skips bad or stale data."""
 
@@ -89,19 +107,8 @@ class RedisPriceSource:
         now: Callable[[], datetime] | None = None,
     ) -> RedisPriceSource:
         """Client from config: URL (redis:// or rediss://) or host/port, password and TLS."""
-        password = config.password.get_secret_value() if config.password else None
-        kwargs: dict[str, object] = {
-            "socket_timeout": config.socket_timeout,
-            "socket_connect_timeout": config.socket_timeout,
-        }
-        if password is not None:
-            kwargs["password"] = password
-        url = config.connection_url()
-        if url.startswith("rediss://") and config.ca_file is not None:
-            kwargs["ssl_ca_certs"] = str(config.ca_file)
-        client = aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
         return cls(
-            client,
+            redis_client(config),
             key_prefix=config.key_prefix,
             max_age=timedelta(seconds=config.price_max_age),
             metrics=metrics,
@@ -171,11 +178,22 @@ async def write_price(
     at: datetime,
     *,
     key_prefix: str = "prices:",
+    channel: str | None = None,
 ) -> None:
-    """Write one price in the documented format (for tools, paper feeds and tests)."""
+    """Write one price in the documented format (for tools, paper feeds and tests); with a
+    `channel`, then announce the symbol on it, as the market-data side does."""
     if at.tzinfo is None:
         raise ValueError("price timestamps must be timezone-aware")
-    await client.hset(
-        f"{key_prefix}{symbol}",
-        mapping={"price": format(price, "f"), "ts": at.astimezone(UTC).isoformat()},
-    )
+    key = f"{key_prefix}{symbol}"
+    fields: dict[FieldT, EncodableT] = {
+        "price": format(price, "f"),
+        "ts": at.astimezone(UTC).isoformat(),
+    }
+    if channel is None:
+        await client.hset(key, mapping=fields)
+        return
+    # One round trip; Redis runs them in order, so a subscriber reads the new hash.
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hset(key, mapping=fields)
+        pipe.publish(channel, symbol)
+        await pipe.execute()
