@@ -148,6 +148,15 @@ class NewExecution:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionDraft:
+    """One execution of a batch to create, with its first intents (see create_executions)."""
+
+    execution: NewExecution
+    intents: Sequence[OrderIntent] = ()
+    next_intent_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionRecord:
     """An execution as stored, with its lease."""
 
@@ -334,6 +343,21 @@ class Store(Protocol):
         FIRST_LEASE_EPOCH for `lease_seconds`. `next_intent_seq` defaults to one past the
         last intent.
         """
+        ...
+
+    async def create_executions(
+        self,
+        drafts: Sequence[ExecutionDraft],
+        *,
+        owner_id: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> set[uuid.UUID]:
+        """`create_execution` for a batch in one transaction (one commit for a whole Kafka
+        poll); returns the ids it created (the others already existed: nothing written)."""
+        ...
+
+    async def existing_executions(self, execution_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these executions exist (one query for a batch of redelivered messages)."""
         ...
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:

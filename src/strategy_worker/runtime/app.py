@@ -29,6 +29,7 @@ from strategy_worker.config import WorkerConfig
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.runtime.clocks import SystemClock
+from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.settings import settings_from
 from strategy_worker.runtime.worker import Worker
 
@@ -88,17 +89,28 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
         clock=SystemClock(),
     )
 
+    def incoming(record: ConsumedRecord) -> IncomingStrategy:
+        return IncomingStrategy(record.value, str(record.source), record.timestamp_ms / 1000)
+
     async def dispatch(record: ConsumedRecord) -> None:
-        source = str(record.source)
         if record.topic == topics.control:
-            await worker.handle_control(record.value, source)
+            await worker.handle_control(record.value, str(record.source))
         else:
-            await worker.handle_strategy(record.value, source)
+            await worker.handle_strategies([incoming(record)])
+
+    async def dispatch_batch(records: list[ConsumedRecord]) -> None:
+        # A lane is one partition of one topic: control requests stay one at a time.
+        if records[0].topic == topics.control:
+            for record in records:
+                await dispatch(record)
+        else:
+            await worker.handle_strategies([incoming(r) for r in records])
 
     consumer = KafkaRecordConsumer(
         config.kafka,
         topics=[topics.approved, topics.control],
         handler=dispatch,
+        batch_handler=dispatch_batch,
         dead_letters=dead_letters,
         metrics=metrics,
     )

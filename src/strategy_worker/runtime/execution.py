@@ -291,7 +291,7 @@ class ExecutionRunner:
         for intent in intents:
             decision = self._rm.check(intent, self._context(intent.symbol))
             for event in decision.events:
-                self._risk_row(event, out)
+                self.risk_row(event, out)
             if not decision.approved:
                 self._metrics.orders_rejected.labels(source="risk").inc()
                 reason = decision.reason.value if decision.reason else "DENIED"
@@ -332,7 +332,7 @@ class ExecutionRunner:
             )
         return out
 
-    def _risk_row(self, event: RiskEvent, out: Outbox) -> None:
+    def risk_row(self, event: RiskEvent, out: Outbox) -> None:
         now = self._clock.now()
         row = RiskEventRecord(
             event_id=uuid.uuid4(),
@@ -459,7 +459,7 @@ class ExecutionRunner:
             for fill in fills:
                 update = state.on_fill(fill)
                 if update.risk_event is not None:
-                    self._risk_row(update.risk_event, out)
+                    self.risk_row(update.risk_event, out)
                 if update.fill is None:
                     continue
                 try:
@@ -520,7 +520,7 @@ class ExecutionRunner:
         for event in self.risk.take_events():
             risk_event = getattr(event, "risk_event", None)
             if isinstance(risk_event, RiskEvent):
-                self._risk_row(risk_event, out)
+                self.risk_row(risk_event, out)
 
     # ------------------------------------------------------------------ ticks
 
@@ -543,7 +543,7 @@ class ExecutionRunner:
             pending_sells=pending_sells,
         )
         for event in scan.events:
-            self._risk_row(event.risk_event, out)
+            self.risk_row(event.risk_event, out)
             if isinstance(event, StopLossTriggered):
                 pos = val.positions.get(event.symbol)
                 out.events.append(
@@ -601,7 +601,7 @@ class ExecutionRunner:
             cash_reserve=self._slippage_reserve(plan_value=val.equity),
         )
         for event in plan.events:
-            self._risk_row(event, out)
+            self.risk_row(event, out)
         if not plan.triggered or not plan.intents:
             return [], [], plan.drift
         return list(plan.sells), list(plan.buys), plan.drift

@@ -14,18 +14,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 from strategy_worker import messages as msg
 from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.order_state import OrderState
 from strategy_worker.domain.orders import ExecutionReport, Side
-from strategy_worker.domain.positions import Portfolio
 from strategy_worker.domain.risk.manager import RiskManager
-from strategy_worker.domain.sizing import plan_initial_orders
-from strategy_worker.domain.strategy import Rejection, parse_strategy_message
 from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
@@ -33,19 +29,16 @@ from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceSo
 from strategy_worker.runtime.execution import (
     ExecutionRunner,
     Outbox,
-    info_from_config,
     runner_from_record,
 )
+from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, seconds_since
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
-    FIRST_LEASE_EPOCH,
     ControlOutcome,
     ControlRequestRecord,
     ExecutionRecord,
     ExecutionStatus,
-    Fence,
     LeaseLostError,
-    NewExecution,
     RiskEventRecord,
     Severity,
     SnapshotRecord,
@@ -108,7 +101,8 @@ class Worker:
     def refresh_exposure(self) -> None:
         self._exposure = sum((r.exposure() for r in self.runners.values()), ZERO)
 
-    def _deps(self) -> dict[str, Any]:
+    def runner_deps(self) -> dict[str, Any]:
+        """The ports every ExecutionRunner of this worker is built with."""
         return {
             "store": self.store,
             "oms": self.oms,
@@ -234,97 +228,27 @@ class Worker:
     # ------------------------------------------------------------------ intake
 
     async def handle_strategy(self, payload: bytes, source: str) -> None:
-        """One `strategy.approved` message: dead-letter it, ignore a replay, or create the
-        execution with its first order intents durably, then submit them in the background."""
-        parsed = parse_strategy_message(payload, max_bytes=self.settings.max_message_bytes)
-        if isinstance(parsed, Rejection):
-            await self._reject(payload, parsed.code, str(parsed), source)
-            return
-        execution_id = parsed.execution_id
-        if execution_id in self.runners or await self.store.get_execution(execution_id):
-            _log.info("duplicate strategy message ignored", execution_id=str(execution_id))
-            return
-        prices = await self.prices.get_prices(parsed.config.symbols)
-        missing = [s for s in parsed.config.symbols if s not in prices]
-        if missing:
-            await self._reject(
-                payload, "unknown_symbol", f"config.symbols: no price for {missing[0]}", source
-            )
-            return
-        config_json = parsed.config.to_json()
-        info = info_from_config(
-            execution_id=execution_id,
-            strategy_id=parsed.strategy_id,
-            user_id=parsed.user_id,
-            config=config_json,
-            initial_capital=parsed.config.initial_capital,
-            worker_limits=self.settings.limits,
-        )
-        plan = plan_initial_orders(
-            parsed,
-            prices,
-            self.settings.limits,
-            execution_id,
-            1,
-            available_exposure=self.settings.limits.max_total_exposure - self._exposure,
-        )
-        now = self.clock.now()
-        runner = ExecutionRunner(
-            info=info,
-            status=ExecutionStatus.ACTIVE,
-            portfolio=Portfolio(parsed.config.initial_capital),
-            risk=self.risk_manager.new_execution(
-                execution_id,
-                start_equity=parsed.config.initial_capital,
-                risk_params=parsed.config.risk_params,
-            ),
-            next_seq=1,
-            fence=Fence(owner_id=self.settings.owner_id, epoch=FIRST_LEASE_EPOCH),
-            risk_manager=self.risk_manager,
-            clock=self.clock,
-            **self._deps(),
-        )
-        runner.valuate(prices)
-        out = Outbox()
-        for event in plan.events:
-            runner._risk_row(event, out)
-        intents = runner.renumber(runner.gate(plan.intents, out))
-        runner.next_seq = len(intents) + 1
-        created = await self.store.create_execution(
-            NewExecution(
-                execution_id=execution_id,
-                strategy_id=parsed.strategy_id,
-                user_id=parsed.user_id,
-                approved_at=parsed.approved_at,
-                config=config_json,
-                initial_capital=parsed.config.initial_capital,
-                started_at=now,
-                state=runner.state(),
-            ),
-            intents,
-            next_intent_seq=runner.next_seq,
-            owner_id=self.settings.owner_id,
-            lease_seconds=self.settings.lease_seconds,
-        )
-        if not created:
-            return
-        for intent in intents:
-            runner.orders[intent.client_order_id] = OrderState(intent)
-        self.runners[execution_id] = runner
-        self._exposure += sum((i.notional for i in intents if i.side is Side.BUY), ZERO)
-        self.metrics.executions_active.set(len(self.runners))
-        out.events.insert(0, msg.execution_started(runner.context, at=now, initial_orders=intents))
-        await runner.flush(out)
-        _log.info(
-            "execution started",
-            execution_id=str(execution_id),
-            strategy_id=str(parsed.strategy_id),
-            orders=len(intents),
-        )
-        self.spawn(self._submit_initial(runner, intents), f"submit-{execution_id}")
+        """One `strategy.approved` message (see `handle_strategies`)."""
+        await admit_strategies(self, [IncomingStrategy(payload, source)])
 
-    async def _submit_initial(self, runner: ExecutionRunner, intents: list[Any]) -> None:
+    async def handle_strategies(self, batch: Sequence[IncomingStrategy]) -> None:
+        """A poll of `strategy.approved` messages: dead-letter what is malformed, ignore
+        replays, create the rest with their first order intents durably in one transaction,
+        then submit the orders in the background."""
+        await admit_strategies(self, batch)
+
+    def add_exposure(self, amount: Decimal) -> None:
+        """Raise the worker-wide exposure by buys just recorded (refreshed each monitor)."""
+        self._exposure += amount
+
+    async def submit_initial(
+        self, runner: ExecutionRunner, intents: list[Any], published_at: float | None = None
+    ) -> None:
+        """Send an execution's first orders (recorded already), under its lock and guard."""
         await self.guard(runner, self._locked_submit(runner, intents))
+        elapsed = seconds_since(published_at)
+        if elapsed is not None:
+            self.metrics.publish_to_order_seconds.observe(elapsed)
 
     async def _locked_submit(self, runner: ExecutionRunner, intents: list[Any]) -> None:
         async with runner.lock:
@@ -332,7 +256,8 @@ class Worker:
             await runner.submit(intents, out)
             await runner.flush(out)
 
-    async def _reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
+    async def reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
+        """Dead-letter one message with its reason, counted by code."""
         _log.warning("message dead-lettered", code=code, reason=reason, source=source)
         self.metrics.record_dead_letter(code)
         await self.dead_letters.dead_letter(payload, code=code, reason=reason, source=source)
@@ -347,7 +272,7 @@ class Worker:
         by the owner's next lease cycle through `apply_pending_controls`)."""
         request = msg.parse_control(payload)
         if isinstance(request, msg.Rejection):
-            await self._reject(payload, str(request.code), str(request), source)
+            await self.reject(payload, str(request.code), str(request), source)
             return
         runner = self._find(request.execution_id, request.strategy_id)
         execution_id = runner.execution_id if runner else request.execution_id
@@ -696,7 +621,7 @@ class Worker:
             worker_limits=self.settings.limits,
             risk_manager=self.risk_manager,
             clock=self.clock,
-            **self._deps(),
+            **self.runner_deps(),
         )
         orders = await self.store.get_orders(record.execution_id)
         fills = await self.store.get_fills(record.execution_id)

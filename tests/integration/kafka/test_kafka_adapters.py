@@ -409,3 +409,67 @@ async def test_publish_batch_when_many_events_then_all_arrive_in_order_under_one
         f"2024-01-01T00:00:{second:02d}Z" for second in range(20)
     ]
     assert {r.key for r in records} == {ctx.key.encode()}
+
+
+class BatchRecorder:
+    """A batch handler that records each call; it fails a whole batch holding a poison
+    value (as a real batch would), which the consumer must then split record by record."""
+
+    def __init__(self, poison: bytes) -> None:
+        self.calls: list[list[bytes]] = []
+        self.poison = poison
+
+    async def __call__(self, records: list[ConsumedRecord]) -> None:
+        values = [r.value for r in records]
+        if self.poison in values:
+            raise ValidationError("a poison record in the batch")
+        self.calls.append(values)
+
+
+async def test_backlog_with_batch_handler_then_handled_in_batches_and_poison_alone_dead_lettered(
+    kafka_bootstrap: str, make_topic: TopicFactory, dlq_producer: KafkaProducer
+) -> None:
+    # Arrange: a backlog already waiting in one partition, one poison record inside it.
+    topic, dlq_topic = await make_topic("approved"), await make_topic("dlq")
+    group = f"sw-test-{uuid.uuid4().hex[:8]}"
+    dead_letters = KafkaDeadLetterPublisher(dlq_producer, topic=dlq_topic)
+    values = [f"m{i:02d}".encode() for i in range(40)]
+    poison = values[17]
+    await produce(kafka_bootstrap, topic, *values)
+    single = Recorder()
+    single.fail_with[poison] = ValidationError("not a strategy")
+    batches = BatchRecorder(poison)
+    consumer = KafkaRecordConsumer(
+        kafka_config(kafka_bootstrap),
+        topics=[topic],
+        handler=single,
+        batch_handler=batches,
+        max_batch=16,
+        dead_letters=dead_letters,
+        group_id=group,
+        retry_backoff=Backoff(base_s=0.05, max_s=0.2),
+    )
+
+    # Act
+    await consumer.start()
+    for _ in range(600):  # up to 30 s
+        if sum(len(c) for c in batches.calls) + len(single.seen) >= len(values) - 1:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+
+    # Assert: every good record handled exactly once, in order, mostly in batches.
+    handled = [v for call in batches.calls for v in call] + single.seen
+    assert sorted(handled) == sorted(v for v in values if v != poison)
+    assert len(handled) == len(set(handled))
+    assert max(len(call) for call in batches.calls) > 1
+    assert all(len(call) <= 16 for call in batches.calls)
+    (dead,) = await read_all(kafka_bootstrap, dlq_topic, 1)
+    assert base64.b64decode(json.loads(dead.value)["payload_base64"]) == poison
+    # Committed: a restarted member of the group gets nothing again.
+    again = Recorder()
+    restarted = make_consumer(kafka_bootstrap, [topic], group, again, dead_letters)
+    await restarted.start()
+    await asyncio.sleep(2.0)
+    await restarted.stop()
+    assert again.seen == []

@@ -1,8 +1,9 @@
 """Kafka in: hand each record to an async handler, commit its offset only after it returned.
 
 Invariant "commit last": a partition's committed offset never passes a record whose handler
-has not finished. Records of one partition are handled one at a time, in order, by that
-partition's lane; lanes of different partitions run concurrently. Finished offsets are
+has not finished. Records of one partition are handled in order by that partition's lane
+(one at a time, or, with a `batch_handler`, all that are waiting, up to `max_batch`, in one
+call); lanes of different partitions run concurrently. Finished offsets are
 committed in batches (every `commit_interval`, on revoke and on stop).
 
 What a handler outcome means:
@@ -18,6 +19,7 @@ Oversized and empty (tombstone) records are dead-lettered without calling the ha
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -57,6 +59,7 @@ class ConsumedRecord:
 
 
 RecordHandler = Callable[[ConsumedRecord], Awaitable[None]]
+BatchHandler = Callable[[list[ConsumedRecord]], Awaitable[None]]
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -95,6 +98,8 @@ class KafkaRecordConsumer:
         client_id: str | None = None,
         retry_backoff: Backoff | None = None,
         max_backlog: int = 500,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 200,
     ) -> None:
         self._config = config
         self._topics = tuple(topics)
@@ -105,6 +110,8 @@ class KafkaRecordConsumer:
         self._client_id = client_id or f"{config.client_id}-consumer"
         self._backoff = retry_backoff or Backoff(base_s=0.2, max_s=30.0)
         self._max_backlog = max_backlog
+        self._batch_handler = batch_handler
+        self._max_batch = max(1, max_batch)
         self._consumer: AIOKafkaConsumer[bytes, bytes] | None = None
         self._lanes: dict[TopicPartition, _Lane] = {}
         self._fetch_task: asyncio.Task[None] | None = None
@@ -225,13 +232,18 @@ class KafkaRecordConsumer:
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
-            record = lane.queue[0]
-            if await self._process(lane, record):
-                lane.done_offset = record.offset + 1
-                if lane.queue and lane.queue[0] is record:
-                    lane.queue.popleft()
+            if self._batch_handler is not None and len(lane.queue) > 1:
+                raws = list(itertools.islice(lane.queue, self._max_batch))
+                finished = await self._process_batch(lane, raws)
             else:
+                raws = [lane.queue[0]]
+                finished = await self._process(lane, raws[0])
+            if not finished:
                 return  # abandoned on stop: not done, not committed
+            lane.done_offset = raws[-1].offset + 1
+            for raw in raws:
+                if lane.queue and lane.queue[0] is raw:
+                    lane.queue.popleft()
 
     async def _close_lanes(self, lanes: Iterable[_Lane]) -> None:
         tasks = []
@@ -247,13 +259,54 @@ class KafkaRecordConsumer:
 
     async def _process(self, lane: _Lane, raw: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle one record to a final outcome; False when abandoned by a stop."""
+        record = await self._screen(lane, raw)
+        if isinstance(record, bool):
+            return record
+        return await self._handle_one(lane, record)
+
+    async def _process_batch(self, lane: _Lane, raws: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Hand consecutive records of one partition to the batch handler together. A
+        non-retryable failure falls back to one record at a time, so only the record that
+        causes it is dead-lettered."""
+        assert self._batch_handler is not None
+        batch_handler = self._batch_handler
+        records: list[ConsumedRecord] = []
+        for raw in raws:
+            screened = await self._screen(lane, raw)
+            if screened is False:
+                return False
+            if isinstance(screened, ConsumedRecord):
+                records.append(screened)
+        if not records:
+            return True
+        source = f"{records[0].source}..{records[-1].offset}"
+        outcome = await self._retrying(lane, source, lambda: batch_handler(records))
+        if isinstance(outcome, bool):
+            return outcome
+        _log.warning(
+            "batch handler failed; handling its records one by one",
+            source=source,
+            error=f"{type(outcome).__name__}: {outcome}",
+        )
+        for record in records:
+            if not await self._handle_one(lane, record):
+                return False
+        return True
+
+    async def _screen(
+        self, lane: _Lane, raw: ConsumerRecord[bytes, bytes]
+    ) -> ConsumedRecord | bool:
+        """The record for a handler; or, for a tombstone or an oversized record, the outcome
+        of dead-lettering it (True done, False abandoned by a stop)."""
         source = str(SourceRef(raw.topic, raw.partition, raw.offset))
         if raw.value is None:
             return await self._dead_letter(lane, b"", RejectCode.EMPTY_PAYLOAD, "tombstone", source)
         if len(raw.value) > self._config.max_message_bytes:
             reason = f"{len(raw.value)} bytes > limit {self._config.max_message_bytes}"
             return await self._dead_letter(lane, raw.value, RejectCode.OVERSIZED, reason, source)
-        record = ConsumedRecord(
+        if self._metrics is not None:
+            self._metrics.messages_consumed.labels(topic=raw.topic).inc()
+        return ConsumedRecord(
             topic=raw.topic,
             partition=raw.partition,
             offset=raw.offset,
@@ -262,20 +315,29 @@ class KafkaRecordConsumer:
             timestamp_ms=raw.timestamp,
             headers=tuple(raw.headers),
         )
-        if self._metrics is not None:
-            self._metrics.messages_consumed.labels(topic=raw.topic).inc()
+
+    async def _handle_one(self, lane: _Lane, record: ConsumedRecord) -> bool:
+        source = str(record.source)
+        outcome = await self._retrying(lane, source, lambda: self._handler(record))
+        if isinstance(outcome, bool):
+            return outcome
+        _log.error("handler failed; dead-lettering", source=source, exc_info=outcome)
+        reason = f"{type(outcome).__name__}: {outcome}"[:500]
+        return await self._dead_letter(lane, record.value, RejectCode.HANDLER_ERROR, reason, source)
+
+    async def _retrying(
+        self, lane: _Lane, source: str, call: Callable[[], Awaitable[None]]
+    ) -> bool | Exception:
+        """Run `call` until it returns (True), retrying retryable errors with capped backoff;
+        False when a stop abandoned it; the exception when it is not retryable."""
         attempt = 0
         while True:
             try:
-                await self._handler(record)
+                await call()
                 return True
             except Exception as exc:
                 if not is_retryable(exc):
-                    _log.error("handler failed; dead-lettering", source=source, exc_info=exc)
-                    reason = f"{type(exc).__name__}: {exc}"[:500]
-                    return await self._dead_letter(
-                        lane, raw.value, RejectCode.HANDLER_ERROR, reason, source
-                    )
+                    return exc
                 attempt += 1
                 delay = self._backoff.delay(attempt)
                 _log.warning(

@@ -1,6 +1,7 @@
 """`PostgresStore`: the `Store` protocol on an asyncpg pool.
 
-Every public method is one transaction with parameterized SQL only. Batches go through
+Every public write is one transaction (reads and single statements skip BEGIN/COMMIT) with
+parameterized SQL only. Batches go through
 `unnest` of typed arrays (one round trip, and `RETURNING` tells which rows were new) or
 `executemany` (pipelined) where no answer is needed.
 """
@@ -30,6 +31,7 @@ from strategy_worker.errors import StoreError
 from strategy_worker.store import (
     ControlOutcome,
     ControlRequestRecord,
+    ExecutionDraft,
     ExecutionNotFoundError,
     ExecutionRecord,
     ExecutionState,
@@ -51,6 +53,15 @@ from strategy_worker.store import (
 
 _TERMINAL = [s.value for s in OrderStatus if s.is_terminal]
 _RUNNING = [s.value for s in ExecutionStatus if s.is_running]
+
+
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without the reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL): the store never leaves session state behind (advisory locks are
+    transaction-scoped, no LISTEN, no SET), and the reset was one round trip per call."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -92,6 +103,7 @@ class PostgresStore:
                 command_timeout=config.command_timeout,
                 timeout=config.connect_timeout,
                 init=_init_connection,
+                connection_class=_PooledConnection,
             )
             try:
                 await pool
@@ -138,10 +150,22 @@ class PostgresStore:
         except Exception as exc:
             raise to_store_error(exc, operation) from exc
 
+    @asynccontextmanager
+    async def _conn(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection without an explicit transaction, for reads and single
+        statements (each is atomic on its own; BEGIN/COMMIT would be two more round trips)."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise to_store_error(exc, operation) from exc
+
     async def ping(self) -> bool:
         """True when the database answers within the command timeout."""
         try:
-            async with self._tx("ping") as conn:
+            async with self._conn("ping") as conn:
                 return bool(await conn.fetchval("SELECT 1") == 1)
         except StoreError:
             return False
@@ -175,32 +199,69 @@ class PostgresStore:
     ) -> bool:
         """Insert the execution once (ON CONFLICT DO NOTHING on the id and on the message
         key) together with its first intents. False, and nothing written, if it existed."""
-        seq = _next_seq(execution.execution_id, intents, next_intent_seq, floor=1)
+        draft = ExecutionDraft(
+            execution=execution, intents=intents, next_intent_seq=next_intent_seq
+        )
+        created = await self.create_executions(
+            [draft], owner_id=owner_id, lease_seconds=lease_seconds
+        )
+        return execution.execution_id in created
+
+    async def create_executions(
+        self,
+        drafts: Sequence[ExecutionDraft],
+        *,
+        owner_id: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> set[uuid.UUID]:
+        """The batch in one transaction; rows are inserted in execution-id order so two
+        workers creating overlapping batches (a rebalance redelivery) lock in the same order
+        and never deadlock. Returns the ids created."""
         if owner_id is not None and lease_seconds <= 0:
             raise ValueError("an owned execution needs lease_seconds > 0")
-        async with self._tx("create_execution") as conn:
-            created = await conn.fetchval(
-                Q.INSERT_EXECUTION,
-                execution.execution_id,
-                execution.strategy_id,
-                execution.user_id,
-                execution.approved_at,
-                execution.config,
-                R.num(execution.initial_capital),
-                execution.started_at,
-                seq,
-                owner_id,
-                float(lease_seconds),
-                *R.state_params(execution.state),
-            )
-            if created is None:
-                return False
+        ordered = sorted(drafts, key=lambda d: d.execution.execution_id)
+        seqs = [
+            _next_seq(d.execution.execution_id, d.intents, d.next_intent_seq, floor=1)
+            for d in ordered
+        ]
+        created: set[uuid.UUID] = set()
+        if not ordered:
+            return created
+        async with self._tx("create_executions") as conn:
+            intents: list[OrderIntent] = []
+            for draft, seq in zip(ordered, seqs, strict=True):
+                execution = draft.execution
+                row = await conn.fetchval(
+                    Q.INSERT_EXECUTION,
+                    execution.execution_id,
+                    execution.strategy_id,
+                    execution.user_id,
+                    execution.approved_at,
+                    execution.config,
+                    R.num(execution.initial_capital),
+                    execution.started_at,
+                    seq,
+                    owner_id,
+                    float(lease_seconds),
+                    *R.state_params(execution.state),
+                )
+                if row is not None:
+                    created.add(execution.execution_id)
+                    intents.extend(draft.intents)
             await self._insert_intents(conn, intents)
-            return True
+        return created
+
+    async def existing_executions(self, execution_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these executions exist."""
+        if not execution_ids:
+            return set()
+        async with self._conn("existing_executions") as conn:
+            rows = await conn.fetch(Q.EXISTING_EXECUTIONS, list(execution_ids))
+        return {r["execution_id"] for r in rows}
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
         """The execution, or None."""
-        async with self._tx("get_execution") as conn:
+        async with self._conn("get_execution") as conn:
             row = await conn.fetchrow(
                 Q.GET_EXECUTION,
                 execution_id,
@@ -215,7 +276,7 @@ class PostgresStore:
         limit: int | None = None,
     ) -> list[ExecutionRecord]:
         """Executions in any of `statuses` (only `owner_id`'s when given), oldest first."""
-        async with self._tx("list_executions_by_status") as conn:
+        async with self._conn("list_executions_by_status") as conn:
             rows = await conn.fetch(
                 Q.LIST_EXECUTIONS_BY_STATUS,
                 [s.value for s in statuses],
@@ -228,7 +289,7 @@ class PostgresStore:
         self, execution_id: uuid.UUID, state: ExecutionState, *, fence: Fence | None
     ) -> None:
         """Replace the mutable state; LeaseLostError when the fence no longer holds."""
-        async with self._tx("update_execution_state") as conn:
+        async with self._conn("update_execution_state") as conn:
             await self._write_state(conn, execution_id, state, fence)
 
     async def _write_state(
@@ -322,7 +383,7 @@ class PostgresStore:
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
         """Every order of an execution by intent_seq."""
-        async with self._tx("get_orders") as conn:
+        async with self._conn("get_orders") as conn:
             rows = await conn.fetch(
                 Q.GET_ORDERS,
                 execution_id,
@@ -331,7 +392,7 @@ class PostgresStore:
 
     async def get_order(self, client_order_id: str) -> OrderRecord | None:
         """One order by client order id, or None."""
-        async with self._tx("get_order") as conn:
+        async with self._conn("get_order") as conn:
             row = await conn.fetchrow(
                 Q.GET_ORDER,
                 client_order_id,
@@ -342,7 +403,7 @@ class PostgresStore:
         self, *, execution_id: uuid.UUID | None = None, owner_id: str | None = None
     ) -> list[OrderRecord]:
         """Open orders of one execution, of `owner_id`'s executions, or of all."""
-        async with self._tx("list_open_orders") as conn:
+        async with self._conn("list_open_orders") as conn:
             rows = await conn.fetch(
                 Q.LIST_OPEN_ORDERS,
                 _TERMINAL,
@@ -404,7 +465,7 @@ class PostgresStore:
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
         """Every recorded fill of an execution, in the order they happened."""
-        async with self._tx("get_fills") as conn:
+        async with self._conn("get_fills") as conn:
             rows = await conn.fetch(
                 Q.GET_FILLS,
                 execution_id,
@@ -461,7 +522,7 @@ class PostgresStore:
         self, execution_id: uuid.UUID, *, limit: int = 100
     ) -> list[SnapshotRecord]:
         """The latest snapshots of an execution, newest first."""
-        async with self._tx("get_snapshots") as conn:
+        async with self._conn("get_snapshots") as conn:
             rows = await conn.fetch(
                 Q.GET_SNAPSHOTS,
                 execution_id,
@@ -471,7 +532,7 @@ class PostgresStore:
 
     async def get_risk_events(self, execution_id: uuid.UUID) -> list[RiskEventRecord]:
         """Every risk event of an execution, oldest first."""
-        async with self._tx("get_risk_events") as conn:
+        async with self._conn("get_risk_events") as conn:
             rows = await conn.fetch(
                 Q.GET_RISK_EVENTS,
                 execution_id,
@@ -553,7 +614,7 @@ class PostgresStore:
 
     async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
         """A recorded control request, or None."""
-        async with self._tx("get_control_request") as conn:
+        async with self._conn("get_control_request") as conn:
             row = await conn.fetchrow(Q.GET_CONTROL_REQUEST, request_id)
         return None if row is None else R.control_from_row(row)
 
@@ -563,7 +624,7 @@ class PostgresStore:
         """RECEIVED requests for these executions (or strategies), oldest first."""
         if not execution_ids and not strategy_ids:
             return []
-        async with self._tx("list_pending_control_requests") as conn:
+        async with self._conn("list_pending_control_requests") as conn:
             rows = await conn.fetch(
                 Q.LIST_PENDING_CONTROL_REQUESTS,
                 list(execution_ids),
@@ -573,13 +634,13 @@ class PostgresStore:
 
     async def get_report_cursor(self, name: str) -> int:
         """The last report seq recorded for stream `name`; 0 when none."""
-        async with self._tx("get_report_cursor") as conn:
+        async with self._conn("get_report_cursor") as conn:
             value = await conn.fetchval(Q.GET_REPORT_CURSOR, name)
         return 0 if value is None else int(value)
 
     async def set_report_cursor(self, name: str, last_seq: int) -> None:
         """Advance the cursor; a lower seq leaves it where it is."""
-        async with self._tx("set_report_cursor") as conn:
+        async with self._conn("set_report_cursor") as conn:
             await conn.execute(Q.SET_REPORT_CURSOR, name, last_seq)
 
 

@@ -23,6 +23,10 @@ ON CONFLICT DO NOTHING
 RETURNING execution_id
 """
 
+EXISTING_EXECUTIONS = """
+SELECT execution_id FROM strategy_executions WHERE execution_id = ANY($1::uuid[])
+"""
+
 # Parameters $2..$16 are rows.state_params(); $17/$18 the fence.
 UPDATE_STATE = """
 UPDATE strategy_executions SET

@@ -1,0 +1,96 @@
+"""Creating a poll's worth of executions in one transaction, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+import pytest
+
+from strategy_worker.adapters.postgres.repository import PostgresStore
+from strategy_worker.store import ExecutionDraft
+
+from .factories import intent, new_execution
+
+pytestmark = pytest.mark.integration
+
+
+def _drafts(count: int) -> list[ExecutionDraft]:
+    drafts = []
+    for _ in range(count):
+        execution = new_execution()
+        eid = execution.execution_id
+        orders = [intent(eid, 1, symbol="AAPL"), intent(eid, 2, symbol="MSFT")]
+        drafts.append(ExecutionDraft(execution=execution, intents=orders, next_intent_seq=3))
+    return drafts
+
+
+async def _orders_of(conn: asyncpg.Connection, drafts: list[ExecutionDraft]) -> int:
+    ids = [d.execution.execution_id for d in drafts]
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM execution_orders WHERE execution_id = ANY($1::uuid[])", ids
+        )
+    )
+
+
+async def test_create_executions_writes_every_execution_with_its_intents(
+    store: PostgresStore, raw_conn: asyncpg.Connection
+) -> None:
+    drafts = _drafts(5)
+
+    created = await store.create_executions(drafts, owner_id="w1", lease_seconds=30)
+
+    assert created == {d.execution.execution_id for d in drafts}
+    assert await _orders_of(raw_conn, drafts) == 10
+    loaded = await store.get_execution(drafts[0].execution.execution_id)
+    assert loaded is not None
+    assert loaded.owner_id == "w1"
+    assert loaded.next_intent_seq == 3
+
+
+async def test_create_executions_when_some_exist_then_creates_only_the_new_ones(
+    store: PostgresStore, raw_conn: asyncpg.Connection
+) -> None:
+    drafts = _drafts(4)
+    await store.create_executions(drafts[:2])
+
+    created = await store.create_executions(drafts)
+    again = await store.create_executions(drafts)
+
+    assert created == {d.execution.execution_id for d in drafts[2:]}
+    assert again == set()
+    assert await _orders_of(raw_conn, drafts) == 8  # nothing written twice
+
+
+async def test_existing_executions_returns_only_the_ids_that_exist(store: PostgresStore) -> None:
+    drafts = _drafts(3)
+    await store.create_executions(drafts[:2])
+    ids = [d.execution.execution_id for d in drafts]
+
+    existing = await store.existing_executions(ids)
+
+    assert existing == set(ids[:2])
+    assert await store.existing_executions([]) == set()
+
+
+async def test_two_workers_creating_overlapping_batches_in_any_order_create_each_once(
+    store: PostgresStore, other_store: PostgresStore, raw_conn: asyncpg.Connection
+) -> None:
+    # Opposite orders would deadlock on the unique index without the id ordering.
+    rng = random.Random(7)
+    for _ in range(10):
+        drafts = _drafts(6)
+        mine, theirs = list(drafts), list(drafts)
+        rng.shuffle(mine)
+        theirs.reverse()
+
+        results = await asyncio.wait_for(
+            asyncio.gather(store.create_executions(mine), other_store.create_executions(theirs)),
+            timeout=20,
+        )
+
+        assert results[0].isdisjoint(results[1])
+        assert results[0] | results[1] == {d.execution.execution_id for d in drafts}
+        assert await _orders_of(raw_conn, drafts) == 12
