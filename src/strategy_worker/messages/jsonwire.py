@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,32 +31,32 @@ def encode_event(event: Mapping[str, object]) -> bytes:
     return encode_json(event).encode("utf-8")
 
 
+# The C string encoder json.dumps ends up in, without building a JSONEncoder per call.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+_CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
+
+
 def _encode(value: object, out: list[str], indent: int | None, level: int) -> None:
-    if value is None or isinstance(value, bool | str):
-        out.append(json.dumps(value, ensure_ascii=False))
+    # Exact types first (the common case, and cheaper than ABC checks); bool before int.
+    kind = type(value)
+    if kind is str:
+        out.append(_quote(value))  # type: ignore[arg-type]
+    elif value is None or kind is bool:
+        out.append(_CONSTANTS[value])
+    elif kind is Decimal:
+        _encode_decimal(value, out)  # type: ignore[arg-type]
+    elif kind is dict or (kind is not str and isinstance(value, Mapping)):
+        _encode_mapping(value, out, indent, level)  # type: ignore[arg-type]
+    elif isinstance(value, str):
+        out.append(_quote(str(value)))
+    elif isinstance(value, bool):
+        out.append(_CONSTANTS[bool(value)])
     elif isinstance(value, int):
         out.append(str(int(value)))
     elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"non-finite number cannot be encoded: {value}")
-        out.append(format(value, "f"))
+        _encode_decimal(value, out)
     elif isinstance(value, uuid.UUID):
         out.append(f'"{value}"')
-    elif isinstance(value, Mapping):
-        items = list(value.items())
-        if not items:
-            out.append("{}")
-            return
-        inner, close, sep = _layout(indent, level)
-        out.append("{" + inner)
-        for position, (key, item) in enumerate(items):
-            if not isinstance(key, str):
-                raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
-            if position:
-                out.append(sep)
-            out.append(json.dumps(key, ensure_ascii=False) + ": ")
-            _encode(item, out, indent, level + 1)
-        out.append(close + "}")
     elif isinstance(value, list | tuple):
         if not value:
             out.append("[]")
@@ -70,6 +70,30 @@ def _encode(value: object, out: list[str], indent: int | None, level: int) -> No
         out.append(close + "]")
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON (floats are refused)")
+
+
+def _encode_decimal(value: Decimal, out: list[str]) -> None:
+    if not value.is_finite():
+        raise ValueError(f"non-finite number cannot be encoded: {value}")
+    out.append(format(value, "f"))
+
+
+def _encode_mapping(
+    value: Mapping[object, object], out: list[str], indent: int | None, level: int
+) -> None:
+    if not value:
+        out.append("{}")
+        return
+    inner, close, sep = _layout(indent, level)
+    out.append("{" + inner)
+    for position, (key, item) in enumerate(value.items()):
+        if not isinstance(key, str):
+            raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
+        if position:
+            out.append(sep)
+        out.append(_quote(key) + ": ")
+        _encode(item, out, indent, level + 1)
+    out.append(close + "}")
 
 
 def _layout(indent: int | None, level: int) -> tuple[str, str, str]:
