@@ -387,10 +387,17 @@ class ExecutionRunner:
         await self.submit(intents, out)
 
     async def submit(self, intents: Sequence[OrderIntent], out: Outbox) -> None:
-        """Send recorded intents; an OMS failure leaves them PENDING for reconciliation,
-        which asks the OMS about each client order id before it ever resubmits."""
+        """Send recorded intents and apply the answers (call under the runner's lock)."""
+        views = await self.send(intents)
+        if views is not None:
+            await self.accept(views, out)
+
+    async def send(self, intents: Sequence[OrderIntent]) -> list[OmsOrder] | None:
+        """Only the OMS call: recorded intents out, the OMS's views back (no state touched,
+        so it needs no lock). None when the OMS failed: the intents stay PENDING for
+        reconciliation, which asks the OMS about each client order id before it resubmits."""
         try:
-            views = await self._oms.submit_many(intents, account_id=self.info.account_id)
+            return await self._oms.submit_many(intents, account_id=self.info.account_id)
         except OmsError as exc:
             _log.warning(
                 "oms submit failed; orders stay pending for reconciliation",
@@ -399,7 +406,10 @@ class ExecutionRunner:
                 error=str(exc),
                 retryable=exc.retryable,
             )
-            return
+            return None
+
+    async def accept(self, views: Sequence[OmsOrder], out: Outbox) -> None:
+        """The OMS's answers to a submit: `submitted` events, then fills and statuses."""
         self._metrics.orders_submitted.inc(len(views))
         now = self._clock.now()
         for view in views:

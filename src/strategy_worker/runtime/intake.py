@@ -192,16 +192,18 @@ async def _start(worker: Worker, entry: _Admitted, now: datetime) -> None:
     entry.out.events.insert(
         0, msg.execution_started(runner.context, at=now, initial_orders=intents)
     )
-    await runner.flush(entry.out)
+    async with runner.lock:
+        # Sent at once; the answers (and their events) wait for this lock, after `started`.
+        worker.spawn(
+            worker.submit_initial(runner, intents, entry.published_at),
+            f"submit-{runner.execution_id}",
+        )
+        await runner.flush(entry.out)
     _log.info(
         "execution started",
         execution_id=str(runner.execution_id),
         strategy_id=str(entry.strategy.strategy_id),
         orders=len(intents),
-    )
-    worker.spawn(
-        worker.submit_initial(runner, intents, entry.published_at),
-        f"submit-{runner.execution_id}",
     )
 
 

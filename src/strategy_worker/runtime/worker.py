@@ -244,16 +244,22 @@ class Worker:
     async def submit_initial(
         self, runner: ExecutionRunner, intents: list[Any], published_at: float | None = None
     ) -> None:
-        """Send an execution's first orders (recorded already), under its lock and guard."""
-        await self.guard(runner, self._locked_submit(runner, intents))
+        """Send an execution's first orders (recorded already), guarded."""
+        await self.guard(runner, self._send_initial(runner, intents))
         elapsed = seconds_since(published_at)
         if elapsed is not None:
             self.metrics.publish_to_order_seconds.observe(elapsed)
 
-    async def _locked_submit(self, runner: ExecutionRunner, intents: list[Any]) -> None:
+    async def _send_initial(self, runner: ExecutionRunner, intents: list[Any]) -> None:
+        # The OMS call needs no lock (the intents are durable, the OMS idempotent on their
+        # ids), so the orders leave while the `started` event is still being acknowledged;
+        # the answers wait for the lock, hence their events follow `started`.
+        views = await runner.send(intents)
+        if views is None:
+            return
         async with runner.lock:
             out = Outbox()
-            await runner.submit(intents, out)
+            await runner.accept(views, out)
             await runner.flush(out)
 
     async def reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
