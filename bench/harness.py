@@ -285,6 +285,11 @@ def _apply_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def price_channel(redis_prefix: str) -> str:
+    """The phase's own price announcement channel (the Redis server is shared)."""
+    return f"{redis_prefix}updates"
+
+
 def worker_config(
     *,
     database_url: str,
@@ -336,7 +341,12 @@ def worker_config(
                 "pool_max_size": pool_max_size,
                 "command_timeout": 60,
             },
-            "redis": {"url": redis_url, "key_prefix": redis_prefix, "price_max_age": 86400},
+            "redis": {
+                "url": redis_url,
+                "key_prefix": redis_prefix,
+                "price_max_age": 86400,
+                "price_channel": price_channel(redis_prefix),
+            },
             "metrics": {"enabled": False},
             "health": {"host": "127.0.0.1", "port": 0},
             "logging": {"level": "WARNING"},

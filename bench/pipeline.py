@@ -330,8 +330,10 @@ async def bench_stoploss(
     services: Services, *, triggers: int, interval: float, partitions: int, tag: str
 ) -> dict[str, Any]:
     """`triggers` executions of 3 symbols of their own; once filled, one symbol of each in
-    turn drops 10% in Redis (past its 5% stop) at a random phase of the monitor cadence.
-    Latency = OMS created_at of the STOP_LOSS order minus the time just before the write."""
+    turn drops 10% in Redis (past its 5% stop) at a random phase of the monitor cadence, and
+    is announced on the price channel as the market-data side does (the worker's feed reacts;
+    the monitor cycle is the fallback). Latency = OMS created_at of the STOP_LOSS order minus
+    the time just before the write."""
     import redis.asyncio as aioredis
 
     rng = random.Random(37)
@@ -353,12 +355,18 @@ async def bench_stoploss(
         try:
             from datetime import UTC, datetime
 
+            channel = ph.config["redis"]["price_channel"]
             for i, payload in enumerate(payloads):
-                key = f"{ph.redis_prefix}S{i:03d}A"
+                symbol = f"S{i:03d}A"
                 written[execution_id_of(payload)] = time.time()
-                await client.hset(
-                    key, mapping={"price": "90.00", "ts": datetime.now(UTC).isoformat()}
-                )
+                # As the market-data side does: write the hash, then announce the symbol.
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.hset(
+                        f"{ph.redis_prefix}{symbol}",
+                        mapping={"price": "90.00", "ts": datetime.now(UTC).isoformat()},
+                    )
+                    pipe.publish(channel, symbol)
+                    await pipe.execute()
                 await asyncio.sleep(max(0.05, interval * rng.uniform(0.5, 1.5)))
         finally:
             await client.aclose()
