@@ -1,9 +1,9 @@
 """Production wiring (`strategy-worker run`): Kafka in and out, the OMS over gRPC,
 PostgreSQL, Redis prices, metrics and health; shutdown on SIGTERM/SIGINT by policy.
 
-Start order: store (migrated) → OMS client → price source → Kafka producer → worker (resumes
-owned executions) → Kafka consumer → HTTP. Stop order is the reverse: stop consuming, let the
-worker close or hand over its executions, commit offsets, then close the adapters.
+Start order: store (migrated) → OMS client → price source and feed → Kafka producer → worker
+(resumes owned executions) → Kafka consumer → HTTP. Stop order is the reverse: stop consuming,
+let the worker close or hand over its executions, commit offsets, then close the adapters.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from strategy_worker.adapters.kafka.producer import (
 from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore, migrate
+from strategy_worker.adapters.redis_price_feed import RedisPriceFeed
 from strategy_worker.adapters.redis_prices import RedisPriceSource
 from strategy_worker.config import WorkerConfig
 from strategy_worker.log import get_logger
@@ -66,6 +67,12 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
     store = await PostgresStore.connect(db)
     oms = OmsGrpcClient(oms_client_config(config), registry=registry)
     prices = RedisPriceSource.from_config(config.redis, metrics=metrics)
+    # Stop-losses react to each announced price; the monitor cycle stays the safety net.
+    feed = (
+        RedisPriceFeed.from_config(config.redis, prices, metrics=metrics)
+        if config.redis.price_channel is not None
+        else None
+    )
     producer = KafkaProducer(config.kafka)
     await producer.start()
     topics = config.kafka.topics
@@ -87,6 +94,7 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
         dead_letters=worker_dead_letters,
         metrics=metrics,
         clock=SystemClock(),
+        price_feed=feed,
     )
 
     def incoming(record: ConsumedRecord) -> IncomingStrategy:
@@ -140,6 +148,8 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
         await consumer.stop()
         await producer.stop()
         await oms.close()
+        if feed is not None:
+            await feed.close()
         await prices.close()
         await store.close()
         await http.stop()

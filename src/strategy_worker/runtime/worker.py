@@ -25,13 +25,14 @@ from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceSource
+from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceFeed, PriceSource
 from strategy_worker.runtime.execution import (
     ExecutionRunner,
     Outbox,
     runner_from_record,
 )
 from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, seconds_since
+from strategy_worker.runtime.price_watch import PriceWatch
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
     ControlOutcome,
@@ -70,6 +71,7 @@ class Worker:
         dead_letters: DeadLetterSink,
         metrics: WorkerMetrics,
         clock: RuntimeClock,
+        price_feed: PriceFeed | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -79,6 +81,8 @@ class Worker:
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.clock = clock
+        self.price_feed = price_feed
+        """Optional: stop-losses then react to each price, not only to the monitor cycle."""
         self.risk_manager = RiskManager(settings.limits, clock)
         self.runners: dict[uuid.UUID, ExecutionRunner] = {}
         self._exposure = ZERO
@@ -125,6 +129,9 @@ class Worker:
             self._loop("reconcile", s.reconcile_interval, self.reconcile_cycle),
             asyncio.create_task(self._report_pump(), name="oms-reports"),
         ]
+        if self.price_feed is not None:
+            watch = PriceWatch(self, self.price_feed)
+            self._loops.append(asyncio.create_task(watch.run(), name="price-watch"))
 
     def _loop(
         self,
