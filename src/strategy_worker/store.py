@@ -19,6 +19,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+# Re-exported: the domain's enums are the store's vocabulary (one definition each).
+from strategy_worker.domain.events import Severity as Severity
 from strategy_worker.domain.ids import NAMESPACE
 from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import (
@@ -29,6 +31,7 @@ from strategy_worker.domain.orders import (
     OrderType,
     Side,
 )
+from strategy_worker.domain.risk.state import TradingState as TradingState
 from strategy_worker.errors import StoreError
 
 JsonObject = Mapping[str, Any]
@@ -51,22 +54,6 @@ class ExecutionStatus(StrEnum):
     def is_running(self) -> bool:
         """Active and paused executions are owned, leased and resumed after a restart."""
         return self in (ExecutionStatus.ACTIVE, ExecutionStatus.PAUSED)
-
-
-class TradingState(StrEnum):
-    """What an execution may still trade: everything, only risk-reducing orders, nothing."""
-
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
-
-
-class Severity(StrEnum):
-    """`risk_events.severity`."""
-
-    INFO = "INFO"
-    WARNING = "WARNING"
-    CRITICAL = "CRITICAL"
 
 
 class ControlOutcome(StrEnum):

@@ -35,6 +35,9 @@ from strategy_worker.errors import DomainError
 
 
 class TradingState(StrEnum):
+    """What an execution may still trade: everything, only risk-reducing orders, nothing
+    (`strategy_executions.trading_state`)."""
+
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"
     HALTED = "HALTED"
