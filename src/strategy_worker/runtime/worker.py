@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from strategy_worker import messages as msg
 from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import ExecutionReport, Side
 from strategy_worker.domain.risk.manager import RiskManager
@@ -26,6 +25,7 @@ from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceFeed, PriceSource
+from strategy_worker.runtime.control import ControlDesk
 from strategy_worker.runtime.execution import (
     ExecutionRunner,
     Outbox,
@@ -35,13 +35,9 @@ from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, s
 from strategy_worker.runtime.price_watch import PriceWatch
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
-    ControlOutcome,
-    ControlRequestRecord,
     ExecutionRecord,
     ExecutionStatus,
     LeaseLostError,
-    RiskEventRecord,
-    Severity,
     SnapshotRecord,
     Store,
 )
@@ -91,8 +87,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._report_cursor = f"oms-reports:{settings.owner_id}"
-        self._control_lock = asyncio.Lock()
-        self._controls_busy = False
+        self.controls = ControlDesk(self)
         self.last_loop_error: BaseException | None = None
 
     # ------------------------------------------------------------------ worker view
@@ -278,131 +273,17 @@ class Worker:
     # ------------------------------------------------------------------ control
 
     async def handle_control(self, payload: bytes, source: str) -> None:
-        """stop / pause / resume, once per request id, only from the execution's owner.
-
-        Any worker of the consumer group may receive a request: it is recorded first, then
-        applied by the worker driving the execution (at once when that is this one, else
-        by the owner's next lease cycle through `apply_pending_controls`)."""
-        request = msg.parse_control(payload)
-        if isinstance(request, msg.Rejection):
-            await self.reject(payload, str(request.code), str(request), source)
-            return
-        runner = self._find(request.execution_id, request.strategy_id)
-        execution_id = runner.execution_id if runner else request.execution_id
-        details: dict[str, str] = {"source": source, "reason": request.reason or ""}
-        if request.strategy_id is not None:
-            details["strategy_id"] = str(request.strategy_id)
-        record = ControlRequestRecord(
-            request_id=str(request.request_id),
-            execution_id=execution_id,
-            requested_by=str(request.user_id),
-            action=str(request.action),
-            received_at=self.clock.now(),
-            payload=details,
-        )
-        if not await self.store.record_control_request(record):
-            seen = await self.store.get_control_request(record.request_id)
-            if seen is not None and seen.outcome is not ControlOutcome.RECEIVED:
-                _log.info("control request replay ignored", request_id=record.request_id)
-                return
-        if runner is not None:
-            await self.apply_pending_controls([runner])
-            return
-        if execution_id is not None:
-            stored = await self.store.get_execution(execution_id)
-            if stored is None or not stored.state.status.is_running:
-                await self._complete(record, ControlOutcome.REFUSED, "no running execution")
-                return
-        _log.info(
-            "control request left for the execution's owner",
-            request_id=record.request_id,
-            execution_id=str(execution_id) if execution_id else None,
-        )
+        """stop / pause / resume, once per request id, only from the execution's owner."""
+        await self.controls.handle(payload, source)
 
     async def apply_pending_controls(self, runners: list[ExecutionRunner] | None = None) -> None:
-        """Apply the RECEIVED control requests of executions this worker drives, oldest
-        first; one at a time, so a request consumed twice (here and by a lease cycle, or
-        replayed) is acted on once: an applied request is no longer RECEIVED."""
-        async with self._control_lock:
-            chosen = list(self.runners.values()) if runners is None else runners
-            if not chosen:
-                return
-            pending = await self.store.list_pending_control_requests(
-                [r.execution_id for r in chosen],
-                strategy_ids=sorted({r.info.strategy_id for r in chosen}),
-            )
-            for record in pending:
-                if record.execution_id is not None:
-                    runner = self.runners.get(record.execution_id)
-                else:
-                    runner = self._find(None, uuid.UUID(str(record.payload.get("strategy_id"))))
-                if runner is not None:
-                    await self.guard(runner, self._apply_control(runner, record))
+        """Apply the RECEIVED control requests of executions this worker drives."""
+        await self.controls.apply_pending(runners)
 
-    def _spawn_pending_controls(self) -> None:
-        """Apply pending requests in the background: a stop waits for its closing fills,
-        which must never hold up the lease heartbeat."""
-        if self._controls_busy or self._stopping.is_set():
-            return
-        self._controls_busy = True
-
-        async def run() -> None:
-            try:
-                await self.apply_pending_controls()
-            except StoreError as exc:
-                _log.warning("pending control requests not applied yet", error=str(exc))
-            finally:
-                self._controls_busy = False
-
-        self.spawn(run(), "pending-controls")
-
-    async def _apply_control(self, runner: ExecutionRunner, record: ControlRequestRecord) -> None:
-        request_id = uuid.UUID(record.request_id)
-        if record.requested_by != str(runner.info.user_id):
-            out = Outbox()
-            out.risk_rows.append(
-                RiskEventRecord(
-                    event_id=uuid.uuid5(request_id, "unauthorized"),
-                    execution_id=runner.execution_id,
-                    event_type="UNAUTHORIZED_CONTROL",
-                    severity=Severity.CRITICAL,
-                    description=(
-                        f"{record.action} requested by {record.requested_by}, "
-                        f"who does not own the execution"
-                    ),
-                    action_taken="request refused",
-                    occurred_at=self.clock.now(),
-                    details={"request_id": record.request_id},
-                )
-            )
-            self.metrics.record_risk_event("UNAUTHORIZED_CONTROL", "CRITICAL")
-            await runner.flush(out)
-            await self._complete(record, ControlOutcome.REFUSED, "requester is not the owner")
-            return
-        action = msg.ControlAction(record.action)
-        reason = str(record.payload.get("reason") or "") or f"{action} requested"
-        if action is msg.ControlAction.STOP:
-            await self.stop_execution(runner, reason=reason, request_id=request_id)
-        else:
-            await self.set_paused(runner, action is msg.ControlAction.PAUSE, reason, request_id)
-        await self._complete(record, ControlOutcome.APPLIED, reason)
-
-    async def _complete(
-        self, record: ControlRequestRecord, outcome: ControlOutcome, detail: str
-    ) -> None:
-        await self.store.complete_control_request(
-            record.request_id, outcome, detail=detail, completed_at=self.clock.now()
-        )
-
-    def _find(
-        self, execution_id: uuid.UUID | None, strategy_id: uuid.UUID | None
-    ) -> ExecutionRunner | None:
-        if execution_id is not None:
-            return self.runners.get(execution_id)
-        for runner in self.runners.values():
-            if runner.info.strategy_id == strategy_id and runner.running:
-                return runner
-        return None
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown began: no new background work is started."""
+        return self._stopping.is_set()
 
     async def set_paused(
         self, runner: ExecutionRunner, paused: bool, reason: str, request_id: uuid.UUID | None
@@ -609,7 +490,7 @@ class Worker:
                 _log.warning("lease lost", execution_id=str(execution_id))
                 self.runners.pop(execution_id, None)
         await self.acquire()
-        self._spawn_pending_controls()
+        self.controls.spawn_pending()
 
     async def acquire(self, *, reclaim: bool = False) -> None:
         """Take over unowned or expired executions and resume them."""
