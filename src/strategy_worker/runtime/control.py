@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from strategy_worker import messages as msg
 from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
-from strategy_worker.runtime.execution import ExecutionRunner, Outbox
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import Outbox
 from strategy_worker.store import ControlOutcome, ControlRequestRecord, RiskEventRecord, Severity
 
 if TYPE_CHECKING:

@@ -16,9 +16,8 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Protocol
 
 from strategy_worker import messages as msg
 from strategy_worker.domain.clock import Clock
@@ -38,16 +37,14 @@ from strategy_worker.domain.orders import (
 )
 from strategy_worker.domain.positions import Portfolio, Valuation
 from strategy_worker.domain.rebalancing import plan_rebalance
-from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.manager import RiskContext, RiskManager
 from strategy_worker.domain.risk.state import ExecutionRisk
-from strategy_worker.domain.strategy import StrategyRiskParams
 from strategy_worker.errors import DomainError, OmsError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import EventSink, OmsGateway
+from strategy_worker.runtime.facts import ExecutionInfo, Outbox, WorkerView
 from strategy_worker.store import (
-    ExecutionRecord,
     ExecutionState,
     ExecutionStatus,
     Fence,
@@ -63,80 +60,6 @@ from strategy_worker.store import (
 )
 
 _log = get_logger(__name__)
-
-
-class WorkerView(Protocol):
-    """What a runner needs from the worker that owns it."""
-
-    @property
-    def exposure(self) -> Decimal:
-        """Worker-wide long exposure incl. buys in flight (for the exposure limit)."""
-        ...
-
-
-@dataclass(slots=True)
-class Outbox:
-    """Events and risk rows a step produced, published/inserted after it is durable."""
-
-    events: list[Mapping[str, object]] = field(default_factory=list)
-    risk_rows: list[RiskEventRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionInfo:
-    """The immutable facts of an execution."""
-
-    execution_id: uuid.UUID
-    strategy_id: uuid.UUID
-    user_id: uuid.UUID
-    name: str
-    initial_capital: Decimal
-    targets: Mapping[str, Decimal]
-    """Effective target weights (allocation capped at the tightened position limit)."""
-    limits: RiskLimits
-    """The worker's limits tightened by the strategy's risk params."""
-
-    @property
-    def account_id(self) -> str:
-        return str(self.user_id)
-
-    @property
-    def symbols(self) -> tuple[str, ...]:
-        return tuple(sorted(self.targets))
-
-
-def info_from_config(
-    *,
-    execution_id: uuid.UUID,
-    strategy_id: uuid.UUID,
-    user_id: uuid.UUID,
-    config: Mapping[str, Any],
-    initial_capital: Decimal,
-    worker_limits: RiskLimits,
-) -> ExecutionInfo:
-    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
-    risk = config.get("risk_params") or {}
-    params = StrategyRiskParams(
-        max_position_size=_opt_dec(risk.get("max_position_size")),
-        stop_loss_pct=_opt_dec(risk.get("stop_loss_pct")),
-        max_daily_loss=_opt_dec(risk.get("max_daily_loss")),
-    )
-    limits = worker_limits.tightened_by(params)
-    cap = limits.max_position_size
-    targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
-    return ExecutionInfo(
-        execution_id=execution_id,
-        strategy_id=strategy_id,
-        user_id=user_id,
-        name=str(config.get("name", "")),
-        initial_capital=initial_capital,
-        targets=targets,
-        limits=limits,
-    )
-
-
-def _opt_dec(value: object) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
 
 
 class ExecutionRunner:
@@ -706,54 +629,4 @@ def _order_update(state: OrderState) -> OrderUpdate:
         oms_order_id=state.oms_order_id or None,
         fees=state.fees,
         reason=state.reason or None,
-    )
-
-
-def runner_from_record(
-    record: ExecutionRecord,
-    *,
-    worker_limits: RiskLimits,
-    risk_manager: RiskManager,
-    clock: Clock,
-    **deps: Any,
-) -> ExecutionRunner:
-    """A runner for a stored execution (new or resumed), risk state restored from the row."""
-    info = info_from_config(
-        execution_id=record.execution_id,
-        strategy_id=record.strategy_id,
-        user_id=record.user_id,
-        config=record.config,
-        initial_capital=record.initial_capital,
-        worker_limits=worker_limits,
-    )
-    state = record.state
-    positions = state.positions
-    portfolio = (
-        Portfolio.from_json(positions)
-        if positions and "cash" in positions
-        else Portfolio(record.initial_capital)
-    )
-    now = clock.now()
-    risk = ExecutionRisk(
-        record.execution_id, info.limits, start_equity=portfolio.valuation({}).equity, now=now
-    )
-    # The daily loss budget, a halt and stop-out blocks survive restarts (same trading day).
-    saved_risk = positions.get("risk") if positions else None
-    if isinstance(saved_risk, Mapping):
-        risk.restore(saved_risk, now)
-    elif state.trading_day == risk.trading_day and state.day_start_equity is not None:
-        risk.start_day(now, state.day_start_equity)
-        risk.halted = state.trading_state is TradingState.HALTED
-        risk.reducing = state.trading_state is TradingState.REDUCING
-    risk.take_events()
-    return ExecutionRunner(
-        info=info,
-        status=state.status,
-        portfolio=portfolio,
-        risk=risk,
-        next_seq=record.next_intent_seq,
-        fence=record.fence,
-        risk_manager=risk_manager,
-        clock=clock,
-        **deps,
     )

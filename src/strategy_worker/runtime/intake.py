@@ -27,7 +27,8 @@ from strategy_worker.domain.positions import Portfolio
 from strategy_worker.domain.sizing import plan_initial_orders
 from strategy_worker.domain.strategy import ApprovedStrategy, Rejection, parse_strategy_message
 from strategy_worker.log import get_logger
-from strategy_worker.runtime.execution import ExecutionRunner, Outbox, info_from_config
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import Outbox, info_from_config
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
     ExecutionDraft,

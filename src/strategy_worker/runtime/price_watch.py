@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.ports import PriceFeed
-from strategy_worker.runtime.execution import ExecutionRunner, Outbox
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import Outbox
 
 if TYPE_CHECKING:
     from strategy_worker.runtime.worker import Worker

@@ -26,13 +26,11 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceFeed, PriceSource
 from strategy_worker.runtime.control import ControlDesk
-from strategy_worker.runtime.execution import (
-    ExecutionRunner,
-    Outbox,
-    runner_from_record,
-)
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import Outbox
 from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, seconds_since
 from strategy_worker.runtime.price_watch import PriceWatch
+from strategy_worker.runtime.restore import runner_from_record
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
     ExecutionRecord,

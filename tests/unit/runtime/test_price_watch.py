@@ -27,7 +27,8 @@ from strategy_worker.domain.strategy import StrategyRiskParams
 from strategy_worker.errors import TransientError
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.runtime.clocks import SystemClock
-from strategy_worker.runtime.execution import ExecutionRunner, info_from_config
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import info_from_config
 from strategy_worker.runtime.price_watch import PriceWatch
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.worker import Worker

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 
 from strategy_worker.domain.risk.limits import RiskLimits
-from strategy_worker.runtime.execution import info_from_config
+from strategy_worker.runtime.facts import info_from_config
 
 CONFIG = {
     "name": "Tech Growth Strategy",

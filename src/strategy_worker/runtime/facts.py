@@ -1,0 +1,88 @@
+"""The immutable facts of an execution and the outbox a step fills: shared by the runner,
+intake, control and restore, with no behaviour of their own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.strategy import StrategyRiskParams
+from strategy_worker.store import RiskEventRecord
+
+
+class WorkerView(Protocol):
+    """What a runner needs from the worker that owns it."""
+
+    @property
+    def exposure(self) -> Decimal:
+        """Worker-wide long exposure incl. buys in flight (for the exposure limit)."""
+        ...
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Events and risk rows a step produced, published/inserted after it is durable."""
+
+    events: list[Mapping[str, object]] = field(default_factory=list)
+    risk_rows: list[RiskEventRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionInfo:
+    """The immutable facts of an execution."""
+
+    execution_id: uuid.UUID
+    strategy_id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    initial_capital: Decimal
+    targets: Mapping[str, Decimal]
+    """Effective target weights (allocation capped at the tightened position limit)."""
+    limits: RiskLimits
+    """The worker's limits tightened by the strategy's risk params."""
+
+    @property
+    def account_id(self) -> str:
+        return str(self.user_id)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self.targets))
+
+
+def info_from_config(
+    *,
+    execution_id: uuid.UUID,
+    strategy_id: uuid.UUID,
+    user_id: uuid.UUID,
+    config: Mapping[str, Any],
+    initial_capital: Decimal,
+    worker_limits: RiskLimits,
+) -> ExecutionInfo:
+    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
+    risk = config.get("risk_params") or {}
+    params = StrategyRiskParams(
+        max_position_size=_opt_dec(risk.get("max_position_size")),
+        stop_loss_pct=_opt_dec(risk.get("stop_loss_pct")),
+        max_daily_loss=_opt_dec(risk.get("max_daily_loss")),
+    )
+    limits = worker_limits.tightened_by(params)
+    cap = limits.max_position_size
+    targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
+    return ExecutionInfo(
+        execution_id=execution_id,
+        strategy_id=strategy_id,
+        user_id=user_id,
+        name=str(config.get("name", "")),
+        initial_capital=initial_capital,
+        targets=targets,
+        limits=limits,
+    )
+
+
+def _opt_dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -1,0 +1,66 @@
+"""A runner for a stored execution: facts from its config, positions and the daily risk
+state restored from its row (the daily loss budget survives restarts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.positions import Portfolio
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.manager import RiskManager
+from strategy_worker.domain.risk.state import ExecutionRisk
+from strategy_worker.runtime.execution import ExecutionRunner
+from strategy_worker.runtime.facts import info_from_config
+from strategy_worker.store import ExecutionRecord, TradingState
+
+
+def runner_from_record(
+    record: ExecutionRecord,
+    *,
+    worker_limits: RiskLimits,
+    risk_manager: RiskManager,
+    clock: Clock,
+    **deps: Any,
+) -> ExecutionRunner:
+    """A runner for a stored execution (new or resumed), risk state restored from the row."""
+    info = info_from_config(
+        execution_id=record.execution_id,
+        strategy_id=record.strategy_id,
+        user_id=record.user_id,
+        config=record.config,
+        initial_capital=record.initial_capital,
+        worker_limits=worker_limits,
+    )
+    state = record.state
+    positions = state.positions
+    portfolio = (
+        Portfolio.from_json(positions)
+        if positions and "cash" in positions
+        else Portfolio(record.initial_capital)
+    )
+    now = clock.now()
+    risk = ExecutionRisk(
+        record.execution_id, info.limits, start_equity=portfolio.valuation({}).equity, now=now
+    )
+    # The daily loss budget, a halt and stop-out blocks survive restarts (same trading day).
+    saved_risk = positions.get("risk") if positions else None
+    if isinstance(saved_risk, Mapping):
+        risk.restore(saved_risk, now)
+    elif state.trading_day == risk.trading_day and state.day_start_equity is not None:
+        risk.start_day(now, state.day_start_equity)
+        risk.halted = state.trading_state is TradingState.HALTED
+        risk.reducing = state.trading_state is TradingState.REDUCING
+    risk.take_events()
+    return ExecutionRunner(
+        info=info,
+        status=state.status,
+        portfolio=portfolio,
+        risk=risk,
+        next_seq=record.next_intent_seq,
+        fence=record.fence,
+        risk_manager=risk_manager,
+        clock=clock,
+        **deps,
+    )
