@@ -1,0 +1,81 @@
+"""A poll's worth of approved strategies handled as one batch: good ones created once with
+their orders, the bad ones dead-lettered with their reason, a replayed batch does nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from strategy_worker.oms_sim.server import OmsSimServer
+from strategy_worker.runtime.intake import IncomingStrategy
+
+from .harness import (
+    assert_never_twice_never_lost,
+    encode,
+    eventually,
+    fetch_all,
+    ledger,
+    open_rig,
+    strategy_message,
+    unique,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_batch_with_duplicates_and_bad_messages_creates_each_good_strategy_once(
+    migrated_dsn: str, redis_url: str, price_prefix: str, oms_server: OmsSimServer
+) -> None:
+    # Arrange: three good strategies, one of them twice, a malformed one, an unknown symbol.
+    run = unique("batch")
+    good = [strategy_message(i, run=run) for i in range(3)]
+    unknown = strategy_message(3, run=run)
+    unknown["config"]["symbols"] = ["NOPE"]
+    unknown["config"]["allocation"] = {"NOPE": "0.10"}
+    payloads = [
+        encode(good[0]),
+        encode(good[1]),
+        encode(good[0]),
+        b'{"type": "strategy.approved", "strategy_id": ',
+        encode(unknown),
+        encode(good[2]),
+    ]
+    batch = [IncomingStrategy(p, f"test@{i}") for i, p in enumerate(payloads)]
+    rig = await open_rig(
+        dsn=migrated_dsn,
+        oms_port=oms_server.port,
+        redis_url=redis_url,
+        price_prefix=price_prefix,
+        owner_id=f"{run}-w",
+    )
+    try:
+        # Act
+        await rig.worker.handle_strategies(batch)
+
+        async def all_filled() -> bool:
+            rows = await fetch_all(
+                migrated_dsn,
+                "SELECT count(*) FILTER (WHERE status = 'FILLED') AS filled, count(*) AS n "
+                "FROM execution_orders",
+            )
+            return bool(rows[0]["n"] > 0 and rows[0]["filled"] == rows[0]["n"])
+
+        await eventually(all_filled, 30, "every initial order filled")
+        before = await ledger(migrated_dsn, oms_server)
+        await rig.worker.handle_strategies(batch)  # the same poll redelivered
+        after = await ledger(migrated_dsn, oms_server)
+    finally:
+        await rig.close()
+
+    # Assert
+    executions = await fetch_all(migrated_dsn, "SELECT strategy_id FROM strategy_executions")
+    assert sorted(str(r["strategy_id"]) for r in executions) == sorted(
+        m["strategy_id"] for m in good
+    )
+    codes = sorted(d["code"] for d in rig.sink.dead_letters)
+    # The two bad ones, once per delivery of the batch.
+    assert codes == ["invalid_json", "invalid_json", "unknown_symbol", "unknown_symbol"]
+    started = [e for e in rig.sink.events if e["type"] == "strategy.execution.started"]
+    assert len(started) == 3
+    assert after.oms_log == before.oms_log
+    counts = assert_never_twice_never_lost(after)
+    assert counts
