@@ -2,13 +2,14 @@
 milliseconds of the price that crossed it instead of at the next monitor cycle.
 
 For each batch of `PriceFeed.updates()`, only the running executions that hold one of its
-symbols (or are blocked on one by a past stop-out, so it can re-arm) are checked, with the
-monitor's own step: `ExecutionRunner.monitor` under the runner's lock, stop-loss intents
-recorded before they are sent, events published once durable, one failing execution never
-disturbing another (`Worker.guard`). The stop-loss hysteresis and the sells already in flight
-keep a stop from being sent twice, whether the watch or the monitor saw the price first.
-No snapshot here: snapshots stay on the cadence, and the periodic monitor remains the safety
-net for whatever the feed misses.
+symbols (or are blocked on one by a past stop-out, so it can re-arm), and for which the new
+marks can change something (`may_act`: a stop level or warning zone reached or left, a
+re-arm, a daily loss halt, a day roll), get the monitor's own step: `ExecutionRunner.monitor`
+under the runner's lock, stop-loss intents recorded before they are sent, events published
+once durable, one failing execution never disturbing another (`Worker.guard`). The stop-loss
+hysteresis and the sells already in flight keep a stop from being sent twice, whether the
+watch or the monitor saw the price first. No snapshot here: snapshots stay on the cadence,
+and the periodic monitor remains the safety net for whatever the feed misses.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from strategy_worker.domain.money import ZERO, quantize_price
+from strategy_worker.domain.risk.stop_loss import stop_level
 from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.ports import PriceFeed
@@ -33,6 +36,8 @@ _log = get_logger(__name__)
 
 _YIELD_EVERY = 64  # runners checked between two turns of the event loop
 _RESTART_S = 1.0  # before resubscribing when a feed ended or failed
+_ONE = Decimal(1)
+_CENT = Decimal("0.01")  # margin on the loss floor: at the edge the full step decides
 
 
 class PriceWatch:
@@ -65,28 +70,33 @@ class PriceWatch:
             await asyncio.sleep(_RESTART_S)
 
     async def on_prices(self, prices: Mapping[str, Decimal]) -> int:
-        """Check the executions `prices` concern; returns how many were checked."""
+        """Check the executions `prices` concern; returns how many needed the full step."""
         worker = self._worker
         runners = self._index.affected(worker.runners, prices)
         if not runners:
             return 0
-        # A held symbol the runner has no mark for yet (resumed, not monitored since) is
-        # read now, so its equity is never valued at a stale fill price.
+        # A runner never valued since it was resumed has no marks for its other symbols:
+        # read them now, so its equity is never valued at a stale fill price.
         missing = {
             s
             for r in runners
+            if r.last_valuation is None
             for s in r.portfolio.positions
             if s not in prices and s not in r.last_prices
         }
         marks = prices
         if missing:
             marks = {**(await worker.prices.get_prices(sorted(missing))), **prices}
+        now = worker.clock.now().timestamp()
+        checked = 0
         for count, runner in enumerate(runners, start=1):
-            if worker.runners.get(runner.execution_id) is runner:
-                await worker.guard(runner, self._check(runner, _own(runner, marks)))
+            own = _own(runner, marks)
+            if worker.runners.get(runner.execution_id) is runner and may_act(runner, own, now):
+                checked += 1
+                await worker.guard(runner, self._check(runner, own))
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # thousands of executions on one symbol: let others run
-        return len(runners)
+        return checked
 
     async def _check(self, runner: ExecutionRunner, prices: Mapping[str, Decimal]) -> None:
         """`Worker._monitor_one` without the snapshot; state is written only when the step
@@ -145,13 +155,45 @@ class _SymbolIndex:
         self._by_symbol = by_symbol
 
 
+def may_act(runner: ExecutionRunner, prices: Mapping[str, Decimal], now: float) -> bool:
+    """Whether the monitor step at `prices` could do more than move marks: False only when
+    no symbol of the batch reaches or leaves its stop-loss warning zone or is blocked (may
+    re-arm), the equity stays above the day's loss floor, and no day roll is due. About 10x
+    cheaper than the step; a runner left out gets its marks from the next monitor cycle."""
+    valuation = runner.last_valuation
+    risk = runner.risk
+    if valuation is None or now >= risk.next_day_ts:
+        return True
+    stops = risk.stops
+    pct = stops.stop_loss_pct
+    positions = runner.portfolio.positions
+    equity_change = ZERO
+    for symbol, mark in prices.items():
+        if stops.is_blocked(symbol):
+            return True
+        pos = positions.get(symbol)
+        if pos is None:
+            continue
+        valued = valuation.positions.get(symbol)
+        if mark <= 0 or valued is None or valued.quantity != pos.quantity:
+            return True  # not what the last valuation saw: let the full step decide
+        if pct is not None:
+            # The warning zone's top, as `StopLossMonitor.scan` computes it; the previous
+            # mark counts too, since leaving the zone also changes the monitor's state.
+            top = quantize_price(stop_level(pos, pct) * (_ONE + stops.buffer))
+            if mark <= top or valued.mark <= top:
+                return True
+        equity_change += pos.quantity * (mark - valued.mark)
+    if risk.halted:
+        return False  # halted already: a lower equity changes nothing more today
+    return valuation.equity + equity_change <= risk.loss_floor + _CENT
+
+
 def _own(runner: ExecutionRunner, prices: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """The marks of the runner's own symbols (its remembered marks stay its own)."""
-    own = {s: prices[s] for s in runner.info.symbols if s in prices}
-    for symbol in runner.portfolio.positions:
-        if symbol in prices:
-            own[symbol] = prices[symbol]
-    return own
+    targets = runner.info.targets
+    positions = runner.portfolio.positions
+    return {s: p for s, p in prices.items() if s in targets or s in positions}
 
 
 async def _close(updates: AsyncIterator[Mapping[str, Decimal]]) -> None:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from strategy_worker.domain.orders import (
@@ -28,8 +30,8 @@ from strategy_worker.errors import TransientError
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.execution import ExecutionRunner
-from strategy_worker.runtime.facts import info_from_config
-from strategy_worker.runtime.price_watch import PriceWatch
+from strategy_worker.runtime.facts import Outbox, info_from_config
+from strategy_worker.runtime.price_watch import PriceWatch, may_act
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.worker import Worker
 from strategy_worker.store import (
@@ -194,8 +196,10 @@ class Rig:
         *,
         targets: Sequence[str] = (),
         marked: bool = True,
+        stop: Decimal | None = STOP,
     ) -> ExecutionRunner:
-        """An active execution holding `held` shares bought at 100 (stop level 95)."""
+        """An active execution holding `held` shares bought at 100 (stop level 95, warning
+        zone up to 96.90), valued at 100 unless `marked` is False."""
         worker = self.worker
         execution_id = uuid.uuid4()
         symbols = sorted({*held, *targets})
@@ -206,7 +210,7 @@ class Rig:
             user_id=uuid.uuid4(),
             config={
                 "allocation": dict.fromkeys(symbols, weight),
-                "risk_params": {"stop_loss_pct": "0.05"},
+                "risk_params": {"stop_loss_pct": None if stop is None else str(stop)},
             },
             initial_capital=CAPITAL,
             worker_limits=worker.settings.limits,
@@ -232,7 +236,7 @@ class Rig:
             risk=worker.risk_manager.new_execution(
                 execution_id,
                 start_equity=CAPITAL,
-                risk_params=StrategyRiskParams(stop_loss_pct=STOP),
+                risk_params=StrategyRiskParams(stop_loss_pct=stop),
             ),
             next_seq=len(held) + 1,
             fence=Fence(owner_id="test-worker", epoch=1),
@@ -273,15 +277,43 @@ async def test_batch_checks_only_executions_holding_its_symbols() -> None:
     msft = rig.runner({"MSFT": 100})
     only_targets_aapl = rig.runner({"MSFT": 50}, targets=["AAPL"])
 
-    checked = await rig.watch.on_prices({"AAPL": Decimal("99.50")})
+    checked = await rig.watch.on_prices({"AAPL": Decimal("94.00")})
 
     assert checked == 1
-    assert aapl.last_prices["AAPL"] == Decimal("99.50")
+    assert aapl.last_prices["AAPL"] == Decimal("94.00")
     assert "AAPL" not in msft.last_prices
     assert "AAPL" not in only_targets_aapl.last_prices
-    assert rig.oms.submitted == []
-    assert rig.store.state_writes == []  # nothing changed worth writing
+    assert [(i.execution_id, i.symbol) for i in rig.stops()] == [(aapl.execution_id, "AAPL")]
     assert rig.store.snapshots == []  # snapshots stay on the monitor's cadence
+
+
+async def test_price_that_can_change_nothing_is_left_to_the_cycle() -> None:
+    rig = Rig()
+    runner = rig.runner({"AAPL": 100})
+
+    checked = await rig.watch.on_prices({"AAPL": Decimal("99.50")})  # far above the zone
+
+    assert checked == 0
+    assert runner.last_prices["AAPL"] == Decimal(100)  # the cycle refreshes marks
+    assert rig.oms.submitted == []
+    assert rig.store.state_writes == []
+    assert rig.store.risk_rows == []
+
+
+async def test_daily_loss_reached_by_a_price_halts_at_once() -> None:
+    rig = Rig()
+    runner = rig.runner({"AAPL": 900}, stop=None)  # loss limit 5,000 = 5% of 100,000
+
+    assert await rig.watch.on_prices({"AAPL": Decimal("95.00")}) == 0  # 4,500 lost
+    assert await rig.watch.on_prices({"AAPL": Decimal("94.40")}) == 1  # 5,040 lost
+
+    assert runner.risk.halted
+    assert [r.event_type for r in rig.store.risk_rows] == [
+        "DAILY_LOSS_LIMIT_REACHED",
+        "TRADING_STATE_CHANGED",
+    ]
+    assert rig.store.state_writes == [runner.execution_id]
+    assert rig.oms.submitted == []  # a halt stops new buys; it sells nothing by itself
 
 
 async def test_price_through_stop_sends_one_close_whoever_sees_it_next() -> None:
@@ -337,12 +369,38 @@ async def test_held_symbol_without_a_mark_is_read_before_valuing() -> None:
     runner = rig.runner({"AAPL": 100, "MSFT": 100}, marked=False)
     marked = rig.runner({"AAPL": 100, "MSFT": 100})
 
-    await rig.watch.on_prices({"AAPL": Decimal("99")})
-    await rig.watch.on_prices({"AAPL": Decimal("98")})
+    assert await rig.watch.on_prices({"AAPL": Decimal("99")}) == 1  # never valued: checked
+    assert await rig.watch.on_prices({"AAPL": Decimal("94")}) == 2
 
     assert rig.prices.asked == [["MSFT"]]  # once, for the runner that had no mark
-    assert runner.last_prices == {"AAPL": Decimal("98"), "MSFT": Decimal("100")}
-    assert marked.last_prices == {"AAPL": Decimal("98"), "MSFT": Decimal("100")}
+    assert runner.last_prices == {"AAPL": Decimal("94"), "MSFT": Decimal("100")}
+    assert marked.last_prices == {"AAPL": Decimal("94"), "MSFT": Decimal("100")}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    quantity=st.integers(min_value=1, max_value=900),
+    before=st.decimals(min_value=50, max_value=150, places=2),
+    after=st.decimals(min_value=50, max_value=150, places=2),
+    stop=st.sampled_from([None, Decimal("0.01"), Decimal("0.05"), Decimal("0.2")]),
+)
+def test_runner_deemed_quiet_would_get_nothing_from_the_full_step(
+    quantity: int, before: Decimal, after: Decimal, stop: Decimal | None
+) -> None:
+    rig = Rig()
+    runner = rig.runner({"AAPL": quantity, "MSFT": 50}, stop=stop)
+    runner.monitor({"AAPL": before, "MSFT": Decimal(100)}, Outbox())  # the state `before` left
+    blocked, halted = dict(runner.risk.stops.stopped_out), runner.risk.halted
+
+    if may_act(runner, {"AAPL": after}, rig.worker.clock.now().timestamp()):
+        return
+    out = Outbox()
+    intents = runner.monitor({"AAPL": after}, out)
+
+    assert intents == []
+    assert out.risk_rows == []
+    assert out.events == []
+    assert (runner.risk.stops.stopped_out, runner.risk.halted) == (blocked, halted)
 
 
 async def test_stopped_execution_is_not_checked() -> None:
