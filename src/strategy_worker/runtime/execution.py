@@ -176,8 +176,15 @@ class ExecutionRunner:
         return StateWrite(execution_id=self.execution_id, state=self.state(), fence=self.fence)
 
     def valuate(self, prices: Mapping[str, Decimal]) -> Valuation:
-        """Value the portfolio at the freshest known marks (and remember them)."""
-        self.last_prices.update(prices)
+        """Value the portfolio at the freshest known marks (and remember them).
+
+        Only this execution's own symbols are kept: the monitor passes one shared map of
+        every symbol, and 10,000 executions each copying it would not fit in memory."""
+        marks = self.last_prices
+        for symbol in (*self.info.targets, *self.portfolio.positions):
+            price = prices.get(symbol)
+            if price is not None:
+                marks[symbol] = price
         self.last_valuation = self.portfolio.valuation(self.last_prices)
         return self.last_valuation
 
