@@ -400,6 +400,11 @@ class Store(Protocol):
         `owner_id` holds, or of all executions when both are None."""
         ...
 
+    async def update_execution_states(self, writes: Sequence[StateWrite]) -> set[uuid.UUID]:
+        """`update_execution_state` for a batch in one statement; returns the ids whose
+        fence did not hold (or that do not exist): nothing was written for those."""
+        ...
+
     async def record_order_reports(
         self,
         *,

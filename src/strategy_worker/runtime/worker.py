@@ -41,6 +41,7 @@ from strategy_worker.store import (
 )
 
 _log = get_logger(__name__)
+_STATE_BATCH = 500  # quiet runners whose states are written together (and locks held)
 
 
 class RuntimeClock(Protocol):
@@ -399,8 +400,14 @@ class Worker:
         symbols = sorted({s for r in runners for s in r.info.symbols} | self._held(runners))
         prices = await self.prices.get_prices(symbols)
         snapshots: list[SnapshotRecord] = []
-        for runner in runners:
-            await self.guard(runner, self._monitor_one(runner, prices, snapshots))
+        quiet: list[ExecutionRunner] = []
+        try:
+            for runner in runners:
+                await self.guard(runner, self._monitor_one(runner, prices, snapshots, quiet))
+                if len(quiet) >= _STATE_BATCH:
+                    await self._write_quiet(quiet)
+        finally:
+            await self._write_quiet(quiet)
         if snapshots:
             with contextlib.suppress(StoreError):
                 await self.store.insert_snapshots(snapshots)
@@ -416,17 +423,56 @@ class Worker:
         return {s for r in runners for s in r.portfolio.positions}
 
     async def _monitor_one(
-        self, runner: ExecutionRunner, prices: Any, snapshots: list[Any]
+        self,
+        runner: ExecutionRunner,
+        prices: Any,
+        snapshots: list[Any],
+        quiet: list[ExecutionRunner],
     ) -> None:
-        async with runner.lock:
+        await runner.lock.acquire()
+        try:
             out = Outbox()
             intents = runner.monitor(prices, out)
+            if not intents and not out.events and not out.risk_rows:
+                # Nothing happened but new marks: its state joins one batched write, and
+                # its lock is held until then so no newer state can be overwritten.
+                snapshots.append(runner.snapshot())
+                quiet.append(runner)
+                return
             await runner.record_and_submit(intents, out)
             await self.store.update_execution_state(
                 runner.execution_id, runner.state(), fence=runner.fence
             )
             snapshots.append(runner.snapshot())
             await runner.flush(out)
+        except BaseException:
+            runner.lock.release()
+            raise
+        runner.lock.release()
+
+    async def _write_quiet(self, quiet: list[ExecutionRunner]) -> None:
+        """Write the states of quiet runners in one statement, then release their locks."""
+        if not quiet:
+            return
+        batch = list(quiet)
+        quiet.clear()
+        try:
+            lost = await self.store.update_execution_states([r.state_write() for r in batch])
+        except StoreError as exc:
+            if exc.retryable:
+                _log.warning("store unavailable; executions will be reloaded", error=str(exc))
+            else:
+                _log.error("state write failed; executions will be reloaded", error=str(exc))
+            # Memory may be ahead of the store: reload them from the store and the OMS.
+            for runner in batch:
+                runner.dirty = True
+            lost = set()
+        finally:
+            for runner in batch:
+                runner.lock.release()
+        for execution_id in lost:
+            _log.warning("lease lost; execution dropped", execution_id=str(execution_id))
+            self.runners.pop(execution_id, None)
 
     async def rebalance_cycle(self) -> None:
         """Every rebalance_interval: bring drifted executions back to their targets."""

@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from strategy_worker.adapters.postgres.repository import PostgresStore
-from strategy_worker.store import ExecutionDraft
+from strategy_worker.store import ExecutionDraft, Fence, StateWrite
 
-from .factories import intent, new_execution
+from .factories import busy_state, intent, new_execution
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,43 @@ async def test_two_workers_creating_overlapping_batches_in_any_order_create_each
         assert results[0].isdisjoint(results[1])
         assert results[0] | results[1] == {d.execution.execution_id for d in drafts}
         assert await _orders_of(raw_conn, drafts) == 12
+
+
+async def test_update_execution_states_writes_exactly_and_reports_fenced_out_ids(
+    store: PostgresStore,
+) -> None:
+    # Arrange: two executions owned by "w1", a third whose fence is stale, a fourth unknown.
+    drafts = _drafts(3)
+    await store.create_executions(drafts, owner_id="w1", lease_seconds=60)
+    ids = [d.execution.execution_id for d in drafts]
+    good = Fence(owner_id="w1", epoch=1)
+    stale = Fence(owner_id="w1", epoch=7)
+    unknown = new_execution().execution_id
+    state = busy_state()
+    writes = [
+        StateWrite(execution_id=ids[0], state=state, fence=good),
+        StateWrite(execution_id=ids[1], state=state, fence=None),
+        StateWrite(execution_id=ids[2], state=state, fence=stale),
+        StateWrite(execution_id=unknown, state=state, fence=good),
+    ]
+
+    # Act
+    not_written = await store.update_execution_states(writes)
+
+    # Assert: the fenced-out and the unknown ones are reported; the others are stored
+    # exactly as the one-at-a-time write stores them (JSONB decimals as their text).
+    assert not_written == {ids[2], unknown}
+    reference = _drafts(1)[0].execution
+    await store.create_execution(reference)
+    await store.update_execution_state(reference.execution_id, state, fence=None)
+    expected = await store.get_execution(reference.execution_id)
+    assert expected is not None
+    for execution_id in ids[:2]:
+        loaded = await store.get_execution(execution_id)
+        assert loaded is not None
+        assert loaded.state == expected.state
+        assert loaded.state.cash == state.cash
+    untouched = await store.get_execution(ids[2])
+    assert untouched is not None
+    assert untouched.state == drafts[2].execution.state
+    assert await store.update_execution_states([]) == set()

@@ -40,6 +40,7 @@ from strategy_worker.store import (
     Fence,
     RiskEventRecord,
     SnapshotRecord,
+    StateWrite,
 )
 
 CAPITAL = Decimal("100000")
@@ -72,6 +73,10 @@ class FakeStore:
         self, execution_id: uuid.UUID, state: ExecutionState, *, fence: Fence | None
     ) -> None:
         self.state_writes.append(execution_id)
+
+    async def update_execution_states(self, writes: Sequence[StateWrite]) -> set[uuid.UUID]:
+        self.state_writes.extend(w.execution_id for w in writes)
+        return set()
 
     async def insert_risk_events(self, events: Sequence[RiskEventRecord]) -> None:
         self.risk_rows.extend(events)

@@ -292,6 +292,26 @@ class PostgresStore:
         async with self._conn("update_execution_state") as conn:
             await self._write_state(conn, execution_id, state, fence)
 
+    async def update_execution_states(self, writes: Sequence[StateWrite]) -> set[uuid.UUID]:
+        """Many fenced state writes in one statement; returns the ids NOT written (lease
+        lost or execution gone), for the caller to treat as `update_execution_state` would."""
+        if not writes:
+            return set()
+        params = [R.state_params(w.state) for w in writes]
+        columns = list(zip(*params, strict=True))
+        positions = [jsoncodec.dumps(value) for value in columns[1]]
+        async with self._conn("update_execution_states") as conn:
+            rows = await conn.fetch(
+                Q.UPDATE_STATES,
+                [w.execution_id for w in writes],
+                list(columns[0]),
+                positions,
+                *(list(column) for column in columns[2:]),
+                [w.fence.owner_id if w.fence else None for w in writes],
+                [w.fence.epoch if w.fence else None for w in writes],
+            )
+        return {w.execution_id for w in writes} - {r["execution_id"] for r in rows}
+
     async def _write_state(
         self,
         conn: asyncpg.Connection,

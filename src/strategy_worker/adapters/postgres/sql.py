@@ -39,6 +39,28 @@ WHERE execution_id = $1
 RETURNING execution_id
 """
 
+# One statement for a batch of fenced state writes (the monitor's per-cycle writes).
+UPDATE_STATES = """
+UPDATE strategy_executions AS e SET
+    status = u.status, positions = u.positions::jsonb, cash = u.cash, fees = u.fees,
+    realized_pnl = u.realized_pnl, unrealized_pnl = u.unrealized_pnl,
+    total_pnl = u.total_pnl, total_trades = u.total_trades,
+    winning_trades = u.winning_trades, losing_trades = u.losing_trades,
+    trading_state = u.trading_state, trading_day = u.trading_day,
+    day_start_equity = u.day_start_equity, stop_reason = u.stop_reason,
+    stopped_at = u.stopped_at, updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
+            $6::numeric[], $7::numeric[], $8::numeric[], $9::integer[], $10::integer[],
+            $11::integer[], $12::text[], $13::date[], $14::numeric[], $15::text[],
+            $16::timestamptz[], $17::text[], $18::bigint[])
+    AS u(execution_id, status, positions, cash, fees, realized_pnl, unrealized_pnl,
+         total_pnl, total_trades, winning_trades, losing_trades, trading_state,
+         trading_day, day_start_equity, stop_reason, stopped_at, owner_id, lease_epoch)
+WHERE e.execution_id = u.execution_id
+  AND (u.owner_id IS NULL OR (e.owner_id = u.owner_id AND e.lease_epoch = u.lease_epoch))
+RETURNING e.execution_id
+"""
+
 ADVANCE_INTENT_SEQ = """
 UPDATE strategy_executions
 SET next_intent_seq = GREATEST(next_intent_seq, $2), updated_at = now()
