@@ -169,6 +169,9 @@ class PaperVenue:
         self._rules = rules
         self._rng = random.Random(seed)
         self._orders: dict[str, SimOrder] = {}
+        # Orders by execution, in arrival order: reconciliation asks per execution, and a
+        # scan of every order per question made 10,000 executions quadratic.
+        self._by_execution: dict[uuid.UUID, list[SimOrder]] = {}
         self._by_oms_id: dict[str, SimOrder] = {}
         self._working: dict[str, list[SimOrder]] = {}
         self._reports: list[VenueReport] = []
@@ -201,12 +204,12 @@ class PaperVenue:
     def orders(
         self, *, execution_id: uuid.UUID | None = None, status: OrderStatus | None = None
     ) -> list[SimOrder]:
-        return [
-            o
-            for o in self._orders.values()
-            if (execution_id is None or o.request.execution_id == execution_id)
-            and (status is None or o.status is status)
-        ]
+        pool = (
+            self._orders.values()
+            if execution_id is None
+            else self._by_execution.get(execution_id, ())
+        )
+        return [o for o in pool if status is None or o.status is status]
 
     def working_symbols(self) -> list[str]:
         return [sym for sym, orders in self._working.items() if orders]
@@ -243,6 +246,7 @@ class PaperVenue:
             updated_at=now,
         )
         self._orders[request.client_order_id] = order
+        self._by_execution.setdefault(request.execution_id, []).append(order)
         self._by_oms_id[order.oms_order_id] = order
         if self._rules.rejection_rate > 0 and self._rng.random() < self._rules.rejection_rate:
             self._finish(order, OrderStatus.REJECTED, ReportType.REJECTED, "SIMULATED_REJECT", now)
