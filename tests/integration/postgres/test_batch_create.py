@@ -134,3 +134,28 @@ async def test_update_execution_states_writes_exactly_and_reports_fenced_out_ids
     assert untouched is not None
     assert untouched.state == drafts[2].execution.state
     assert await store.update_execution_states([]) == set()
+
+
+async def test_batched_state_writes_and_lease_renewals_at_once_never_deadlock(
+    store: PostgresStore, other_store: PostgresStore
+) -> None:
+    # Two many-row writers on the same executions, handed them in opposite orders.
+    drafts = _drafts(200)
+    await store.create_executions(drafts, owner_id="w1", lease_seconds=60)
+    ids = [d.execution.execution_id for d in drafts]
+    fence = Fence(owner_id="w1", epoch=1)
+    writes = [StateWrite(execution_id=i, state=busy_state(), fence=fence) for i in ids]
+    for _ in range(10):
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.update_execution_states(writes),
+                other_store.update_execution_states(list(reversed(writes))),
+                other_store.renew_leases("w1", list(reversed(ids)), lease_seconds=60),
+                store.renew_leases("w1", ids, lease_seconds=60),
+            ),
+            timeout=20,
+        )
+        assert results[0] == set()
+        assert results[1] == set()
+        assert results[2] == set(ids)
+        assert results[3] == set(ids)

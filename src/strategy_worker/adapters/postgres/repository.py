@@ -477,7 +477,8 @@ class PostgresStore:
                     _TERMINAL,
                 )
                 applied = {r["client_order_id"] for r in rows}
-            for write in states:
+            # In execution_id order, as every multi-row writer locks them: no deadlock.
+            for write in sorted(states, key=lambda w: w.execution_id):
                 await self._write_state(conn, write.execution_id, write.state, write.fence)
             if cursor is not None:
                 await conn.execute(Q.SET_REPORT_CURSOR, cursor[0], cursor[1])

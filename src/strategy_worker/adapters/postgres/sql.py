@@ -39,8 +39,25 @@ WHERE execution_id = $1
 RETURNING execution_id
 """
 
+# Statements that update many executions lock their rows in execution_id order first
+# (`locked`), so two of them (a batch of states, a lease renewal) never deadlock.
+
 # One statement for a batch of fenced state writes (the monitor's per-cycle writes).
 UPDATE_STATES = """
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
+            $6::numeric[], $7::numeric[], $8::numeric[], $9::integer[], $10::integer[],
+            $11::integer[], $12::text[], $13::date[], $14::numeric[], $15::text[],
+            $16::timestamptz[], $17::text[], $18::bigint[])
+    AS u(execution_id, status, positions, cash, fees, realized_pnl, unrealized_pnl,
+         total_pnl, total_trades, winning_trades, losing_trades, trading_state,
+         trading_day, day_start_equity, stop_reason, stopped_at, owner_id, lease_epoch)
+), locked AS (
+    SELECT execution_id FROM strategy_executions
+    WHERE execution_id IN (SELECT execution_id FROM u)
+    ORDER BY execution_id
+    FOR UPDATE
+)
 UPDATE strategy_executions AS e SET
     status = u.status, positions = u.positions::jsonb, cash = u.cash, fees = u.fees,
     realized_pnl = u.realized_pnl, unrealized_pnl = u.unrealized_pnl,
@@ -49,14 +66,9 @@ UPDATE strategy_executions AS e SET
     trading_state = u.trading_state, trading_day = u.trading_day,
     day_start_equity = u.day_start_equity, stop_reason = u.stop_reason,
     stopped_at = u.stopped_at, updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
-            $6::numeric[], $7::numeric[], $8::numeric[], $9::integer[], $10::integer[],
-            $11::integer[], $12::text[], $13::date[], $14::numeric[], $15::text[],
-            $16::timestamptz[], $17::text[], $18::bigint[])
-    AS u(execution_id, status, positions, cash, fees, realized_pnl, unrealized_pnl,
-         total_pnl, total_trades, winning_trades, losing_trades, trading_state,
-         trading_day, day_start_equity, stop_reason, stopped_at, owner_id, lease_epoch)
+FROM u
 WHERE e.execution_id = u.execution_id
+  AND e.execution_id IN (SELECT execution_id FROM locked)
   AND (u.owner_id IS NULL OR (e.owner_id = u.owner_id AND e.lease_epoch = u.lease_epoch))
 RETURNING e.execution_id
 """
@@ -190,15 +202,27 @@ RETURNING e.*
 """
 
 RENEW_LEASES = """
+WITH locked AS (
+    SELECT execution_id FROM strategy_executions
+    WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
+    ORDER BY execution_id
+    FOR UPDATE
+)
 UPDATE strategy_executions
 SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now()
-WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
+WHERE owner_id = $1 AND execution_id IN (SELECT execution_id FROM locked)
 RETURNING execution_id
 """
 
 RELEASE_EXECUTIONS = """
+WITH locked AS (
+    SELECT execution_id FROM strategy_executions
+    WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
+    ORDER BY execution_id
+    FOR UPDATE
+)
 UPDATE strategy_executions SET owner_id = NULL, lease_expires_at = NULL
-WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
+WHERE owner_id = $1 AND execution_id IN (SELECT execution_id FROM locked)
 RETURNING execution_id
 """
 
