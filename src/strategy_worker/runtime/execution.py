@@ -405,7 +405,7 @@ class ExecutionRunner:
                 try:
                     self.portfolio.apply_fill(update.fill)
                 except DomainError as exc:
-                    self._anomaly(f"fill {fill.fill_id} cannot be booked: {exc}", out)
+                    self.anomaly(f"fill {fill.fill_id} cannot be booked: {exc}", out)
                     continue
                 new_fills.append(FillRecord(fill=update.fill))
                 out.events.append(
@@ -450,7 +450,7 @@ class ExecutionRunner:
             cursor=cursor,
         )
 
-    def _anomaly(self, text: str, out: Outbox) -> None:
+    def anomaly(self, text: str, out: Outbox) -> None:
         """Something we cannot explain: trade only to reduce risk until an operator looks."""
         _log.error("execution anomaly", execution_id=str(self.execution_id), detail=text)
         self.risk.enter_reducing(text)

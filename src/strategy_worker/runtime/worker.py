@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.orders import ExecutionReport, Side
+from strategy_worker.domain.orders import Side
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
@@ -30,6 +30,7 @@ from strategy_worker.runtime.execution import ExecutionRunner
 from strategy_worker.runtime.facts import Outbox
 from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, seconds_since
 from strategy_worker.runtime.price_watch import PriceWatch
+from strategy_worker.runtime.reconcile import Reconciler
 from strategy_worker.runtime.restore import runner_from_record
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
@@ -85,8 +86,8 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._report_cursor = f"oms-reports:{settings.owner_id}"
         self.controls = ControlDesk(self)
+        self.reconciler = Reconciler(self)
         self.last_loop_error: BaseException | None = None
 
     # ------------------------------------------------------------------ worker view
@@ -121,7 +122,7 @@ class Worker:
             self._loop("rebalance", s.rebalance_interval, self.rebalance_cycle),
             self._loop("leases", s.heartbeat, self.lease_cycle, clock_time=False),
             self._loop("reconcile", s.reconcile_interval, self.reconcile_cycle),
-            asyncio.create_task(self._report_pump(), name="oms-reports"),
+            asyncio.create_task(self.reconciler.pump(), name="oms-reports"),
         ]
         if self.price_feed is not None:
             watch = PriceWatch(self, self.price_feed)
@@ -591,77 +592,9 @@ class Worker:
                 await self.resume(record)
 
     async def reconcile(self, runner: ExecutionRunner) -> None:
-        """Ask the OMS about every order of the execution: record fills we missed, resubmit
-        (same client order id) only what the OMS has never heard of, and compare positions."""
-        views = await self.oms.list_orders(runner.execution_id)
-        known = {v.client_order_id for v in views}
-        async with runner.lock:
-            out = Outbox()
-            await runner.apply_views(views, out)
-            unknown = [
-                o.intent
-                for o in runner.open_orders
-                if o.client_order_id not in known and not o.oms_order_id
-            ]
-            if unknown:
-                _log.info("resubmitting orders the OMS never saw", orders=len(unknown))
-                await runner.submit(unknown, out)
-            if not runner.open_orders:
-                await self._compare_positions(runner, out)
-            await runner.flush(out)
-
-    async def _compare_positions(self, runner: ExecutionRunner, out: Outbox) -> None:
-        remote = await self.oms.get_positions(runner.execution_id)
-        local = {s: p.quantity for s, p in runner.portfolio.positions.items()}
-        unexplained = False
-        for symbol in sorted(set(remote) | set(local)):
-            diff = local.get(symbol, ZERO) - remote.get(symbol, ZERO)
-            self.metrics.set_position_difference(str(runner.execution_id), symbol, diff)
-            unexplained = unexplained or diff != 0
-        if unexplained:
-            runner._anomaly("local positions differ from the OMS's", out)
+        """Ask the OMS about every order of the execution (see `Reconciler.reconcile`)."""
+        await self.reconciler.reconcile(runner)
 
     async def reconcile_cycle(self) -> None:
-        for runner in [r for r in self.runners.values() if r.running and not r.dirty]:
-            await self.guard(runner, self.reconcile(runner))
-
-    # ------------------------------------------------------------------ reports
-
-    async def _report_pump(self) -> None:
-        """Execution reports from the OMS stream, applied per execution in batches."""
-        cursor = await self.store.get_report_cursor(self._report_cursor)
-        queue: asyncio.Queue[ExecutionReport] = asyncio.Queue()
-
-        async def pull() -> None:
-            async for report in self.oms.reports(from_seq=cursor):
-                await queue.put(report)
-
-        puller = asyncio.create_task(pull(), name="oms-reports-pull")
-        try:
-            while True:
-                batch = [await queue.get()]
-                while not queue.empty() and len(batch) < 1000:
-                    batch.append(queue.get_nowait())
-                await self.apply_reports(batch)
-        finally:
-            puller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await puller
-
-    async def apply_reports(self, batch: list[ExecutionReport]) -> None:
-        grouped: dict[uuid.UUID, list[ExecutionReport]] = {}
-        for report in batch:
-            grouped.setdefault(report.execution_id, []).append(report)
-        for execution_id, reports in grouped.items():
-            runner = self.runners.get(execution_id)
-            if runner is None or runner.dirty:
-                continue
-            await self.guard(runner, self._apply_reports(runner, reports))
-        with contextlib.suppress(StoreError):
-            await self.store.set_report_cursor(self._report_cursor, batch[-1].seq)
-
-    async def _apply_reports(self, runner: ExecutionRunner, reports: list[ExecutionReport]) -> None:
-        async with runner.lock:
-            out = Outbox()
-            await runner.apply_reports(reports, out, cursor=None)
-            await runner.flush(out)
+        """Every reconcile_interval: reconcile each running execution with the OMS."""
+        await self.reconciler.cycle()
