@@ -64,6 +64,22 @@ class WorkerMetrics:
             ["reason"],
             registry=registry,
         )
+        # Events out (the buffer in front of Kafka).
+        self.events_pending = Gauge(
+            "strategy_events_pending",
+            "Execution events queued for Kafka and not yet acknowledged",
+            registry=registry,
+        )
+        self.event_publish_failures = Counter(
+            "strategy_event_publish_failures_total",
+            "Attempts to publish queued events that failed and will be retried",
+            registry=registry,
+        )
+        self.events_dropped = Counter(
+            "strategy_events_dropped_total",
+            "Events Kafka refused for good (never retried), each logged",
+            registry=registry,
+        )
         # Latencies.
         self.publish_to_order_seconds = Histogram(
             "strategy_publish_to_order_seconds",

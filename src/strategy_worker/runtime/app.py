@@ -16,11 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from strategy_worker.adapters.http import HttpServer
 from strategy_worker.adapters.kafka.consumer import ConsumedRecord, KafkaRecordConsumer
-from strategy_worker.adapters.kafka.producer import (
-    KafkaDeadLetterPublisher,
-    KafkaEventPublisher,
-    KafkaProducer,
-)
+from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
+from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher, KafkaProducer
 from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore, migrate
@@ -76,7 +73,10 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
     producer = KafkaProducer(config.kafka)
     await producer.start()
     topics = config.kafka.topics
-    events = KafkaEventPublisher(producer, topic=topics.execution, metrics=metrics)
+    # Executions never wait for Kafka: events are queued in order and published behind,
+    # retried while the broker is away (see adapters/kafka/event_buffer.py).
+    events = BufferedEventPublisher(producer, topic=topics.execution, metrics=metrics)
+    events.start()
     # Each dead letter is counted once: the worker counts the ones it rejects itself, this
     # sink's metrics count those the consumer writes unread (oversized, tombstone, failure).
     dead_letters = KafkaDeadLetterPublisher(
@@ -146,6 +146,7 @@ async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None)
         await consumer.stop_consuming()
         await worker.shutdown()
         await consumer.stop()
+        await events.close(within_s=min(10.0, settings.grace_period))
         await producer.stop()
         await oms.close()
         if feed is not None:

@@ -8,6 +8,7 @@ from strategy_worker.adapters.kafka.consumer import (
     RecordHandler,
     is_retryable,
 )
+from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
 from strategy_worker.adapters.kafka.producer import (
     KafkaDeadLetterPublisher,
     KafkaEventPublisher,
@@ -17,6 +18,7 @@ from strategy_worker.adapters.kafka.producer import (
 from strategy_worker.adapters.kafka.security import client_kwargs, ssl_context
 
 __all__ = [
+    "BufferedEventPublisher",
     "ConsumedRecord",
     "KafkaDeadLetterPublisher",
     "KafkaEventPublisher",

@@ -129,7 +129,8 @@ def event_id(payload: bytes) -> str:
     return str(uuid.uuid5(NAMESPACE, hashlib.sha256(payload).hexdigest()))
 
 
-def _event_record(event: Mapping[str, object]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def event_record(event: Mapping[str, object]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An event's Kafka value and headers (its type, and its content-derived id)."""
     payload = encode_event(event)
     headers = [
         ("event-type", str(event.get("type", "")).encode()),
@@ -149,12 +150,12 @@ class KafkaEventPublisher:
         self._metrics = metrics
 
     async def publish(self, key: str, event: Mapping[str, object]) -> None:
-        payload, headers = _event_record(event)
+        payload, headers = event_record(event)
         await self._producer.send(self._topic, payload, key=key.encode(), headers=headers)
 
     async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
         encoded = key.encode()
-        records = [(*_event_record(event), encoded) for event in events]
+        records = [(*event_record(event), encoded) for event in events]
         await self._producer.send_batch(
             self._topic, [(payload, k, headers) for payload, headers, k in records]
         )
