@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from .servers import ENV_FILE, HOW_TO, PostgresControl, load_services_env
+from .servers import ENV_FILE, HOW_TO, PostgresControl, SharedKafka, load_services_env
 
 
 def _require_answering(var: str, host: str, port: int, source: str) -> None:
@@ -182,3 +182,20 @@ def postgres_control(fault_postgres: PostgresControl) -> Iterator[PostgresContro
     yield fault_postgres
     if fault_postgres.pid is None:
         fault_postgres.start()
+
+
+@pytest.fixture
+async def kafka_control(kafka_bootstrap: str) -> AsyncIterator[SharedKafka]:
+    """The harness's Kafka broker, which the test may stop and start; running again when the
+    test ends, whatever happened. Skipped only when the broker was given from outside."""
+    if not SharedKafka.managed_here():
+        pytest.skip(
+            f"Kafka at {kafka_bootstrap} was not started by this checkout's harness; "
+            "a test must not stop a broker it does not own"
+        )
+    control = SharedKafka()
+    try:
+        yield control
+    finally:
+        if not control.running():
+            await control.astart()

@@ -112,6 +112,36 @@ class PostgresControl:
         await _aservices("instance", "restart", self.name)
 
 
+class SharedKafka:
+    """The harness's own Kafka broker, stopped and started in place (same port and data).
+
+    Unlike PostgreSQL there is no private broker: a test that stops it must start it again
+    (the `kafka_control` fixture does, whatever happens) before other tests need it.
+    """
+
+    async def astop(self) -> None:
+        await _aservices("stop", "kafka")
+
+    async def astart(self) -> None:
+        """Returns once the broker answers metadata requests again."""
+        await _aservices("start", "kafka")
+
+    @staticmethod
+    def managed_here() -> bool:
+        """True when this checkout's harness started the broker (so it may stop it)."""
+        values = read_env_file(ENV_FILE) if ENV_FILE.exists() else {}
+        return bool(values.get("KAFKA_PID_FILE"))
+
+    @staticmethod
+    def running() -> bool:
+        values = read_env_file(ENV_FILE) if ENV_FILE.exists() else {}
+        try:
+            os.kill(int(Path(values["KAFKA_PID_FILE"]).read_text().split()[0]), 0)
+        except (KeyError, OSError, ValueError, IndexError):
+            return False
+        return True
+
+
 def _services(*args: str) -> str:
     """Run scripts/services.sh ARGS; its stdout, or an AssertionError with all its output."""
     proc = subprocess.run(
