@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -60,6 +61,45 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
+# Libraries that log the same line every 100 ms while a server is away (aiokafka retries).
+_CHATTY = ("aiokafka", "kafka", "asyncio")
+REPEAT_WINDOW_S = 30.0
+
+
+class RepeatFilter(logging.Filter):
+    """Let a library's line through once per window, however often it repeats.
+
+    aiokafka logs "Unable connect to node" ten times a second while the broker is down; at
+    3 a.m. the first line and a count say as much as thousands. Lines are the same when the
+    logger, level and message template (before its arguments) are; the first line after a
+    window carries `repeats_suppressed`, how many were held back.
+    """
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_CHATTY):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if len(self._seen) > 1000:  # bounded: templates are few, but never trust that
+            self._seen.clear()
+        if last is not None and last[1]:
+            record.repeats_suppressed = last[1]
+        self._seen[key] = (now, 0)
+        return True
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -87,13 +127,14 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries: their INFO is connection noise; warnings still come through.
-    for name in ("aiokafka", "kafka", "asyncio"):
+    for name in _CHATTY:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
     structlog.configure(

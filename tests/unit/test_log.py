@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from strategy_worker.log import bind_execution, configure_logging, get_logger, redact_text
+from strategy_worker.log import (
+    RepeatFilter,
+    bind_execution,
+    configure_logging,
+    get_logger,
+    redact_text,
+)
 
 
 @pytest.fixture
@@ -80,3 +86,37 @@ def test_redact_text_keeps_user_and_host() -> None:
         redact_text("postgresql://app:s3cret@db:5432/aipx") == "postgresql://app:***@db:5432/aipx"
     )
     assert redact_text("no url here") == "no url here"
+
+
+def test_library_line_repeated_within_window_then_logged_once_with_count(
+    stream: io.StringIO,
+) -> None:
+    library = logging.getLogger("aiokafka")
+    for port in range(500):
+        library.error("Unable connect to node with id %s: %s", 1, f"refused {port}")
+    get_logger("sw.test").error("our own line")
+    get_logger("sw.test").error("our own line")
+
+    events = [line["event"] for line in lines(stream)]
+    assert events == [
+        "Unable connect to node with id 1: refused 0",
+        "our own line",
+        "our own line",
+    ]
+
+
+def test_repeat_filter_when_window_passed_then_line_carries_suppressed_count() -> None:
+    now = [0.0]
+    repeats = RepeatFilter(window_s=30.0, clock=lambda: now[0])
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, text, (), None)
+
+    passed = [repeats.filter(record("node down")) for _ in range(4)]
+    now[0] = 31.0
+    late = record("node down")
+
+    assert passed == [True, False, False, False]
+    assert repeats.filter(late)
+    assert getattr(late, "repeats_suppressed", None) == 3
+    assert repeats.filter(record("another template"))
