@@ -256,7 +256,13 @@ def _ts(timestamp: Any) -> float:
 
 
 async def bench_latency(
-    services: Services, *, rate: float, seconds: float, partitions: int, tag: str
+    services: Services,
+    *,
+    rate: float,
+    seconds: float,
+    partitions: int,
+    tag: str,
+    profile_path: Path | None = None,
 ) -> dict[str, Any]:
     """Publish at a steady rate into a warmed-up worker; latency = OMS created_at of an
     execution's first order minus our send time (same host clock; send = just before the
@@ -266,7 +272,9 @@ async def bench_latency(
     payloads = _strategies(n + 5, universe, seed=23)
     warm, timed = payloads[:5], payloads[5:]
     result: dict[str, Any] = {"rate": rate, "seconds": seconds, "strategies": n}
-    async with phase(services, tag, universe, partitions=partitions) as ph:
+    async with phase(
+        services, tag, universe, partitions=partitions, profile_path=profile_path
+    ) as ph:
         assert ph.worker is not None
         await ph.publish(warm)
         await ph.wait_filled(len(warm), stall_s=90)

@@ -148,6 +148,23 @@ async def _run(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any]) 
                 partitions=args.partitions,
                 tag=f"{tag}l{rate:g}",
             )
+        if args.profile:
+            rate = max(sizes.latency_rates)
+            print(f"latency: {rate:g} strategies/s under cProfile ...", flush=True)
+            path = RESULTS / f"{tag}-latency.pstats"
+            results["latency"]["profile"] = await pipeline.bench_latency(
+                services,
+                rate=rate,
+                seconds=sizes.latency_seconds,
+                partitions=args.partitions,
+                tag=f"{tag}lp",
+                profile_path=path,
+            )
+            import profile_report
+
+            summary = profile_report.summarise(str(path), top=30)
+            results["latency"]["profile"]["summary"] = summary
+            print(profile_report.render(summary), flush=True)
     if "stoploss" in only:
         import pipeline
 

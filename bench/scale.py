@@ -62,11 +62,8 @@ async def _timed(body: Callable[[], Awaitable[None]]) -> dict[str, float]:
 async def _scale(
     config_data: dict[str, Any], executions: int, idle_window_s: float
 ) -> dict[str, Any]:
-    from strategy_worker.adapters.kafka.producer import (
-        KafkaDeadLetterPublisher,
-        KafkaEventPublisher,
-        KafkaProducer,
-    )
+    from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
+    from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher, KafkaProducer
     from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
     from strategy_worker.adapters.postgres import PostgresStore, migrate
     from strategy_worker.adapters.redis_prices import RedisPriceSource
@@ -89,12 +86,14 @@ async def _scale(
     producer = KafkaProducer(config.kafka)
     await producer.start()
     topics = config.kafka.topics
+    events = BufferedEventPublisher(producer, topic=topics.execution, metrics=metrics)
+    events.start()
     worker = Worker(
         settings=settings,
         store=store,
         oms=oms,
         prices=prices,
-        events=KafkaEventPublisher(producer, topic=topics.execution, metrics=metrics),
+        events=events,
         dead_letters=KafkaDeadLetterPublisher(
             producer, topic=topics.dead_letter, metrics=metrics, worker_id=settings.owner_id
         ),
@@ -243,6 +242,7 @@ async def _scale(
     finally:
         with contextlib.suppress(Exception):
             await worker.shutdown("handover")
+        await events.close()
         await producer.stop()
         await oms.close()
         await prices.close()
