@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
+CURSOR_EVERY_S = 0.5
+"""How often the report cursor is written: it only shortens the replay after a restart
+(reports apply idempotently: fills by id), so one write per pump batch was waste."""
+
 
 class Reconciler:
     """Reconciliation and OMS reports for one worker's executions."""
@@ -28,6 +33,9 @@ class Reconciler:
     def __init__(self, worker: Worker) -> None:
         self._w = worker
         self._cursor = f"oms-reports:{worker.settings.owner_id}"
+        self._seq_seen: int | None = None
+        self._seq_written: int | None = None
+        self._written_at = 0.0
 
     async def reconcile(self, runner: ExecutionRunner) -> None:
         """Ask the OMS about every order of the execution: record fills we missed, resubmit
@@ -85,6 +93,8 @@ class Reconciler:
             puller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await puller
+            with contextlib.suppress(StoreError):
+                await asyncio.shield(self._write_cursor())
 
     async def apply_reports(self, batch: list[ExecutionReport]) -> None:
         """Apply a batch per execution (fills exactly once by id), then advance the cursor."""
@@ -96,8 +106,18 @@ class Reconciler:
             if runner is None or runner.dirty:
                 continue
             await self._w.guard(runner, self._apply_reports(runner, reports))
-        with contextlib.suppress(StoreError):
-            await self._w.store.set_report_cursor(self._cursor, batch[-1].seq)
+        self._seq_seen = batch[-1].seq
+        if time.monotonic() - self._written_at >= CURSOR_EVERY_S:
+            with contextlib.suppress(StoreError):
+                await self._write_cursor()
+
+    async def _write_cursor(self) -> None:
+        seq = self._seq_seen
+        if seq is None or seq == self._seq_written:
+            return
+        self._written_at = time.monotonic()
+        await self._w.store.set_report_cursor(self._cursor, seq)
+        self._seq_written = seq
 
     async def _apply_reports(self, runner: ExecutionRunner, reports: list[ExecutionReport]) -> None:
         async with runner.lock:
