@@ -64,6 +64,66 @@ class Services:
             ) from None
 
 
+PG_PID_FILE: str | None = None
+"""The PostgreSQL whose CPU is counted, when not the shared cluster's (see durable_postgres)."""
+
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""What production runs with. The shared test cluster turns all three off (throwaway data),
+which would flatter every figure that includes a commit."""
+
+
+@contextlib.contextmanager
+def durable_postgres(services: Services) -> Iterator[tuple[Services, dict[str, str]]]:
+    """A private PostgreSQL (`scripts/services.sh instance`) switched to durable commits:
+    yields the services pointing at it and the settings it reports; removed afterwards."""
+    import subprocess
+
+    name = f"pg-bench-{os.getpid()}"
+    script = str(ROOT / "scripts" / "services.sh")
+
+    def services_sh(*args: str) -> str:
+        proc = subprocess.run(
+            ["bash", script, "instance", *args, name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"services.sh instance {args[0]} {name}: {proc.stderr[-2000:]}")
+        return proc.stdout
+
+    info = json.loads(services_sh("up").strip().splitlines()[-1])
+    global PG_PID_FILE
+    PG_PID_FILE = str(info["pid_file"])  # CPU accounting follows the instance
+    try:
+        shown = asyncio.run(_make_durable(str(info["admin_url"])))
+        yield (
+            Services(str(info["url"]), services.redis_url, services.kafka),
+            shown,
+        )
+    finally:
+        PG_PID_FILE = None
+        services_sh("down")
+
+
+async def _make_durable(admin_url: str) -> dict[str, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for name, value in DURABLE_SETTINGS.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+        await conn.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(0.5)  # the reload is asynchronous
+        shown = {name: await conn.fetchval(f"SHOW {name}") for name in DURABLE_SETTINGS}
+    finally:
+        await conn.close()
+    if shown != DURABLE_SETTINGS:
+        raise RuntimeError(f"PostgreSQL did not take the durable settings: {shown}")
+    return shown
+
+
 def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
@@ -486,7 +546,7 @@ def service_pids() -> dict[str, int]:
         ("kafka", "KAFKA_PID_FILE"),
         ("redis", "REDIS_PID_FILE"),
     ):
-        path = env.get(var)
+        path = PG_PID_FILE if name == "postgres" and PG_PID_FILE else env.get(var)
         with contextlib.suppress(OSError, ValueError, IndexError):
             if path:
                 pids[name] = int(Path(path).read_text(encoding="utf-8").split()[0])

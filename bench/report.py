@@ -218,6 +218,8 @@ def render(r: dict[str, Any]) -> str:
         f"git {str(r.get('git', {}).get('commit', ''))[:10]}"
         f"{' +dirty src' if r.get('git', {}).get('dirty') else ''}, "
         f"{r.get('wall_seconds', '?')} s)",
+        "PostgreSQL commits: "
+        + ", ".join(f"{k}={v}" for k, v in (r.get("postgres_settings") or {}).items()),
         f"{'figure':<{width}}  {'value':>22}  {'vs baseline':<28}  target",
     ]
     for name, value, vs, target in rows:

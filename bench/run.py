@@ -92,8 +92,9 @@ def _machine() -> dict[str, Any]:
     }
 
 
-async def _run(args: argparse.Namespace, sizes: Sizes, results: dict[str, Any]) -> None:
-    services = Services.from_env()
+async def _run(
+    args: argparse.Namespace, sizes: Sizes, results: dict[str, Any], services: Services
+) -> None:
     results["services"] = {
         "database": redact(services.database_url),
         "redis": services.redis_url,
@@ -210,6 +211,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="worker config override for every phase, e.g. kafka.producer_linger_ms=0",
     )
+    parser.add_argument(
+        "--pg-durability",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): a private PostgreSQL with fsync/synchronous_commit on, as in "
+        "production; off: the shared test cluster, which runs with both off",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args()
     import harness
@@ -243,8 +251,16 @@ def main() -> None:
     import uvloop
 
     t0 = time.perf_counter()
+    services = Services.from_env()
     try:
-        uvloop.run(_run(args, sizes, results))
+        if args.pg_durability == "on":
+            print("postgres: a private instance with fsync and synchronous_commit on ...")
+            with harness.durable_postgres(services) as (durable, shown):
+                results["postgres_settings"] = shown
+                uvloop.run(_run(args, sizes, results, durable))
+        else:
+            results["postgres_settings"] = {k: "off" for k in harness.DURABLE_SETTINGS}
+            uvloop.run(_run(args, sizes, results, services))
     finally:
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
         from report import render
