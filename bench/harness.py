@@ -66,6 +66,32 @@ class Services:
 
 PG_PID_FILE: str | None = None
 """The PostgreSQL whose CPU is counted, when not the shared cluster's (see durable_postgres)."""
+PG_ADMIN_URL: str | None = None
+
+
+async def settle(quiet_cores: float = 0.25, within_s: float = 30.0) -> float:
+    """Start each phase on a quiet machine: checkpoint the bench's PostgreSQL (a dropped
+    database or the last phase's writes would otherwise be flushed during the next one),
+    then wait until the machine uses under `quiet_cores` for a second. Returns the wait."""
+    import psutil
+
+    started = time.perf_counter()
+    if PG_ADMIN_URL:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+    psutil.cpu_percent(None)
+    while time.perf_counter() - started < within_s:
+        await asyncio.sleep(1.0)
+        busy = psutil.cpu_percent(None) / 100 * (os.cpu_count() or 1)
+        if busy < quiet_cores:
+            break
+    return round(time.perf_counter() - started, 2)
+
 
 DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 """What production runs with. The shared test cluster turns all three off (throwaway data),
@@ -94,8 +120,9 @@ def durable_postgres(services: Services) -> Iterator[tuple[Services, dict[str, s
         return proc.stdout
 
     info = json.loads(services_sh("up").strip().splitlines()[-1])
-    global PG_PID_FILE
+    global PG_PID_FILE, PG_ADMIN_URL
     PG_PID_FILE = str(info["pid_file"])  # CPU accounting follows the instance
+    PG_ADMIN_URL = str(info["admin_url"])
     try:
         shown = asyncio.run(_make_durable(str(info["admin_url"])))
         yield (
@@ -103,7 +130,7 @@ def durable_postgres(services: Services) -> Iterator[tuple[Services, dict[str, s
             shown,
         )
     finally:
-        PG_PID_FILE = None
+        PG_PID_FILE = PG_ADMIN_URL = None
         services_sh("down")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness
 from harness import ROOT, Services, redact
 
 RESULTS = ROOT / "bench" / "results"
@@ -118,11 +119,13 @@ async def _run(
     if "throughput" in only:
         import pipeline
 
+        await harness.settle()
         print(f"throughput: {sizes.strategies} strategies ...", flush=True)
         results["throughput"] = await pipeline.bench_throughput(
             services, sizes.strategies, partitions=args.partitions, tag=f"{tag}t"
         )
         if args.profile:
+            await harness.settle()
             print("throughput under cProfile ...", flush=True)
             results["profile"] = await pipeline.bench_throughput(
                 services,
@@ -141,6 +144,7 @@ async def _run(
 
         results["latency"] = {}
         for rate in sizes.latency_rates:
+            await harness.settle()
             print(f"latency: {rate:g} strategies/s for {sizes.latency_seconds:g} s ...", flush=True)
             results["latency"][f"rate_{rate:g}"] = await pipeline.bench_latency(
                 services,
@@ -151,6 +155,7 @@ async def _run(
             )
         if args.profile:
             rate = max(sizes.latency_rates)
+            await harness.settle()
             print(f"latency: {rate:g} strategies/s under cProfile ...", flush=True)
             path = RESULTS / f"{tag}-latency.pstats"
             results["latency"]["profile"] = await pipeline.bench_latency(
@@ -171,6 +176,7 @@ async def _run(
 
         results["stoploss"] = {}
         for interval in sizes.stop_intervals:
+            await harness.settle()
             print(f"stop-loss: position_check_interval {interval:g} s ...", flush=True)
             results["stoploss"][f"interval_{interval:g}s"] = await pipeline.bench_stoploss(
                 services,
@@ -182,6 +188,7 @@ async def _run(
     if "scale" in only:
         import scale
 
+        await harness.settle()
         print(f"scale: {sizes.executions} executions x 5 symbols ...", flush=True)
         results["scale"] = await scale.bench_scale(
             services,
@@ -220,8 +227,6 @@ def main() -> None:
     )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args()
-    import harness
-
     for item in args.set:
         key, _, value = item.partition("=")
         harness.CONFIG_OVERRIDES[key.strip()] = value.strip()
