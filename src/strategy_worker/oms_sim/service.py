@@ -170,9 +170,11 @@ class OmsSimService(pb_grpc.OrderManagementServiceServicer):
             except ClientOrderIdReusedError as exc:
                 yield _stream_error(cid, grpc.StatusCode.ALREADY_EXISTS, str(exc))
                 continue
-            yield pb.SubmitOrdersResponse(
+            response = pb.SubmitOrdersResponse(
                 client_order_id=cid, order=wire.order_to_pb(order), duplicate=duplicate
             )
+            await self._faults.hold(after_processing=True)
+            yield response
 
     async def StreamExecutionReports(
         self, request: pb.StreamExecutionReportsRequest, context: Context

@@ -91,6 +91,10 @@ class ExecutionRunner:
         self.orders: dict[str, OrderState] = {}
         self.dirty = False
         self.lock = asyncio.Lock()
+        self.first_orders_answered = asyncio.Event()
+        """Clear while the first orders' submit is in flight: OMS reports about them wait,
+        so the answer is applied first (one write, `submitted` before `filled`)."""
+        self.first_orders_answered.set()
         self.last_prices: dict[str, Decimal] = {}
         self.last_valuation: Valuation | None = None
         self.stop_reason: str | None = None

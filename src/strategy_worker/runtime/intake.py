@@ -195,6 +195,7 @@ async def _start(worker: Worker, entry: _Admitted, now: datetime) -> None:
     )
     async with runner.lock:
         # Sent at once; the answers (and their events) wait for this lock, after `started`.
+        runner.first_orders_answered.clear()
         worker.spawn(
             worker.submit_initial(runner, intents, entry.published_at),
             f"submit-{runner.execution_id}",

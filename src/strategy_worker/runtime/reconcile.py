@@ -105,11 +105,23 @@ class Reconciler:
             runner = self._w.runners.get(execution_id)
             if runner is None or runner.dirty:
                 continue
+            if not runner.first_orders_answered.is_set():
+                # The OMS reported on orders whose submit answer is still on its way: apply
+                # the answer first, then these (they usually change nothing then).
+                self._w.spawn(self._apply_after_answer(runner, reports), "reports-deferred")
+                continue
             await self._w.guard(runner, self._apply_reports(runner, reports))
         self._seq_seen = batch[-1].seq
         if time.monotonic() - self._written_at >= CURSOR_EVERY_S:
             with contextlib.suppress(StoreError):
                 await self._write_cursor()
+
+    async def _apply_after_answer(
+        self, runner: ExecutionRunner, reports: list[ExecutionReport]
+    ) -> None:
+        await runner.first_orders_answered.wait()
+        if not runner.dirty and self._w.runners.get(runner.execution_id) is runner:
+            await self._w.guard(runner, self._apply_reports(runner, reports))
 
     async def _write_cursor(self) -> None:
         seq = self._seq_seen

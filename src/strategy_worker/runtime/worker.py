@@ -256,13 +256,16 @@ class Worker:
         # The OMS call needs no lock (the intents are durable, the OMS idempotent on their
         # ids), so the orders leave while the `started` event is still being acknowledged;
         # the answers wait for the lock, hence their events follow `started`.
-        views = await runner.send(intents)
-        if views is None:
-            return
-        async with runner.lock:
-            out = Outbox()
-            await runner.accept(views, out)
-            await runner.flush(out)
+        try:
+            views = await runner.send(intents)
+            if views is None:
+                return
+            async with runner.lock:
+                out = Outbox()
+                await runner.accept(views, out)
+                await runner.flush(out)
+        finally:
+            runner.first_orders_answered.set()
 
     async def reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
         """Dead-letter one message with its reason, counted by code."""
