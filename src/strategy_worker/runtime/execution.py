@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -49,7 +49,6 @@ from strategy_worker.store import (
     ExecutionStatus,
     Fence,
     FillRecord,
-    OrderRecord,
     OrderUpdate,
     RiskEventRecord,
     Severity,
@@ -112,23 +111,6 @@ class ExecutionRunner:
         self._fills_seen = asyncio.Event()
 
     # ------------------------------------------------------------------ construction
-
-    def restore_orders(self, records: Sequence[OrderRecord], fills: Iterable[Fill]) -> None:
-        """Rebuild order states from the store: replaying recorded fills restores the exact
-        filled quantity, notional, fees and the set of fill ids already applied."""
-        by_order: dict[str, list[Fill]] = {}
-        for fill in fills:
-            by_order.setdefault(fill.client_order_id, []).append(fill)
-        for rec in records:
-            state = OrderState(rec.intent)
-            if rec.oms_order_id:
-                state.on_accepted(rec.oms_order_id)
-            for fill in by_order.get(rec.client_order_id, ()):
-                state.on_fill(fill)
-            if rec.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
-                state.status = rec.status
-                state.reason = rec.reason or ""
-            self.orders[rec.client_order_id] = state
 
     @property
     def execution_id(self) -> uuid.UUID:

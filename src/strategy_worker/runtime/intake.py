@@ -197,7 +197,7 @@ async def _start(worker: Worker, entry: _Admitted, now: datetime) -> None:
         # Sent at once; the answers (and their events) wait for this lock, after `started`.
         runner.first_orders_answered.clear()
         worker.spawn(
-            worker.submit_initial(runner, intents, entry.published_at),
+            _submit_first(worker, runner, intents, entry.published_at),
             f"submit-{runner.execution_id}",
         )
         await runner.flush(entry.out)
@@ -207,6 +207,32 @@ async def _start(worker: Worker, entry: _Admitted, now: datetime) -> None:
         strategy_id=str(entry.strategy.strategy_id),
         orders=len(intents),
     )
+
+
+async def _submit_first(
+    worker: Worker, runner: ExecutionRunner, intents: list[OrderIntent], published_at: float | None
+) -> None:
+    """Send an execution's first orders (recorded already), guarded."""
+    await worker.guard(runner, _send_first(runner, intents))
+    elapsed = seconds_since(published_at)
+    if elapsed is not None:
+        worker.metrics.publish_to_order_seconds.observe(elapsed)
+
+
+async def _send_first(runner: ExecutionRunner, intents: list[OrderIntent]) -> None:
+    # The OMS call needs no lock (the intents are durable, the OMS idempotent on their
+    # ids), so the orders leave while `started` is being queued; the answers wait for the
+    # lock, hence their events follow `started`.
+    try:
+        views = await runner.send(intents)
+        if views is None:
+            return
+        async with runner.lock:
+            out = Outbox()
+            await runner.accept(views, out)
+            await runner.flush(out)
+    finally:
+        runner.first_orders_answered.set()
 
 
 def _buys(intents: Sequence[OrderIntent]) -> Decimal:

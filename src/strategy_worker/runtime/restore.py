@@ -1,19 +1,22 @@
 """A runner for a stored execution: facts from its config, positions and the daily risk
-state restored from its row (the daily loss budget survives restarts)."""
+state restored from its row (the daily loss budget survives restarts), order states from
+its recorded orders and fills."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.order_state import OrderState
+from strategy_worker.domain.orders import Fill, OrderStatus
 from strategy_worker.domain.positions import Portfolio
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.domain.risk.state import ExecutionRisk
 from strategy_worker.runtime.execution import ExecutionRunner
 from strategy_worker.runtime.facts import info_from_config
-from strategy_worker.store import ExecutionRecord, TradingState
+from strategy_worker.store import ExecutionRecord, OrderRecord, TradingState
 
 
 def runner_from_record(
@@ -64,3 +67,23 @@ def runner_from_record(
         clock=clock,
         **deps,
     )
+
+
+def order_states(records: Sequence[OrderRecord], fills: Iterable[Fill]) -> dict[str, OrderState]:
+    """Order states rebuilt from the store: replaying recorded fills restores the exact
+    filled quantity, notional, fees and the set of fill ids already applied."""
+    by_order: dict[str, list[Fill]] = {}
+    for fill in fills:
+        by_order.setdefault(fill.client_order_id, []).append(fill)
+    states: dict[str, OrderState] = {}
+    for rec in records:
+        state = OrderState(rec.intent)
+        if rec.oms_order_id:
+            state.on_accepted(rec.oms_order_id)
+        for fill in by_order.get(rec.client_order_id, ()):
+            state.on_fill(fill)
+        if rec.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            state.status = rec.status
+            state.reason = rec.reason or ""
+        states[rec.client_order_id] = state
+    return states

@@ -28,10 +28,10 @@ from strategy_worker.ports import DeadLetterSink, EventSink, OmsGateway, PriceFe
 from strategy_worker.runtime.control import ControlDesk
 from strategy_worker.runtime.execution import ExecutionRunner
 from strategy_worker.runtime.facts import Outbox
-from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies, seconds_since
+from strategy_worker.runtime.intake import IncomingStrategy, admit_strategies
 from strategy_worker.runtime.price_watch import PriceWatch
 from strategy_worker.runtime.reconcile import Reconciler
-from strategy_worker.runtime.restore import runner_from_record
+from strategy_worker.runtime.restore import order_states, runner_from_record
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.store import (
     ExecutionRecord,
@@ -242,30 +242,6 @@ class Worker:
     def add_exposure(self, amount: Decimal) -> None:
         """Raise the worker-wide exposure by buys just recorded (refreshed each monitor)."""
         self._exposure += amount
-
-    async def submit_initial(
-        self, runner: ExecutionRunner, intents: list[Any], published_at: float | None = None
-    ) -> None:
-        """Send an execution's first orders (recorded already), guarded."""
-        await self.guard(runner, self._send_initial(runner, intents))
-        elapsed = seconds_since(published_at)
-        if elapsed is not None:
-            self.metrics.publish_to_order_seconds.observe(elapsed)
-
-    async def _send_initial(self, runner: ExecutionRunner, intents: list[Any]) -> None:
-        # The OMS call needs no lock (the intents are durable, the OMS idempotent on their
-        # ids), so the orders leave while the `started` event is still being acknowledged;
-        # the answers wait for the lock, hence their events follow `started`.
-        try:
-            views = await runner.send(intents)
-            if views is None:
-                return
-            async with runner.lock:
-                out = Outbox()
-                await runner.accept(views, out)
-                await runner.flush(out)
-        finally:
-            runner.first_orders_answered.set()
 
     async def reject(self, payload: bytes, code: str, reason: str, source: str) -> None:
         """Dead-letter one message with its reason, counted by code."""
@@ -567,7 +543,7 @@ class Worker:
         )
         orders = await self.store.get_orders(record.execution_id)
         fills = await self.store.get_fills(record.execution_id)
-        runner.restore_orders(orders, [f.fill for f in fills])
+        runner.orders.update(order_states(orders, [f.fill for f in fills]))
         if runner.running:
             runner.stop_reason = record.state.stop_reason
         self.runners[record.execution_id] = runner

@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
-from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -23,14 +20,12 @@ from strategy_worker.adapters.postgres import jsoncodec
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.config import DatabaseConfig
-from strategy_worker.adapters.postgres.connect import connect_with_retry, to_store_error
+from strategy_worker.adapters.postgres.connect import connect_with_retry
+from strategy_worker.adapters.postgres.coordination import CoordinationQueries
 from strategy_worker.adapters.postgres.errors import MigrationError
 from strategy_worker.adapters.postgres.migrate import pending_versions
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
-from strategy_worker.errors import StoreError
 from strategy_worker.store import (
-    ControlOutcome,
-    ControlRequestRecord,
     ExecutionDraft,
     ExecutionNotFoundError,
     ExecutionRecord,
@@ -52,7 +47,6 @@ from strategy_worker.store import (
 )
 
 _TERMINAL = [s.value for s in OrderStatus if s.is_terminal]
-_RUNNING = [s.value for s in ExecutionStatus if s.is_running]
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -71,13 +65,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-class PostgresStore:
-    """The worker's durable state in PostgreSQL (implements `strategy_worker.store.Store`)."""
-
-    def __init__(self, pool: asyncpg.Pool, *, where: str) -> None:
-        self._pool = pool
-        self._where = where
-        self._closed = False
+class PostgresStore(CoordinationQueries):
+    """The worker's durable state in PostgreSQL (implements `strategy_worker.store.Store`):
+    executions, orders and fills, history here; leases, control requests and the report
+    cursor in `coordination.py`; the pool plumbing in `base.py`."""
 
     @classmethod
     async def connect(
@@ -137,55 +128,6 @@ class PostgresStore:
                     "run `strategy-worker db migrate`"
                 )
         return store
-
-    # --- plumbing ---------------------------------------------------------------------
-    @asynccontextmanager
-    async def _tx(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside a transaction; driver errors become StoreError."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise to_store_error(exc, operation) from exc
-
-    @asynccontextmanager
-    async def _conn(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection without an explicit transaction, for reads and single
-        statements (each is atomic on its own; BEGIN/COMMIT would be two more round trips)."""
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise to_store_error(exc, operation) from exc
-
-    async def ping(self) -> bool:
-        """True when the database answers within the command timeout."""
-        try:
-            async with self._conn("ping") as conn:
-                return bool(await conn.fetchval("SELECT 1") == 1)
-        except StoreError:
-            return False
-
-    async def close(self) -> None:
-        """Close the pool (waits for connections in use to be released); idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- executions -------------------------------------------------------------------
     async def create_execution(
@@ -560,110 +502,6 @@ class PostgresStore:
             )
         return [R.risk_event_from_row(r) for r in rows]
 
-    # --- leases -----------------------------------------------------------------------
-    async def acquire_executions(
-        self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
-    ) -> list[ExecutionRecord]:
-        """Take unowned or expired active/paused executions (FOR UPDATE SKIP LOCKED, so
-        concurrent acquirers never get the same row); each gets a new lease epoch. With
-        `reclaim`, also those still leased to `owner_id` (a restart under the same id)."""
-        _check_lease(owner_id, lease_seconds)
-        async with self._tx("acquire_executions") as conn:
-            rows = await conn.fetch(
-                Q.ACQUIRE_EXECUTIONS, owner_id, float(lease_seconds), _RUNNING, limit, reclaim
-            )
-        return [R.execution_from_row(r) for r in rows]
-
-    async def renew_leases(
-        self, owner_id: str, execution_ids: Collection[uuid.UUID], *, lease_seconds: float
-    ) -> set[uuid.UUID]:
-        """Extend the leases still held by `owner_id`; the missing ids were taken over."""
-        _check_lease(owner_id, lease_seconds)
-        async with self._tx("renew_leases") as conn:
-            rows = await conn.fetch(
-                Q.RENEW_LEASES,
-                owner_id,
-                list(execution_ids),
-                float(lease_seconds),
-            )
-        return {r["execution_id"] for r in rows}
-
-    async def release_executions(
-        self, owner_id: str, execution_ids: Collection[uuid.UUID]
-    ) -> set[uuid.UUID]:
-        """Give leases up so another worker can take over at once (epoch is kept)."""
-        async with self._tx("release_executions") as conn:
-            rows = await conn.fetch(
-                Q.RELEASE_EXECUTIONS,
-                owner_id,
-                list(execution_ids),
-            )
-        return {r["execution_id"] for r in rows}
-
-    # --- control requests and report cursor ---------------------------------------------
-    async def record_control_request(self, request: ControlRequestRecord) -> bool:
-        """Insert once on request_id; False when the request was already seen."""
-        async with self._tx("record_control_request") as conn:
-            inserted = await conn.fetchval(
-                Q.INSERT_CONTROL_REQUEST,
-                request.request_id,
-                request.execution_id,
-                request.requested_by,
-                request.action,
-                request.payload,
-                request.outcome.value,
-                request.detail,
-                request.received_at,
-                request.completed_at,
-            )
-        return inserted is not None
-
-    async def complete_control_request(
-        self, request_id: str, outcome: ControlOutcome, *, detail: str, completed_at: datetime
-    ) -> None:
-        """Record the outcome of a request; StoreError if it was never recorded."""
-        async with self._tx("complete_control_request") as conn:
-            done = await conn.fetchval(
-                Q.COMPLETE_CONTROL_REQUEST,
-                request_id,
-                outcome.value,
-                detail,
-                completed_at,
-            )
-        if done is None:
-            raise StoreError(f"control request {request_id!r} was never recorded")
-
-    async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
-        """A recorded control request, or None."""
-        async with self._conn("get_control_request") as conn:
-            row = await conn.fetchrow(Q.GET_CONTROL_REQUEST, request_id)
-        return None if row is None else R.control_from_row(row)
-
-    async def list_pending_control_requests(
-        self, execution_ids: Collection[uuid.UUID], *, strategy_ids: Collection[uuid.UUID] = ()
-    ) -> list[ControlRequestRecord]:
-        """RECEIVED requests for these executions (or strategies), oldest first."""
-        if not execution_ids and not strategy_ids:
-            return []
-        async with self._conn("list_pending_control_requests") as conn:
-            rows = await conn.fetch(
-                Q.LIST_PENDING_CONTROL_REQUESTS,
-                list(execution_ids),
-                [str(s) for s in strategy_ids],
-            )
-        return [R.control_from_row(r) for r in rows]
-
-    async def get_report_cursor(self, name: str) -> int:
-        """The last report seq recorded for stream `name`; 0 when none."""
-        async with self._conn("get_report_cursor") as conn:
-            value = await conn.fetchval(Q.GET_REPORT_CURSOR, name)
-        return 0 if value is None else int(value)
-
-    async def set_report_cursor(self, name: str, last_seq: int) -> None:
-        """Advance the cursor; a lower seq leaves it where it is."""
-        async with self._conn("set_report_cursor") as conn:
-            await conn.execute(Q.SET_REPORT_CURSOR, name, last_seq)
-
 
 def _next_seq(
     execution_id: uuid.UUID, intents: Sequence[OrderIntent], given: int | None, *, floor: int
@@ -700,13 +538,6 @@ def _merge_updates(updates: Sequence[OrderUpdate]) -> dict[str, OrderUpdate]:
             )
         merged[update.client_order_id] = update
     return merged
-
-
-def _check_lease(owner_id: str, lease_seconds: float) -> None:
-    if not owner_id:
-        raise ValueError("owner_id must not be empty")
-    if lease_seconds <= 0:
-        raise ValueError("lease_seconds must be positive")
 
 
 if TYPE_CHECKING:  # mypy proves PostgresStore satisfies the Store protocol

@@ -1,0 +1,72 @@
+"""The pool plumbing every part of `PostgresStore` stands on: transactions, plain
+connections, driver errors turned into `StoreError`, ping and close."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+
+from strategy_worker.adapters.postgres.connect import to_store_error
+from strategy_worker.errors import StoreError
+
+
+class StoreBase:
+    """An asyncpg pool and the two ways the store's queries use it."""
+
+    def __init__(self, pool: asyncpg.Pool, *, where: str) -> None:
+        self._pool = pool
+        self._where = where
+        self._closed = False
+
+    @asynccontextmanager
+    async def _tx(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a transaction; driver errors become StoreError."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise to_store_error(exc, operation) from exc
+
+    @asynccontextmanager
+    async def _conn(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection without an explicit transaction, for reads and single
+        statements (each is atomic on its own; BEGIN/COMMIT would be two more round trips)."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise to_store_error(exc, operation) from exc
+
+    async def ping(self) -> bool:
+        """True when the database answers within the command timeout."""
+        try:
+            async with self._conn("ping") as conn:
+                return bool(await conn.fetchval("SELECT 1") == 1)
+        except StoreError:
+            return False
+
+    async def close(self) -> None:
+        """Close the pool (waits for connections in use to be released); idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
