@@ -26,8 +26,13 @@ class StoreBase:
     async def _tx(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside a transaction; driver errors become StoreError."""
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        yield conn
+                except asyncpg.exceptions.InternalClientError:
+                    _drop(conn)
+                    raise
         except StoreError:
             raise
         except Exception as exc:
@@ -39,7 +44,11 @@ class StoreBase:
         statements (each is atomic on its own; BEGIN/COMMIT would be two more round trips)."""
         try:
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions.InternalClientError:
+                    _drop(conn)
+                    raise
         except StoreError:
             raise
         except Exception as exc:
@@ -70,3 +79,8 @@ class StoreBase:
     ) -> None:
         await self.close()
 
+
+def _drop(conn: asyncpg.Connection) -> None:
+    """Close a connection whose protocol state broke (the server went away mid-answer), so
+    the pool never hands it out again; the pool opens a new one."""
+    conn.terminate()

@@ -43,6 +43,11 @@ def is_unreachable(exc: BaseException) -> bool:
     """True for errors meaning "the server is not there (yet)", worth retrying."""
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The driver's protocol state broke with the connection ("cannot switch to state
+        # ...; another operation is in progress" when the server went away mid-answer):
+        # the connection is dropped, and the same call on a new one can succeed.
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         return state.startswith(("08", "53", "57P"))

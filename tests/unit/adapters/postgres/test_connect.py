@@ -96,3 +96,15 @@ def test_driver_errors_become_store_errors_retryable_only_when_it_can_help() -> 
 
     assert (lost.retryable, deadlock.retryable, check.retryable) == (True, True, False)
     assert "op failed" in str(check)
+
+
+def test_driver_protocol_state_error_after_server_loss_then_retryable() -> None:
+    broken = to_store_error(
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+        "renew_leases",
+    )
+
+    assert broken.retryable
+    assert "renew_leases lost the database" in str(broken)
