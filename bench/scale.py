@@ -157,7 +157,11 @@ async def _scale(
                     if len(worker._tasks) < _MAX_PENDING_SUBMISSIONS:
                         break
                     await asyncio.sleep(0.01)
-                await worker.handle_strategy(queue.get_nowait(), f"bench:{number}")
+                try:
+                    payload = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return  # another lane took the last one while this one waited
+                await worker.handle_strategy(payload, f"bench:{number}")
 
         started = time.perf_counter()
         await asyncio.gather(*(lane(i) for i in range(8)))
