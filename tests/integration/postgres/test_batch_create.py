@@ -159,3 +159,31 @@ async def test_batched_state_writes_and_lease_renewals_at_once_never_deadlock(
         assert results[1] == set()
         assert results[2] == set(ids)
         assert results[3] == set(ids)
+
+
+async def test_state_writes_and_renewals_while_child_rows_are_inserted_then_not_blocked(
+    store: PostgresStore, raw_conn: asyncpg.Connection
+) -> None:
+    # Inserting a snapshot (or an order, a risk event) holds a KEY SHARE lock on its
+    # execution until commit. A renewal or state batch changes no key, so it must not wait
+    # for that: at 10,000 executions a snapshot batch and a renewal, each holding a row the
+    # other wanted, deadlocked.
+    drafts = _drafts(2)
+    await store.create_executions(drafts, owner_id="w1", lease_seconds=60)
+    ids = [d.execution.execution_id for d in drafts]
+    fence = Fence(owner_id="w1", epoch=1)
+    writes = [StateWrite(execution_id=i, state=busy_state(), fence=fence) for i in ids]
+
+    async with raw_conn.transaction():
+        for execution_id in reversed(ids):
+            await raw_conn.execute(
+                "INSERT INTO position_snapshots (snapshot_id, execution_id, taken_at, positions,"
+                " total_value, total_pnl, unrealized_pnl) VALUES (gen_random_uuid(), $1, now(),"
+                " '{}'::jsonb, 0, 0, 0)",
+                execution_id,
+            )
+        renewed = await asyncio.wait_for(store.renew_leases("w1", ids, lease_seconds=60), timeout=5)
+        unwritten = await asyncio.wait_for(store.update_execution_states(writes), timeout=5)
+
+    assert renewed == set(ids)
+    assert unwritten == set()

@@ -40,7 +40,10 @@ RETURNING execution_id
 """
 
 # Statements that update many executions lock their rows in execution_id order first
-# (`locked`), so two of them (a batch of states, a lease renewal) never deadlock.
+# (`locked`), so two of them (a batch of states, a lease renewal) never deadlock. The lock is
+# FOR NO KEY UPDATE (what an UPDATE of non-key columns takes anyway): FOR UPDATE would also
+# wait for the KEY SHARE locks that inserting snapshots, orders or risk events hold on their
+# executions, in no particular order, and deadlock with them.
 
 # One statement for a batch of fenced state writes (the monitor's per-cycle writes).
 UPDATE_STATES = """
@@ -56,7 +59,7 @@ WITH u AS (
     SELECT execution_id FROM strategy_executions
     WHERE execution_id IN (SELECT execution_id FROM u)
     ORDER BY execution_id
-    FOR UPDATE
+    FOR NO KEY UPDATE
 )
 UPDATE strategy_executions AS e SET
     status = u.status, positions = u.positions::jsonb, cash = u.cash, fees = u.fees,
@@ -206,7 +209,7 @@ WITH locked AS (
     SELECT execution_id FROM strategy_executions
     WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
     ORDER BY execution_id
-    FOR UPDATE
+    FOR NO KEY UPDATE
 )
 UPDATE strategy_executions
 SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now()
@@ -219,7 +222,7 @@ WITH locked AS (
     SELECT execution_id FROM strategy_executions
     WHERE owner_id = $1 AND execution_id = ANY($2::uuid[])
     ORDER BY execution_id
-    FOR UPDATE
+    FOR NO KEY UPDATE
 )
 UPDATE strategy_executions SET owner_id = NULL, lease_expires_at = NULL
 WHERE owner_id = $1 AND execution_id IN (SELECT execution_id FROM locked)
