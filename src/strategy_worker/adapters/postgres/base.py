@@ -25,18 +25,8 @@ class StoreBase:
     @asynccontextmanager
     async def _tx(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside a transaction; driver errors become StoreError."""
-        try:
-            async with self._pool.acquire() as conn:
-                try:
-                    async with conn.transaction():
-                        yield conn
-                except asyncpg.exceptions.InternalClientError:
-                    _drop(conn)
-                    raise
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise to_store_error(exc, operation) from exc
+        async with self._conn(operation) as conn, conn.transaction():
+            yield conn
 
     @asynccontextmanager
     async def _conn(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
