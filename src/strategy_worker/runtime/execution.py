@@ -120,6 +120,15 @@ class ExecutionRunner:
     def open_orders(self) -> list[OrderState]:
         return [o for o in self.orders.values() if o.is_live]
 
+    def pending_sells(self) -> dict[str, Decimal]:
+        """Shares per symbol that live SELL orders will still sell (not to be sold twice)."""
+        pending: dict[str, Decimal] = {}
+        for order in self.open_orders:
+            if order.intent.side is Side.SELL:
+                sym = order.intent.symbol
+                pending[sym] = pending.get(sym, ZERO) + order.remaining_quantity
+        return pending
+
     @property
     def running(self) -> bool:
         return self.status.is_running
@@ -456,17 +465,12 @@ class ExecutionRunner:
         val = self.valuate(prices)
         self._rm.observe(self.risk, val.equity)
         self._drain_risk(out)
-        pending_sells: dict[str, Decimal] = {}
-        for order in self.orders.values():
-            if order.is_live and order.intent.side is Side.SELL:
-                sym = order.intent.symbol
-                pending_sells[sym] = pending_sells.get(sym, ZERO) + order.remaining_quantity
         scan = self.risk.stops.scan(
             self.portfolio.positions,
             self.last_prices,
             execution_id=self.execution_id,
             first_seq=self.next_seq,
-            pending_sells=pending_sells,
+            pending_sells=self.pending_sells(),
         )
         for event in scan.events:
             self.risk_row(event.risk_event, out)
@@ -545,11 +549,7 @@ class ExecutionRunner:
 
     def closing_intents(self, out: Outbox) -> list[OrderIntent]:
         """CLOSE sells for every held share not already being sold (pass even when HALTED)."""
-        pending: dict[str, Decimal] = {}
-        for order in self.open_orders:
-            if order.intent.side is Side.SELL:
-                sym = order.intent.symbol
-                pending[sym] = pending.get(sym, ZERO) + order.remaining_quantity
+        pending = self.pending_sells()
         intents: list[OrderIntent] = []
         for sym, pos in sorted(self.portfolio.positions.items()):
             qty = pos.quantity - pending.get(sym, ZERO)
