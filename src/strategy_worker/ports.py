@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+from strategy_worker.store import OutboxEvent
 
 
 class OmsGateway(Protocol):
@@ -77,15 +78,15 @@ class PriceFeed(Protocol):
         ...
 
 
-class EventSink(Protocol):
-    """Where `strategy.execution` events go: Kafka in production, JSON lines in paper mode."""
+class EventPublisher(Protocol):
+    """Where the outbox relay publishes `strategy.execution` events: Kafka in production,
+    JSON lines in paper mode. The runtime never publishes directly: an event exists once it
+    is committed to the outbox, and the relay hands it over here, in commit order."""
 
-    async def publish(self, key: str, event: Mapping[str, object]) -> None:
-        """Publish one event keyed by strategy id; returns once the sink accepted it."""
-        ...
-
-    async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
-        """Publish events in order under one key, waiting for all acks together."""
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Publish in order and return once every one is acknowledged. A retryable
+        StrategyWorkerError means "try the same batch again later"; a non-retryable one
+        means a record was refused for good (the relay then sends one by one to find it)."""
         ...
 
     async def close(self) -> None: ...
