@@ -113,9 +113,39 @@ class WorkerMetrics:
             registry=registry,
         )
         self._difference_labels: dict[str, set[str]] = {}
+        # The runtime spine: duplicates, outbox, executions that need attention.
+        self.messages_duplicate = Counter(
+            "strategy_messages_duplicate_total",
+            "Approved messages seen before: replays (ignored) and conflicts (dead-lettered)",
+            ["kind"],
+            registry=registry,
+        )
+        self.outbox_published = Counter(
+            "strategy_outbox_published_total",
+            "Outbox events the relay published (at least once; drop repeats by event-id)",
+            registry=registry,
+        )
+        self.outbox_lag_seconds = Gauge(
+            "strategy_outbox_lag_seconds",
+            "Age of the oldest outbox event not yet published (0 when none waits)",
+            registry=registry,
+        )
+        self.executions_dirty = Gauge(
+            "strategy_executions_dirty",
+            "Executions waiting to be reloaded after a commit of unknown outcome",
+            registry=registry,
+        )
+        self.stops_incomplete = Gauge(
+            "strategy_stops_incomplete",
+            "Stopping executions still holding positions after several closing rounds",
+            registry=registry,
+        )
 
     def record_risk_event(self, event_type: str, severity: str) -> None:
         self.risk_violations.labels(event_type=event_type, severity=severity).inc()
+
+    def record_duplicate(self, kind: str) -> None:
+        self.messages_duplicate.labels(kind=kind).inc()
 
     def record_dead_letter(self, reason_code: str) -> None:
         self.messages_dead_lettered.labels(reason=reason_code).inc()

@@ -76,6 +76,11 @@ class IntentConflictError(StoreError):
     """A client order id is already recorded with different content: a planning bug."""
 
 
+class FillConflictError(StoreError):
+    """A fill (client order id, fill id) is already recorded with different content: the
+    OMS broke its contract, or memory and store disagree. Never silently dropped."""
+
+
 class ExecutionNotFoundError(StoreError):
     """The execution named by a write does not exist."""
 

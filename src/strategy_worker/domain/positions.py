@@ -129,6 +129,19 @@ class Portfolio:
         """Open (non-flat) positions by symbol, read-only."""
         return MappingProxyType(self._positions)
 
+    def clone(self) -> Portfolio:
+        """An independent copy (positions are immutable values, so the copy is shallow)."""
+        twin = Portfolio.__new__(Portfolio)
+        twin.initial_capital = self.initial_capital
+        twin.cash = self.cash
+        twin.realized_pnl = self.realized_pnl
+        twin.fees = self.fees
+        twin.total_trades = self.total_trades
+        twin.winning_trades = self.winning_trades
+        twin.losing_trades = self.losing_trades
+        twin._positions = dict(self._positions)
+        return twin
+
     def quantity(self, symbol: str) -> Decimal:
         pos = self._positions.get(symbol)
         return pos.quantity if pos else ZERO

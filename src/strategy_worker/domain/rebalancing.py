@@ -54,16 +54,21 @@ class RebalancePlan:
 def current_weights(
     valuation: Valuation, targets: Mapping[str, Decimal], prices: Mapping[str, Decimal]
 ) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
-    """symbol -> (market value, price, weight) for every held or targeted symbol with a price."""
+    """symbol -> (market value, price, weight) for every held or targeted symbol that has a
+    price in `prices` (the current ones): a held symbol without one is left out, whatever
+    mark the valuation last knew for it."""
     out: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
     for sym in sorted(set(targets) | set(valuation.positions)):
-        held = valuation.positions.get(sym)
-        if held is not None:
-            out[sym] = (held.market_value, held.mark, held.weight)
-            continue
         price = prices.get(sym)
-        if price is not None and price > 0:
+        if price is None or price <= 0:
+            continue  # no current price: never traded at a stale mark, kept out of the drift
+        held = valuation.positions.get(sym)
+        if held is None:
             out[sym] = (ZERO, price, ZERO)
+            continue
+        value = held.quantity * price
+        equity = valuation.equity
+        out[sym] = (value, price, value / equity if equity > 0 else ZERO)
     return out
 
 

@@ -26,8 +26,8 @@ class EventType(StrEnum):
     REBALANCED = "strategy.execution.rebalanced"
     PAUSED = "strategy.execution.paused"
     RESUMED = "strategy.execution.resumed"
+    STOPPING = "strategy.execution.stopping"
     STOPPED = "strategy.execution.stopped"
-    COMPLETED = "strategy.execution.completed"
     ERROR = "strategy.execution.error"
 
 
@@ -236,6 +236,21 @@ def execution_resumed(
     return _status_change(EventType.RESUMED, "active", ctx, at, reason, request_id)
 
 
+def execution_stopping(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    reason: str,
+    held: Mapping[str, Decimal],
+    request_id: uuid.UUID | None = None,
+) -> dict[str, object]:
+    """A stop began: no new entries; the positions still `held` are being closed, and the
+    execution stays protected (stop-loss, daily loss) until the OMS confirms it flat."""
+    event = _status_change(EventType.STOPPING, "stopping", ctx, at, reason, request_id)
+    event["held"] = {sym: quantity_number(qty) for sym, qty in sorted(held.items())}
+    return event
+
+
 def execution_stopped(
     ctx: EventContext,
     *,
@@ -243,30 +258,21 @@ def execution_stopped(
     reason: str,
     realized_pnl: Decimal,
     total_pnl: Decimal,
+    status: str = "stopped",
     request_id: uuid.UUID | None = None,
 ) -> dict[str, object]:
-    """Stopped on request, on shutdown (policy close) or on a halt; positions are closed."""
-    event = _status_change(EventType.STOPPED, "stopped", ctx, at, reason, request_id)
+    """The execution ended flat at the OMS: `status` is `stopped` (asked for, or worker
+    shutdown with policy close) or `error` (closed after an unexpected failure)."""
+    event = _status_change(EventType.STOPPED, status, ctx, at, reason, request_id)
     event.update(realized_pnl=money_number(realized_pnl), total_pnl=money_number(total_pnl))
-    return event
-
-
-def execution_completed(
-    ctx: EventContext, *, at: datetime, realized_pnl: Decimal, total_pnl: Decimal
-) -> dict[str, object]:
-    event = _base(EventType.COMPLETED, ctx, at)
-    event.update(
-        status="completed",
-        realized_pnl=money_number(realized_pnl),
-        total_pnl=money_number(total_pnl),
-    )
     return event
 
 
 def execution_error(
     ctx: EventContext, *, at: datetime, error_code: str, message: str
 ) -> dict[str, object]:
-    """The execution moved to status `error`; `message` never carries secrets or tracebacks."""
+    """An unexpected failure: the execution is closed by policy (a `stopping` and, once
+    flat, a `stopped` event with status `error` follow); no secrets or tracebacks."""
     event = _base(EventType.ERROR, ctx, at)
     event.update(status="error", error_code=error_code, message=message)
     return event

@@ -269,6 +269,22 @@ class PaperVenue:
         self._finish(order, OrderStatus.CANCELLED, ReportType.CANCELLED, reason or "CANCELLED", now)
         return order
 
+    def fill_after_cancel(self, order: SimOrder, *, price: Decimal, now: datetime) -> Fill | None:
+        """The race every OMS has: the rest of an order filled just before its cancel
+        landed, and the fill is reported after the cancel. Booked like any fill (it is
+        real money); the order stays CANCELLED with the larger filled quantity."""
+        remaining = order.request.quantity - order.filled_quantity
+        if order.status is not OrderStatus.CANCELLED or remaining <= ZERO:
+            return None
+        order.slices = [remaining]
+        self._working.setdefault(order.request.symbol, []).append(order)
+        status = order.status
+        self._try_fill(order, price, now)
+        self._unwork(order)
+        if order.status is not OrderStatus.FILLED:
+            order.status = status
+        return order.fills[-1] if order.fills else None
+
     def on_prices(self, prices: Mapping[str, Decimal], *, now: datetime) -> int:
         """Match working orders against fresh prices; returns the number of fills."""
         fills = 0

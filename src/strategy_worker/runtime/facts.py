@@ -1,34 +1,16 @@
-"""The immutable facts of an execution and the outbox a step fills: shared by the runner,
-intake, control and restore, with no behaviour of their own."""
+"""The immutable facts of an execution (from its approved config), shared by the runner,
+its steps, intake and restore, with no behaviour of their own."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.strategy import StrategyRiskParams
-from strategy_worker.store import RiskEventRecord
-
-
-class WorkerView(Protocol):
-    """What a runner needs from the worker that owns it."""
-
-    @property
-    def exposure(self) -> Decimal:
-        """Worker-wide long exposure incl. buys in flight (for the exposure limit)."""
-        ...
-
-
-@dataclass(slots=True)
-class Outbox:
-    """Events and risk rows a step produced, published/inserted after it is durable."""
-
-    events: list[Mapping[str, object]] = field(default_factory=list)
-    risk_rows: list[RiskEventRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +26,11 @@ class ExecutionInfo:
     """Effective target weights (allocation capped at the tightened position limit)."""
     limits: RiskLimits
     """The worker's limits tightened by the strategy's risk params."""
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of the execution's events: its strategy id (the spec's)."""
+        return str(self.strategy_id)
 
     @property
     def account_id(self) -> str:

@@ -30,6 +30,10 @@ class RuntimeSettings:
     max_message_bytes: int = 65536
     close_timeout: float = 10.0
     """How long a stop waits (real seconds) for its closing orders to fill."""
+    outbox_retention: float = 86400.0
+    """Seconds a published event stays in the outbox (followers may replay from it)."""
+    price_max_age: float = 120.0
+    """Seconds a mark stays current enough to size an order at it (`redis.price_max_age`)."""
     max_executions: int = 100_000
     """Upper bound on executions one worker takes over (lease acquisition batch limit)."""
 
@@ -71,4 +75,5 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         heartbeat=ex.heartbeat,
         reconcile_interval=ex.reconcile_interval,
         close_timeout=ex.close_timeout,
+        price_max_age=config.redis.price_max_age,
     )

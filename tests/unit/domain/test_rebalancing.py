@@ -136,3 +136,19 @@ def test_rebalance_batch_never_increases_total_drift_nor_breaches_limits(
         bought = any(o.symbol == symbol and o.side is Side.BUY for o in result.intents)
         if bought:
             assert pos.weight <= targets[symbol] <= limits.max_position_size
+
+
+def test_held_symbol_without_a_current_price_is_never_traded_at_its_stale_mark() -> None:
+    # Issue 12 item 8: MSFT was last marked at 100 but has no current price; the old planner
+    # sold 200 of it at that stale mark. Only symbols priced now are planned.
+    portfolio = book({"AAPL": (300, "100"), "MSFT": (500, "100")})
+    stale = portfolio.valuation({"AAPL": D("100"), "MSFT": D("100")})
+    result = plan_rebalance(
+        stale,
+        {"AAPL": D("0.3"), "MSFT": D("0.3")},
+        {"AAPL": D("100")},  # MSFT unpriced now
+        RiskLimits(),
+        execution_id=EXECUTION_ID,
+        first_seq=1,
+    )
+    assert all(i.symbol != "MSFT" for i in result.intents)

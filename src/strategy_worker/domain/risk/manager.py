@@ -182,8 +182,8 @@ class RiskManager:
         ex = context.execution
         now = self._seconds()
         equity = context.equity
-        if now >= ex.next_day_ts:
-            ex.observe(self._clock.now(), equity)
+        # The trading day is opened by the monitor step at fresh marks, never here: an
+        # order check may run on a valuation at fill prices (just after a restart).
         if equity <= ex.loss_floor and not ex.halted:
             ex.halt(equity)
         qty = order.quantity

@@ -60,6 +60,13 @@ class StopLossMonitor:
         self.stopped_out: dict[str, Decimal] = {}
         self._warned: set[str] = set()
 
+    def clone(self) -> StopLossMonitor:
+        """An independent copy of the zone and stop-out state."""
+        twin = StopLossMonitor(self.stop_loss_pct, self.buffer)
+        twin.stopped_out = dict(self.stopped_out)
+        twin._warned = set(self._warned)
+        return twin
+
     def is_blocked(self, symbol: str) -> bool:
         return symbol in self.stopped_out
 

@@ -1,0 +1,304 @@
+"""Decide, then commit, then act: the one way anything happens to an execution.
+
+`act(runner, decide)` takes the runner's lock, forks a `Step`, lets `decide` fill it,
+settles it (`decide.settle`), and commits it in one transaction; only after that commit
+does the runner adopt the new model, and only then does the engine act on the decision:
+orders to the OMS, cancel requests, a stop's finish once flat, a timer for what is due
+later. `act_many` does the same for many executions in one transaction.
+
+A commit whose outcome is unknown (the connection broke, the task was cancelled) marks its
+runners dirty: nothing acts on them until they are reloaded from the store. A commit that
+certainly failed (a conflict) leaves them as they were. A fence that no longer holds drops
+the runner: another worker owns the execution now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from strategy_worker.domain.orders import OrderIntent, OrderStatus
+from strategy_worker.errors import OmsError, StoreError
+from strategy_worker.log import get_logger
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.ports import OmsGateway
+from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime.book import ExecutionBook
+from strategy_worker.runtime.runner import ExecutionRunner
+from strategy_worker.runtime.step import Step, StepContext
+from strategy_worker.runtime.supervisor import Sleep, Supervisor
+from strategy_worker.store import Store
+
+_log = get_logger(__name__)
+
+Decide = Callable[[Step], object]
+
+
+class Engine:
+    """Runs steps for one worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        oms: OmsGateway,
+        book: ExecutionBook,
+        ctx: StepContext,
+        supervisor: Supervisor,
+        metrics: WorkerMetrics,
+        sleep: Sleep,
+    ) -> None:
+        self.store = store
+        self.oms = oms
+        self.book = book
+        self.ctx = ctx
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self._sleep = sleep
+        self._timers: set[tuple[object, str]] = set()
+        self.on_committed: Callable[[], None] = lambda: None
+        """Called after every commit with events (the wiring nudges the outbox relay)."""
+        self.on_unsent: Callable[[ExecutionRunner], None] = lambda runner: None
+        """Called when orders could not be sent (or the OMS must be asked about some):
+        the wiring points it at reconciliation with backoff."""
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self, runner: ExecutionRunner) -> Step:
+        return Step(runner, self.ctx)
+
+    async def act(self, runner: ExecutionRunner, decide: Decide) -> Step | None:
+        """One step of one execution, committed; None when it was not acted on (no longer
+        ours, dirty, or nothing to write)."""
+        async with runner.lock:
+            if not self.book.is_current(runner) or runner.dirty:
+                return None
+            step = self.step(runner)
+            decide(step)
+            rules.settle(step)
+            done = await self.commit([step])
+        return done[0] if done else None
+
+    async def act_many(
+        self,
+        runners: Sequence[ExecutionRunner],
+        decide: Callable[[Step], object],
+        *,
+        cursor: tuple[str, int] | None = None,
+    ) -> list[Step]:
+        """One step for each runner, committed together (locks taken in id order)."""
+        ordered = sorted({id(r): r for r in runners}.values(), key=lambda r: r.execution_id)
+        held: list[ExecutionRunner] = []
+        failed: list[tuple[ExecutionRunner, Exception]] = []
+        done: list[Step] = []
+        try:
+            steps: list[Step] = []
+            for runner in ordered:
+                await runner.lock.acquire()
+                held.append(runner)
+                if not self.book.is_current(runner) or runner.dirty:
+                    continue
+                step = self.step(runner)
+                try:
+                    decide(step)
+                    rules.settle(step)
+                except Exception as bug:  # one execution's bug never holds up the others
+                    failed.append((runner, bug))
+                    continue
+                steps.append(step)
+            done = await self.commit(steps, cursor=cursor)
+        finally:
+            for runner in held:
+                runner.lock.release()
+        for runner, error in failed:
+            self.supervisor.spawn(self.fault(runner, error), f"fault-{runner.execution_id}")
+        return done
+
+    # ------------------------------------------------------------------ committing
+
+    async def commit(
+        self, steps: Sequence[Step], *, cursor: tuple[str, int] | None = None
+    ) -> list[Step]:
+        """Write the steps in one transaction and adopt the committed ones; the caller holds
+        each step's runner lock. Returns the committed steps (then acted on)."""
+        steps = [s for s in steps if s.has_effects]
+        if not steps and cursor is None:
+            return []
+        try:
+            outcome = await self.store.commit([s.write() for s in steps], cursor=cursor)
+        except StoreError as exc:
+            if not exc.retryable:
+                if len(steps) > 1:
+                    return await self._commit_one_by_one(steps, cursor)
+                raise
+            self._unknown(steps, exc)
+            raise
+        except BaseException as exc:
+            self._unknown(steps, exc)
+            raise
+        if any(step.events for step in steps):
+            self.on_committed()
+        done: list[Step] = []
+        for step in steps:
+            runner = step.runner
+            if step.execution_id in outcome.lost:
+                _log.warning("lease lost; execution dropped", execution_id=str(runner.execution_id))
+                await self.book.remove(runner, release=False)
+                continue
+            if step.execution_id in outcome.existed:
+                continue
+            runner.adopt(step.model)
+            if step.create is not None:
+                self.book.add(runner)
+            self.book.refresh(runner)
+            self._count(step)
+            done.append(step)
+        for step in done:
+            await self._after(step)
+        return done
+
+    async def _commit_one_by_one(
+        self, steps: Sequence[Step], cursor: tuple[str, int] | None
+    ) -> list[Step]:
+        """A batch failed for a reason no retry fixes: commit each alone, so only the
+        culprit fails (its error goes to its own guard: a fault, closed by policy)."""
+        done: list[Step] = []
+        for step in steps:
+            try:
+                done += await self.commit([step])
+            except StoreError as exc:
+                if exc.retryable:
+                    raise
+                self.supervisor.spawn(self.fault(step.runner, exc), "fault")
+        if cursor is not None:
+            await self.commit([], cursor=cursor)
+        return done
+
+    def _unknown(self, steps: Iterable[Step], exc: BaseException) -> None:
+        for step in steps:
+            step.runner.dirty = True
+        _log.warning(
+            "commit outcome unknown; executions will be reloaded from the store",
+            executions=len(list(steps)),
+            error=str(exc)[:200] or type(exc).__name__,
+        )
+
+    def _count(self, step: Step) -> None:
+        metrics = self.metrics
+        for row in step.risk_rows:
+            metrics.record_risk_event(row.event_type, row.severity.value)
+        for event in step.events:
+            kind = str(event.get("type"))
+            if kind.endswith(".order_submitted"):
+                metrics.orders_submitted.inc()
+            elif kind.endswith(".order_rejected"):
+                metrics.orders_rejected.labels(source=str(event.get("source"))).inc()
+        for order in step.changed.values():
+            if order.status is OrderStatus.FILLED:
+                metrics.orders_filled.inc()
+
+    # ------------------------------------------------------------------ acting on a commit
+
+    async def _after(self, step: Step) -> None:
+        runner = step.runner
+        if step.release:
+            await self.book.remove(runner, release=False)
+            _log.info(
+                "execution ended",
+                execution_id=str(runner.execution_id),
+                status=step.model.status.value,
+            )
+            return
+        outgoing = [*step.resend, *step.intents]
+        if outgoing:
+            self.supervisor.spawn(self.send(runner, outgoing), f"send-{runner.execution_id}")
+        for coid in step.cancels:
+            self.supervisor.spawn(self._cancel(coid), "cancel")
+        plan = runner.model.plans.stop
+        if plan is None:
+            return
+        if runner.is_flat():
+            self._once(runner, "finish", self._finish(runner))
+        elif any(
+            o.status is OrderStatus.PENDING and not o.oms_order_id and o.intent not in outgoing
+            for o in runner.model.live_orders()
+        ):
+            self.on_unsent(runner)  # a buy the OMS may never have seen holds the stop up
+        elif runner.model.portfolio.positions and plan.next_round_at > step.timestamp:
+            delay = plan.next_round_at - step.timestamp
+            self._once(runner, "round", self._wake(runner, delay))
+
+    async def send(self, runner: ExecutionRunner, intents: Sequence[OrderIntent]) -> None:
+        """Recorded intents to the OMS (idempotent on their client order ids), then the
+        answers through the order state machine. A failure leaves them recorded: the OMS
+        is asked about each before anything is sent again."""
+        started = time.perf_counter()
+        try:
+            views = await self.oms.submit_many(intents, account_id=runner.info.account_id)
+        except OmsError as exc:
+            _log.warning(
+                "oms submit failed; orders stay recorded for reconciliation",
+                execution_id=str(runner.execution_id),
+                orders=len(intents),
+                error=str(exc)[:200],
+                retryable=exc.retryable,
+            )
+            self.on_unsent(runner)
+            return
+        self.metrics.order_round_trip_seconds.observe(time.perf_counter() - started)
+        await self.supervisor.guard(runner, self.act(runner, lambda s: s.apply_views(views)))
+
+    async def _cancel(self, client_order_id: str) -> None:
+        try:
+            await self.oms.cancel(client_order_id)
+        except OmsError as exc:
+            _log.info(
+                "cancel request not delivered",
+                client_order_id=client_order_id,
+                error=str(exc)[:200],
+            )
+
+    def _once(self, runner: ExecutionRunner, kind: str, work: Awaitable[None]) -> None:
+        key = (runner.execution_id, kind)
+        if key in self._timers:
+            work.close()  # type: ignore[attr-defined]
+            return
+        self._timers.add(key)
+
+        async def run() -> None:
+            try:
+                await self.supervisor.guard(runner, work)
+            finally:
+                self._timers.discard(key)
+
+        self.supervisor.spawn(run(), f"{kind}-{runner.execution_id}")
+
+    async def _finish(self, runner: ExecutionRunner) -> None:
+        """A stopping execution flat here: end it once the OMS confirms it flat too."""
+        positions = await self.oms.get_positions(runner.execution_id)
+        await self.act(runner, lambda s: rules.finish_stop(s, positions))
+
+    async def _wake(self, runner: ExecutionRunner, delay: float) -> None:
+        await self._sleep(max(0.0, delay))
+        await self.act(runner, lambda s: None)
+
+    # ------------------------------------------------------------------ failures
+
+    async def fault(self, runner: ExecutionRunner, exc: BaseException) -> None:
+        """An unexpected failure of one execution's work: closed by policy (see
+        `decide.fault`), its other executions untouched."""
+        _log.error("execution failed", execution_id=str(runner.execution_id), exc_info=exc)
+        code = type(exc).__name__
+        text = str(exc) or code
+        try:
+            await self.act(runner, lambda s: rules.fault(s, code, text))
+        except Exception as again:  # the policy itself failed: reload and let it retry
+            runner.dirty = True
+            _log.error(
+                "fault policy failed; execution will be reloaded",
+                execution_id=str(runner.execution_id),
+                error=str(again)[:200],
+            )
+
+    async def lost(self, runner: ExecutionRunner) -> None:
+        await self.book.remove(runner, release=False)

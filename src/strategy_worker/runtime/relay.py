@@ -1,0 +1,129 @@
+"""The outbox relay: committed events out to their publisher, in commit order.
+
+An event exists once its transaction committed it to the outbox (`ExecutionWrite.events`);
+the relay claims unpublished events oldest first (only one relay in the fleet gets rows at
+a time, so a key's events leave in order), publishes them, waits for every ack, then marks
+them published. A crash between the ack and the mark republishes them: delivery is at
+least once, and consumers drop repeats by the `event-id` header. A record the publisher
+refuses for good is found by sending one at a time, marked, logged and counted, so it never
+blocks the ones behind it. Published events are pruned after `retention`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from strategy_worker.adapters.retry import Backoff
+from strategy_worker.errors import StrategyWorkerError
+from strategy_worker.log import get_logger
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.ports import EventPublisher
+from strategy_worker.runtime.supervisor import Sleep
+from strategy_worker.store import OutboxRow, Store
+
+_log = get_logger(__name__)
+
+BATCH = 500
+_IDLE_S = 0.5  # poll interval while the outbox is empty (wakes at once when nudged)
+
+
+class OutboxRelay:
+    """Publishes the outbox (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        publisher: EventPublisher,
+        metrics: WorkerMetrics,
+        sleep: Sleep,
+        now: Callable[[], datetime],
+        retention: timedelta = timedelta(hours=24),
+        idle: float = _IDLE_S,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._metrics = metrics
+        self._sleep = sleep
+        self._now = now
+        self._retention = retention
+        self._idle = idle
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(base_s=0.1, max_s=10.0)
+        self.dropped = 0
+
+    def nudge(self) -> None:
+        """Something was committed: look at the outbox now instead of after the idle wait."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        failures = 0
+        while True:
+            try:
+                published = await self.relay_once()
+            except StrategyWorkerError as exc:
+                if not exc.retryable:
+                    raise
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    _log.warning(
+                        "events not published yet; retrying (executions carry on)",
+                        attempt=failures,
+                        error=str(exc)[:200],
+                    )
+                await self._sleep(self._backoff.delay(failures))
+                continue
+            failures = 0
+            if not published:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle)
+
+    async def relay_once(self) -> int:
+        """Publish one claimed batch; returns how many events left."""
+        rows = await self._store.claim_outbox(limit=BATCH)
+        if not rows:
+            self._metrics.outbox_lag_seconds.set(0)
+            return 0
+        try:
+            await self._publisher.publish([r.event for r in rows])
+        except StrategyWorkerError as exc:
+            if exc.retryable:
+                raise
+            rows = await self._one_by_one(rows)
+        await self._store.mark_published([r.seq for r in rows])
+        self._metrics.outbox_published.inc(len(rows))
+        return len(rows)
+
+    async def _one_by_one(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Find the record(s) no retry fixes; the others are published as usual."""
+        for row in rows:
+            try:
+                await self._publisher.publish([row.event])
+            except StrategyWorkerError as exc:
+                if exc.retryable:
+                    raise
+                self.dropped += 1
+                self._metrics.events_dropped.inc()
+                _log.error(
+                    "event refused for good; not published",
+                    event_type=row.event.event_type,
+                    event_id=str(row.event.event_id),
+                    error=str(exc)[:200],
+                )
+        return rows
+
+    async def prune(self) -> int:
+        """Delete events published longer ago than the retention (bounded batches)."""
+        total = 0
+        before = self._now() - self._retention
+        while True:
+            n = await self._store.prune_outbox(published_before=before, limit=5000)
+            total += n
+            if n < 5000:
+                return total
+            await self._sleep(0)

@@ -1,0 +1,624 @@
+"""`Store` in memory, with the same semantics as the PostgreSQL store, and faults.
+
+One `MemoryDatabase` is the shared data (several simulated workers share it); each worker
+talks to it through its own `MemoryStore` handle, which holds that worker's outbox
+leadership (released when the handle is closed or `crash()`ed, as a session lock is when a
+process dies). Every method is atomic: a commit is applied completely or not at all.
+
+Faults (`MemoryDatabase.faults`): an outage makes every call raise a retryable
+`StoreError`; `fail_next_commit(applied=...)` makes the next commit fail before or after it
+is applied — the second is a commit whose outcome the caller cannot know. Every accepted
+write is checked against the lease it carries and recorded (`writes`), so a simulation
+can prove that no worker ever wrote for an execution it did not hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.orders import OrderStatus
+from strategy_worker.errors import StoreError
+from strategy_worker.store import (
+    FIRST_LEASE_EPOCH,
+    FIRST_VERSION,
+    CommitOutcome,
+    ControlOutcome,
+    ControlRequestRecord,
+    ExecutionRecord,
+    ExecutionStatus,
+    ExecutionWrite,
+    FillConflictError,
+    FillRecord,
+    IntentConflictError,
+    LoadedExecution,
+    MarkWrite,
+    OrderRecord,
+    OutboxRow,
+    RiskEventRecord,
+    SnapshotRecord,
+    Store,
+    order_id_for,
+)
+
+RUNNING = (ExecutionStatus.ACTIVE, ExecutionStatus.PAUSED)
+
+
+@dataclass
+class Faults:
+    """Injected store faults (see the module docstring)."""
+
+    down_until: float = float("-inf")
+    """Clock timestamp before which every call fails (an outage)."""
+    commit_failures: list[bool] = field(default_factory=list)
+    """Pending commit failures: True = fail after applying (outcome unknown to the caller)."""
+
+    def fail_next_commit(self, *, applied: bool) -> None:
+        self.commit_failures.append(applied)
+
+
+@dataclass
+class _Execution:
+    record: ExecutionRecord
+    order_ids: list[str] = field(default_factory=list)
+    fills: list[FillRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSeen:
+    """One accepted write, with the fence it carried and who held the lease then."""
+
+    execution_id: uuid.UUID
+    owner_id: str
+    epoch: int
+    holder: str | None
+    holder_epoch: int
+
+
+class MemoryDatabase:
+    """The shared data of every `MemoryStore` handle."""
+
+    def __init__(self, *, now: Callable[[], datetime], lease_seconds: float = 15.0) -> None:
+        self.now = now
+        self.lease_seconds = lease_seconds
+        """The lease a creating commit gives its creator (the worker's `lease_seconds`)."""
+        self.faults = Faults()
+        self.executions: dict[uuid.UUID, _Execution] = {}
+        self.by_message: dict[tuple[uuid.UUID, datetime], uuid.UUID] = {}
+        self.orders: dict[str, OrderRecord] = {}
+        self.fill_keys: dict[tuple[str, str], FillRecord] = {}
+        self.risk_events: dict[uuid.UUID, RiskEventRecord] = {}
+        self.snapshots: dict[uuid.UUID, SnapshotRecord] = {}
+        self.controls: dict[str, ControlRequestRecord] = {}
+        self.cursors: dict[str, int] = {}
+        self.outbox: dict[int, OutboxRow] = {}
+        self.outbox_ids: set[uuid.UUID] = set()
+        self.published: dict[int, tuple[int, datetime]] = {}
+        self.next_seq = 1
+        self.relay_leader: MemoryStore | None = None
+        self.writes: list[WriteSeen] = []
+        self.commits = 0
+
+    def handle(self) -> MemoryStore:
+        return MemoryStore(self)
+
+    def check(self) -> None:
+        if self.now().timestamp() < self.faults.down_until:
+            raise StoreError("database unavailable (simulated outage)", retryable=True)
+
+
+class MemoryStore:
+    """One worker's connection to a `MemoryDatabase`; implements `Store`."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+        self.closed = False
+
+    def _enter(self) -> MemoryDatabase:
+        if self.closed:
+            raise StoreError("store handle is closed", retryable=False)
+        self.db.check()
+        return self.db
+
+    # ------------------------------------------------------------------ the write path
+
+    async def commit(
+        self, writes: Sequence[ExecutionWrite], *, cursor: tuple[str, int] | None = None
+    ) -> CommitOutcome:
+        db = self._enter()
+        after = db.faults.commit_failures.pop(0) if db.faults.commit_failures else None
+        if after is False:
+            raise StoreError("commit failed (simulated)", retryable=True)
+        staged = _Staging(db)
+        outcome = staged.apply(writes, cursor)
+        staged.publish()
+        db.commits += 1
+        if after:
+            raise StoreError("connection lost during COMMIT (simulated)", retryable=True)
+        return outcome
+
+    async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
+        db = self._enter()
+        missed: set[uuid.UUID] = set()
+        for w in writes:
+            ex = db.executions.get(w.execution_id)
+            if ex is None:
+                missed.add(w.execution_id)
+                continue
+            rec = ex.record
+            if (
+                rec.owner_id != w.fence.owner_id
+                or rec.lease_epoch != w.fence.epoch
+                or rec.version != w.version
+            ):
+                missed.add(w.execution_id)
+                continue
+            db.writes.append(
+                WriteSeen(
+                    w.execution_id, w.fence.owner_id, w.fence.epoch, rec.owner_id, rec.lease_epoch
+                )
+            )
+            state = replace(rec.state, unrealized_pnl=w.unrealized_pnl, total_pnl=w.total_pnl)
+            ex.record = replace(rec, state=state, updated_at=db.now())
+            if w.snapshot is not None:
+                db.snapshots.setdefault(w.snapshot.snapshot_id, w.snapshot)
+        return missed
+
+    # ------------------------------------------------------------------ executions
+
+    async def existing_executions(self, execution_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        db = self._enter()
+        return {e for e in execution_ids if e in db.executions}
+
+    async def running_strategies(
+        self, strategy_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        db = self._enter()
+        wanted = set(strategy_ids)
+        return {
+            ex.record.strategy_id: eid
+            for eid, ex in sorted(db.executions.items())
+            if ex.record.strategy_id in wanted and ex.record.state.status in RUNNING
+        }
+
+    async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
+        ex = self._enter().executions.get(execution_id)
+        return ex.record if ex else None
+
+    async def load_executions(self, execution_ids: Collection[uuid.UUID]) -> list[LoadedExecution]:
+        db = self._enter()
+        out = []
+        for eid in sorted(set(execution_ids)):
+            ex = db.executions.get(eid)
+            if ex is None:
+                continue
+            orders = sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
+            out.append(LoadedExecution(record=ex.record, orders=orders, fills=list(ex.fills)))
+        return out
+
+    async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
+        db = self._enter()
+        ex = db.executions.get(execution_id)
+        if ex is None:
+            return []
+        return sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
+
+    async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
+        ex = self._enter().executions.get(execution_id)
+        return list(ex.fills) if ex else []
+
+    async def get_snapshots(
+        self, execution_id: uuid.UUID, *, limit: int = 100
+    ) -> list[SnapshotRecord]:
+        rows = [s for s in self._enter().snapshots.values() if s.execution_id == execution_id]
+        rows.sort(key=lambda s: s.taken_at, reverse=True)
+        return rows[:limit]
+
+    async def get_risk_events(self, execution_id: uuid.UUID) -> list[RiskEventRecord]:
+        rows = [r for r in self._enter().risk_events.values() if r.execution_id == execution_id]
+        return sorted(rows, key=lambda r: r.occurred_at)
+
+    async def fleet_pnl(self) -> Decimal:
+        db = self._enter()
+        return sum((ex.record.state.total_pnl for ex in db.executions.values()), ZERO)
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire_executions(
+        self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
+    ) -> list[ExecutionRecord]:
+        db = self._enter()
+        now = db.now()
+        taken: list[ExecutionRecord] = []
+        candidates = sorted(
+            (ex for ex in db.executions.values() if ex.record.state.status in RUNNING),
+            key=lambda ex: (
+                ex.record.lease_expires_at is not None,
+                ex.record.lease_expires_at or now,
+                ex.record.created_at,
+            ),
+        )
+        for ex in candidates:
+            if len(taken) >= limit:
+                break
+            rec = ex.record
+            free = rec.owner_id is None or (
+                rec.lease_expires_at is not None and rec.lease_expires_at <= now
+            )
+            if not (free or (reclaim and rec.owner_id == owner_id)):
+                continue
+            ex.record = replace(
+                rec,
+                owner_id=owner_id,
+                lease_epoch=rec.lease_epoch + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                heartbeat_at=now,
+            )
+            taken.append(ex.record)
+        return taken
+
+    async def renew_leases(
+        self, owner_id: str, execution_ids: Collection[uuid.UUID], *, lease_seconds: float
+    ) -> set[uuid.UUID]:
+        db = self._enter()
+        now = db.now()
+        held = set()
+        for eid in execution_ids:
+            ex = db.executions.get(eid)
+            if ex is not None and ex.record.owner_id == owner_id:
+                ex.record = replace(
+                    ex.record,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    heartbeat_at=now,
+                )
+                held.add(eid)
+        return held
+
+    async def release_executions(
+        self, owner_id: str, execution_ids: Collection[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        db = self._enter()
+        released = set()
+        for eid in execution_ids:
+            ex = db.executions.get(eid)
+            if ex is not None and ex.record.owner_id == owner_id:
+                ex.record = replace(ex.record, owner_id=None, lease_expires_at=None)
+                released.add(eid)
+        return released
+
+    # ------------------------------------------------------------------ control and cursor
+
+    async def record_control_request(self, request: ControlRequestRecord) -> bool:
+        db = self._enter()
+        if request.request_id in db.controls:
+            return False
+        db.controls[request.request_id] = request
+        return True
+
+    async def complete_control_request(
+        self, request_id: str, outcome: ControlOutcome, *, detail: str, completed_at: datetime
+    ) -> None:
+        db = self._enter()
+        seen = db.controls.get(request_id)
+        if seen is None:
+            raise StoreError(f"control request {request_id} was never recorded")
+        db.controls[request_id] = replace(
+            seen, outcome=outcome, detail=detail, completed_at=completed_at
+        )
+
+    async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
+        return self._enter().controls.get(request_id)
+
+    async def list_pending_control_requests(
+        self, execution_ids: Collection[uuid.UUID], *, strategy_ids: Collection[uuid.UUID] = ()
+    ) -> list[ControlRequestRecord]:
+        db = self._enter()
+        ids = set(execution_ids)
+        strategies = {str(s) for s in strategy_ids}
+        rows = [
+            r
+            for r in db.controls.values()
+            if r.outcome is ControlOutcome.RECEIVED
+            and (
+                (r.execution_id is not None and r.execution_id in ids)
+                or (r.execution_id is None and str(r.payload.get("strategy_id")) in strategies)
+            )
+        ]
+        return sorted(rows, key=lambda r: (r.received_at, r.request_id))
+
+    async def get_report_cursor(self, name: str) -> int:
+        return self._enter().cursors.get(name, 0)
+
+    async def set_report_cursor(self, name: str, last_seq: int) -> None:
+        db = self._enter()
+        db.cursors[name] = max(db.cursors.get(name, 0), last_seq)
+
+    # ------------------------------------------------------------------ outbox
+
+    async def claim_outbox(self, *, limit: int) -> list[OutboxRow]:
+        db = self._enter()
+        if db.relay_leader is None or db.relay_leader.closed:
+            db.relay_leader = self
+        if db.relay_leader is not self:
+            return []
+        rows = [r for seq, r in sorted(db.outbox.items()) if seq not in db.published]
+        return rows[:limit]
+
+    async def mark_published(self, seqs: Sequence[int]) -> None:
+        db = self._enter()
+        if db.relay_leader is not self:
+            raise StoreError("mark_published by a store that is not the relay leader")
+        top = max((p for p, _ in db.published.values()), default=0)
+        for n, seq in enumerate(seqs, start=1):
+            if seq in db.outbox and seq not in db.published:
+                db.published[seq] = (top + n, db.now())
+
+    async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
+        db = self._enter()
+        old = [s for s, (_, at) in sorted(db.published.items()) if at < published_before][:limit]
+        for seq in old:
+            row = db.outbox.pop(seq)
+            db.outbox_ids.discard(row.event.event_id)
+            del db.published[seq]
+        return len(old)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def ping(self) -> bool:
+        try:
+            self._enter()
+        except StoreError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        self.crash()
+
+    def crash(self) -> None:
+        """The process holding this handle is gone: its leadership goes with it."""
+        self.closed = True
+        if self.db.relay_leader is self:
+            self.db.relay_leader = None
+
+
+class _Staging:
+    """One commit, checked completely before any of it is applied (all or nothing)."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+        self.now = db.now()
+        self.records: dict[uuid.UUID, ExecutionRecord] = {}
+        self.new_executions: dict[uuid.UUID, _Execution] = {}
+        self.orders: dict[str, OrderRecord] = {}
+        self.fills: dict[tuple[str, str], FillRecord] = {}
+        self.fill_lists: dict[uuid.UUID, list[FillRecord]] = {}
+        self.risk: dict[uuid.UUID, RiskEventRecord] = {}
+        self.snapshots: dict[uuid.UUID, SnapshotRecord] = {}
+        self.events: list[OutboxRow] = []
+        self.controls: dict[str, ControlRequestRecord] = {}
+        self.cursor: tuple[str, int] | None = None
+        self.seen: list[WriteSeen] = []
+
+    def apply(
+        self, writes: Sequence[ExecutionWrite], cursor: tuple[str, int] | None
+    ) -> CommitOutcome:
+        created: set[uuid.UUID] = set()
+        existed: set[uuid.UUID] = set()
+        lost: set[uuid.UUID] = set()
+        for w in sorted(writes, key=lambda w: w.execution_id):
+            if w.create is not None:
+                if not self._create(w):
+                    existed.add(w.execution_id)
+                    continue
+                created.add(w.execution_id)
+            elif not self._update(w):
+                lost.add(w.execution_id)
+                continue
+            self._rows(w)
+        self.cursor = cursor
+        return CommitOutcome(
+            created=frozenset(created), existed=frozenset(existed), lost=frozenset(lost)
+        )
+
+    def _record(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
+        if execution_id in self.records:
+            return self.records[execution_id]
+        ex = self.db.executions.get(execution_id)
+        return ex.record if ex else None
+
+    def _create(self, w: ExecutionWrite) -> bool:
+        new = w.create
+        assert new is not None
+        key = (new.strategy_id, new.approved_at)
+        if (
+            w.execution_id in self.db.executions
+            or w.execution_id in self.new_executions
+            or key in self.db.by_message
+        ):
+            return False
+        record = ExecutionRecord(
+            execution_id=new.execution_id,
+            strategy_id=new.strategy_id,
+            user_id=new.user_id,
+            approved_at=new.approved_at,
+            config=copy.deepcopy(dict(new.config)),
+            initial_capital=new.initial_capital,
+            started_at=new.started_at,
+            state=new.state,
+            next_intent_seq=w.next_intent_seq or 1,
+            version=FIRST_VERSION,
+            owner_id=w.fence.owner_id,
+            lease_epoch=FIRST_LEASE_EPOCH,
+            lease_expires_at=self.now + timedelta(seconds=self.db.lease_seconds),
+            heartbeat_at=self.now,
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        self.new_executions[w.execution_id] = _Execution(record=record)
+        self.records[w.execution_id] = record
+        self.seen.append(
+            WriteSeen(
+                w.execution_id, w.fence.owner_id, w.fence.epoch, w.fence.owner_id, FIRST_LEASE_EPOCH
+            )
+        )
+        return True
+
+    def _update(self, w: ExecutionWrite) -> bool:
+        rec = self._record(w.execution_id)
+        if (
+            rec is None
+            or rec.owner_id != w.fence.owner_id
+            or rec.lease_epoch != w.fence.epoch
+            or rec.version != w.version - 1
+        ):
+            return False
+        self.seen.append(
+            WriteSeen(
+                w.execution_id, w.fence.owner_id, w.fence.epoch, rec.owner_id, rec.lease_epoch
+            )
+        )
+        changes: dict[str, object] = {"version": w.version, "updated_at": self.now}
+        if w.state is not None:
+            changes["state"] = w.state
+            if w.next_intent_seq is not None:
+                changes["next_intent_seq"] = w.next_intent_seq
+        if w.release:
+            changes["owner_id"] = None
+            changes["lease_expires_at"] = None
+        self.records[w.execution_id] = replace(rec, **changes)  # type: ignore[arg-type]
+        return True
+
+    def _rows(self, w: ExecutionWrite) -> None:
+        db = self.db
+        for intent in w.intents:
+            coid = intent.client_order_id
+            stored = self.orders.get(coid) or db.orders.get(coid)
+            if stored is not None:
+                if stored.intent != intent:
+                    raise IntentConflictError(
+                        f"order intent {coid} is already recorded with different content"
+                    )
+                continue
+            self.orders[coid] = OrderRecord(
+                order_id=order_id_for(coid),
+                client_order_id=coid,
+                execution_id=intent.execution_id,
+                intent_seq=intent.intent_seq,
+                symbol=intent.symbol,
+                side=intent.side,
+                order_type=intent.order_type,
+                purpose=intent.purpose,
+                quantity=intent.quantity,
+                price=intent.price,
+                limit_price=intent.limit_price,
+                status=OrderStatus.PENDING,
+                oms_order_id=None,
+                filled_quantity=ZERO,
+                filled_price=None,
+                fees=ZERO,
+                reason=None,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+        for update in w.order_updates:
+            stored = self.orders.get(update.client_order_id) or db.orders.get(
+                update.client_order_id
+            )
+            if stored is None:
+                raise StoreError(f"order {update.client_order_id} is not recorded")
+            if stored.status.is_terminal and update.status is not stored.status:
+                late_fill = (
+                    stored.status is OrderStatus.CANCELLED
+                    and update.filled_quantity > stored.filled_quantity
+                )
+                if not late_fill:
+                    continue
+            if update.filled_quantity < stored.filled_quantity:
+                continue
+            self.orders[update.client_order_id] = replace(
+                stored,
+                status=update.status,
+                filled_quantity=update.filled_quantity,
+                filled_price=update.filled_price
+                if update.filled_price is not None
+                else stored.filled_price,
+                oms_order_id=update.oms_order_id or stored.oms_order_id,
+                fees=update.fees if update.fees is not None else stored.fees,
+                reason=update.reason if update.reason is not None else stored.reason,
+                updated_at=self.now,
+            )
+        for record in w.fills:
+            key = (record.fill.client_order_id, record.fill.fill_id)
+            seen = self.fills.get(key) or db.fill_keys.get(key)
+            if seen is not None:
+                if seen.fill != record.fill:
+                    raise FillConflictError(
+                        f"fill {key} is already recorded with different content"
+                    )
+                continue
+            if record.fill.client_order_id not in self.orders and (
+                record.fill.client_order_id not in db.orders
+            ):
+                raise StoreError(f"fill for unknown order {record.fill.client_order_id}")
+            self.fills[key] = record
+            self.fill_lists.setdefault(w.execution_id, []).append(record)
+        for row in w.risk_events:
+            if row.event_id not in db.risk_events:
+                self.risk.setdefault(row.event_id, row)
+        for snap in w.snapshots:
+            if snap.snapshot_id not in db.snapshots:
+                self.snapshots.setdefault(snap.snapshot_id, snap)
+        for event in w.events:
+            if event.event_id in db.outbox_ids or any(
+                r.event.event_id == event.event_id for r in self.events
+            ):
+                continue
+            self.events.append(OutboxRow(seq=0, event=event))
+        for done in w.controls:
+            seen_control = self.controls.get(done.request_id) or db.controls.get(done.request_id)
+            if seen_control is None:
+                raise StoreError(f"control request {done.request_id} was never recorded")
+            self.controls[done.request_id] = replace(
+                seen_control,
+                outcome=done.outcome,
+                detail=done.detail,
+                completed_at=done.completed_at,
+            )
+
+    def publish(self) -> None:
+        """Make the staged commit visible (nothing above raised)."""
+        db = self.db
+        for eid, ex in self.new_executions.items():
+            db.executions[eid] = ex
+            db.by_message[(ex.record.strategy_id, ex.record.approved_at)] = eid
+        for eid, record in self.records.items():
+            db.executions[eid].record = record
+        for coid, order in self.orders.items():
+            if coid not in db.orders:
+                db.executions[order.execution_id].order_ids.append(coid)
+            db.orders[coid] = order
+        db.fill_keys.update(self.fills)
+        for eid, fills in self.fill_lists.items():
+            db.executions[eid].fills.extend(fills)
+        db.risk_events.update(self.risk)
+        db.snapshots.update(self.snapshots)
+        for row in self.events:
+            seq = db.next_seq
+            db.next_seq += 1
+            db.outbox[seq] = OutboxRow(seq=seq, event=row.event)
+            db.outbox_ids.add(row.event.event_id)
+        db.controls.update(self.controls)
+        if self.cursor is not None:
+            name, seq = self.cursor
+            db.cursors[name] = max(db.cursors.get(name, 0), seq)
+        db.writes.extend(self.seen)
+
+
+def _implements_store(store: MemoryStore) -> Store:
+    """Never called: mypy proves here that MemoryStore satisfies the Store protocol."""
+    return store

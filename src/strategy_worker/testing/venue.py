@@ -1,0 +1,202 @@
+"""`OmsGateway` in process: the paper venue (`oms_sim.venue.PaperVenue`) behind the port,
+with the faults a real OMS shows, each switchable and seeded.
+
+- `down_until`: every call fails, retryable (the OMS unreachable, a breaker open);
+- `stall_s`: a submit is processed, then its answer is late (a timeout after processing is
+  the classic unknown outcome: the order exists although the caller saw an error);
+- `rules` of the venue: rejection rate, partial fills (slices), slippage, fees;
+- `late_fill_on_cancel`: a cancel races a fill, which is reported after the cancel
+  (`PaperVenue.fill_after_cancel`);
+- `overfill_rate`: a fill report claiming more than the order's quantity (never booked by
+  the venue: an anomaly the worker must refuse);
+- `restart()`: the OMS restarts; fill ids of new fills begin again, so ids collide across
+  orders (a fill id is unique per order only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+
+from strategy_worker.domain.orders import (
+    ExecutionReport,
+    OmsOrder,
+    OrderIntent,
+)
+from strategy_worker.errors import OmsError
+from strategy_worker.oms_sim.venue import OrderRequest, PaperVenue, SimOrder, VenueRules
+
+
+class SimOms:
+    """The paper venue as the worker's OMS (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], datetime],
+        prices: Callable[[str], Decimal | None],
+        rules: VenueRules | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.venue = PaperVenue(rules or VenueRules(), seed=seed)
+        self._now = now
+        self._price = prices
+        self._rng = random.Random(seed + 1)
+        self._seed = seed
+        self._changed = asyncio.Event()
+        self.down_until = float("-inf")
+        self.stall_s = 0.0
+        self.late_fill_on_cancel = 0.0
+        self.overfill_rate = 0.0
+        self._epoch = 0
+        self.received: list[tuple[float, OrderIntent]] = []
+        """Every submit the venue processed (first time per client order id), for checks."""
+        self.on_receive: Callable[[OrderIntent], None] = lambda intent: None
+
+    # ------------------------------------------------------------------ faults
+
+    def _enter(self) -> None:
+        if self._now().timestamp() < self.down_until:
+            raise OmsError("OMS unavailable (simulated)", retryable=True)
+
+    def restart(self) -> None:
+        """Fill ids start again (orders and positions are kept, as a durable OMS does)."""
+        self._epoch += 1
+
+    # ------------------------------------------------------------------ OmsGateway
+
+    async def submit(self, intent: OrderIntent, *, account_id: str) -> OmsOrder:
+        return (await self.submit_many([intent], account_id=account_id))[0]
+
+    async def submit_many(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        self._enter()
+        now = self._now()
+        out: list[OmsOrder] = []
+        for intent in intents:
+            request = OrderRequest(
+                client_order_id=intent.client_order_id,
+                execution_id=intent.execution_id,
+                account_id=account_id,
+                symbol=intent.symbol,
+                side=intent.side,
+                order_type=intent.order_type,
+                quantity=intent.quantity,
+                limit_price=intent.limit_price,
+                purpose=intent.purpose.value,
+            )
+            known = self.venue.get(client_order_id=intent.client_order_id) is not None
+            if not known:
+                self.on_receive(intent)
+                self.received.append((now.timestamp(), intent))
+            order, _ = self.venue.submit(request, price=self._price(intent.symbol), now=now)
+            out.append(self._view(order))
+        self._changed.set()
+        if self.stall_s > 0:
+            await asyncio.sleep(self.stall_s)
+            raise OmsError("deadline exceeded after processing (simulated)", retryable=True)
+        return out
+
+    async def cancel(self, client_order_id: str) -> OmsOrder:
+        self._enter()
+        order = self.venue.get(client_order_id=client_order_id)
+        if order is None:
+            raise OmsError(f"unknown order {client_order_id}", retryable=False)
+        late = not order.status.is_terminal and self._rng.random() < self.late_fill_on_cancel
+        now = self._now()
+        self.venue.cancel(order, reason="CANCEL_REQUESTED", now=now)
+        price = self._price(order.request.symbol)
+        if late and price is not None:
+            self.venue.fill_after_cancel(order, price=price, now=now)
+        self._changed.set()
+        return self._view(order)
+
+    async def get_order(self, client_order_id: str) -> OmsOrder | None:
+        self._enter()
+        order = self.venue.get(client_order_id=client_order_id)
+        return self._view(order) if order else None
+
+    async def list_orders(self, execution_id: uuid.UUID) -> list[OmsOrder]:
+        self._enter()
+        return [self._view(o) for o in self.venue.orders(execution_id=execution_id)]
+
+    async def get_positions(self, execution_id: uuid.UUID) -> dict[str, Decimal]:
+        self._enter()
+        return self.venue.execution_book(execution_id).net_positions()
+
+    async def reports(self, *, from_seq: int) -> AsyncIterator[ExecutionReport]:
+        seq = from_seq
+        while True:
+            batch = self._reports_after(seq)
+            if not batch:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            for report in batch:
+                seq = report.seq
+                yield report
+
+    async def ping(self) -> bool:
+        return self._now().timestamp() >= self.down_until
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ the market
+
+    def tick(self, prices: Mapping[str, Decimal]) -> int:
+        """Working orders meet new prices; returns fills made."""
+        fills = self.venue.on_prices(prices, now=self._now())
+        if fills:
+            self._changed.set()
+        return fills
+
+    # ------------------------------------------------------------------ internals
+
+    def _reports_after(self, seq: int) -> list[ExecutionReport]:
+        """Venue report n is stream seq 2n; an injected overfill of it is 2n + 1."""
+        out = []
+        for report in self.venue.reports_after(seq // 2):
+            fill = report.fill
+            if fill is not None and self._epoch:
+                fill = replace(fill, fill_id=f"E{self._epoch}-{fill.fill_id}")
+            out.append(
+                ExecutionReport(
+                    seq=report.seq * 2,
+                    client_order_id=report.client_order_id,
+                    oms_order_id=report.oms_order_id,
+                    execution_id=report.execution_id,
+                    status=report.status,
+                    filled_quantity=report.filled_quantity,
+                    avg_fill_price=report.avg_fill_price,
+                    fill=fill,
+                    reason=report.reason,
+                )
+            )
+            # Decided per report, the same for every reader of the stream.
+            if (
+                fill is not None
+                and random.Random(self._seed * 1_000_003 + report.seq).random() < self.overfill_rate
+            ):
+                out.append(self._overfill(report.seq * 2 + 1, out[-1]))
+        return [r for r in out if r.seq > seq]
+
+    def _overfill(self, seq: int, report: ExecutionReport) -> ExecutionReport:
+        order = self.venue.get(client_order_id=report.client_order_id)
+        assert order is not None
+        assert report.fill is not None
+        bogus = replace(
+            report.fill,
+            fill_id=f"{report.fill.fill_id}-X",
+            quantity=order.request.quantity + 1,
+        )
+        return replace(report, seq=seq, fill=bogus)
+
+    def _view(self, order: SimOrder) -> OmsOrder:
+        return order.snapshot()
