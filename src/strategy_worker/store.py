@@ -77,8 +77,14 @@ class IntentConflictError(StoreError):
 
 
 class FillConflictError(StoreError):
-    """A fill (client order id, fill id) is already recorded with different content: the
-    OMS broke its contract, or memory and store disagree. Never silently dropped."""
+    """A fill (client order id, fill id) is already recorded with different content: the OMS
+    reused a fill id within one order, or a report was corrupted. Never dropped, never
+    overwritten: the commit carrying it is refused whole (not retryable)."""
+
+
+class OutboxLeadershipLostError(StoreError):
+    """`mark_published` was called by a store that does not hold the outbox leadership (it
+    lost it, e.g. its connection broke): go back to `claim_outbox`; never retry the mark."""
 
 
 class ExecutionNotFoundError(StoreError):
@@ -294,8 +300,6 @@ class ControlRequestRecord:
     completed_at: datetime | None = None
 
 
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlCompletion:
     """What became of a control request, written with the step that applied it."""
@@ -405,7 +409,7 @@ class Store(Protocol):
         and advance a report cursor with them. Idempotent for what is keyed: a replayed
         creation, intent, fill (by order and fill id), risk event, snapshot or outbox event
         is skipped; an intent or fill recorded before with different content raises
-        IntentConflictError (nothing is written)."""
+        IntentConflictError or FillConflictError (nothing is written)."""
         ...
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
@@ -428,9 +432,7 @@ class Store(Protocol):
         """The execution, or None."""
         ...
 
-    async def load_executions(
-        self, execution_ids: Collection[uuid.UUID]
-    ) -> list[LoadedExecution]:
+    async def load_executions(self, execution_ids: Collection[uuid.UUID]) -> list[LoadedExecution]:
         """Executions with their orders and fills (restore after a restart or takeover)."""
         ...
 
@@ -521,7 +523,9 @@ class Store(Protocol):
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
         """Mark events published, numbering them in `seqs` order after every event
-        published before (`published_seq`: one gap-free order of everything published)."""
+        published before (`published_seq`: one gap-free order of everything published).
+        Seqs already published are skipped (a retried mark). Only the leader may call it:
+        OutboxLeadershipLostError otherwise."""
         ...
 
     async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
