@@ -80,7 +80,7 @@ def _stop_losses(step: Step) -> None:
         model.portfolio.positions,
         fresh,
         execution_id=step.execution_id,
-        first_seq=0,
+        first_seq=model.next_seq,
         pending_sells=model.pending_sells(),
     )
     if not scan.events and not scan.intents:
@@ -194,7 +194,7 @@ def _plan(step: Step, threshold: Decimal):  # type: ignore[no-untyped-def]
         fresh,
         info.limits,
         execution_id=step.execution_id,
-        first_seq=0,
+        first_seq=step.model.next_seq,
         threshold=threshold,
         blocked=frozenset(step.model.risk.stops.stopped_out),
         available_exposure=info.limits.max_total_exposure

@@ -147,6 +147,7 @@ class Engine:
                 continue
             if step.execution_id in outcome.existed:
                 continue
+            step.model.version = step.version
             runner.adopt(step.model)
             if step.create is not None:
                 self.book.add(runner)
