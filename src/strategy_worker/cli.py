@@ -250,7 +250,6 @@ def _suppress_interrupt() -> Any:
 def db_migrate(config: ConfigOption = None) -> None:
     """Apply pending migrations (safe to run twice, and from two processes at once)."""
     from strategy_worker.adapters.postgres import migrate
-    from strategy_worker.runtime.app import database_config
 
     try:
         cfg = load_config(config)
@@ -260,7 +259,7 @@ def db_migrate(config: ConfigOption = None) -> None:
     from strategy_worker.log import configure_logging
 
     configure_logging("WARNING", json_output=cfg.logging.json_output)
-    db = database_config(cfg)
+    db = cfg.database
     applied = _run(migrate(db.dsn(), hint=db.setting_hint()))
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 

@@ -278,11 +278,10 @@ class PaperVenue:
             return None
         order.slices = [remaining]
         self._working.setdefault(order.request.symbol, []).append(order)
-        status = order.status
         self._try_fill(order, price, now)
         self._unwork(order)
-        if order.status is not OrderStatus.FILLED:
-            order.status = status
+        if not order.filled_quantity >= order.request.quantity:
+            order.status = OrderStatus.CANCELLED
         return order.fills[-1] if order.fills else None
 
     def on_prices(self, prices: Mapping[str, Decimal], *, now: datetime) -> int:

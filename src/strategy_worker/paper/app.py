@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -27,7 +27,6 @@ from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
 from strategy_worker.adapters.oms_grpc.config import BreakerConfig, OmsClientConfig, RetryConfig
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore, migrate
 from strategy_worker.config import WorkerConfig
-from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.oms_sim.config import OmsSimConfig
 from strategy_worker.oms_sim.prices import RandomWalkPrices, ReplayPrices
 from strategy_worker.oms_sim.server import OmsSimServer
@@ -36,10 +35,10 @@ from strategy_worker.paper.sinks import JsonLinesSink
 from strategy_worker.paper.summary import ExecutionSummary, summarize
 from strategy_worker.paper.view import LiveView
 from strategy_worker.ports import PriceSource
-from strategy_worker.runtime.app import install_signal_handlers
 from strategy_worker.runtime.clocks import AcceleratedClock
 from strategy_worker.runtime.settings import RuntimeSettings, risk_limits_from
-from strategy_worker.runtime.worker import Worker
+from strategy_worker.runtime.wiring import App, build_worker, install_signal_handlers
+from strategy_worker.store import Store
 
 #: Simulated trading starts at a US market open, so replayed example prices line up.
 DEFAULT_START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -128,69 +127,84 @@ async def run_paper(options: PaperOptions) -> PaperResult:
     clock = AcceleratedClock(start=options.start, speed=options.speed)
     prices = _prices(options, clock)
     sink = JsonLinesSink(options.events_file)
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
     stop = asyncio.Event()
-    install_signal_handlers(stop)
-    async with EmbeddedPostgres(options.data_dir) as pg:
-        db = DatabaseConfig(url=pg.dsn, pool_min_size=1, pool_max_size=4)
-        await migrate(db.dsn(), hint="the embedded paper database")
-        store = await PostgresStore.connect(db)
-        oms_server = OmsSimServer(
-            OmsSimConfig(host="127.0.0.1", port=0, tick_interval_s=0.02, fee_bps=Decimal(1)),
-            prices=prices,
-            clock=clock,
-        )
-        port = await oms_server.start()
-        oms = OmsGrpcClient(
-            OmsClientConfig(
-                host="127.0.0.1",
-                port=port,
-                timeout=5.0,
-                retry=RetryConfig(max_attempts=3, backoff_ms=100, max_backoff_ms=1000),
-                breaker=BreakerConfig(failure_threshold=5, reset_timeout_s=2.0),
-            ),
-            registry=registry,
-        )
-        worker = Worker(
-            settings=_settings(options.config, options.speed),
-            store=store,
-            oms=oms,
-            prices=prices,
-            events=sink,
-            dead_letters=sink,
-            metrics=metrics,
-            clock=clock,
-        )
-        view = LiveView(worker, clock, enabled=options.live)
-        created: list[Any] = []
-        try:
-            await worker.start()
-            clock.restart()
-            for payload, source in read_messages(options.strategies):
-                before = set(worker.runners)
-                await worker.handle_strategy(payload, source)
-                created += [e for e in worker.runners if e not in before]
-            with view:
-                real_seconds = options.duration_s / options.speed
-                waiter = asyncio.create_task(worker.wait())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(real_seconds):
-                        while not stop.is_set() and not waiter.done():
-                            view.refresh()
-                            await asyncio.sleep(0.25)
-                waiter.cancel()
-                # The view keeps its last frame: the summary below tells how it ended.
-                await worker.shutdown("handover" if options.keep_open else "close")
-            summaries = [await summarize(store, execution_id) for execution_id in created]
-        finally:
-            await worker.shutdown("handover")
-            await oms.close()
-            await oms_server.stop()
-            await store.close()
-            await sink.close()
+    restore_signals = install_signal_handlers(stop)
+    try:
+        async with EmbeddedPostgres(options.data_dir) as pg:
+            db = DatabaseConfig(url=pg.dsn, pool_min_size=1, pool_max_size=4)
+            await migrate(db.dsn(), hint="the embedded paper database")
+            async with contextlib.AsyncExitStack() as stack:
+                store = await PostgresStore.connect(db)
+                stack.push_async_callback(store.close)
+                oms_server = OmsSimServer(
+                    OmsSimConfig(
+                        host="127.0.0.1", port=0, tick_interval_s=0.02, fee_bps=Decimal(1)
+                    ),
+                    prices=prices,
+                    clock=clock,
+                )
+                port = await oms_server.start()
+                stack.push_async_callback(oms_server.stop)
+                oms = OmsGrpcClient(_oms_config(port), registry=CollectorRegistry())
+                stack.push_async_callback(oms.close)
+                stack.push_async_callback(sink.close)
+                app = await stack.enter_async_context(
+                    build_worker(
+                        options.config,
+                        store=store,
+                        oms=oms,
+                        prices=prices,
+                        price_feed=None,
+                        publisher=sink,
+                        dead_letters=sink,
+                        clock=clock,
+                        settings=_settings(options.config, options.speed),
+                        consume=False,
+                        serve_http=False,
+                        migrate=False,
+                    )
+                )
+                summaries = await _session(app, options, clock, stop, store)
+    finally:
+        restore_signals()
     return PaperResult(
         summaries=summaries,
         dead_letters=len(sink.dead_letters),
         consistent=all(s.consistent for s in summaries),
+    )
+
+
+async def _session(
+    app: App, options: PaperOptions, clock: AcceleratedClock, stop: asyncio.Event, store: Store
+) -> list[ExecutionSummary]:
+    worker = app.worker
+    view = LiveView(worker.book, clock, enabled=options.live)
+    created: list[uuid.UUID] = []
+    await app.start()
+    clock.restart()
+    for payload, source in read_messages(options.strategies):
+        before = set(worker.book.ids())
+        await worker.handle_strategy(payload, source)
+        created += [e for e in worker.book.ids() if e not in before]
+    with view:
+        real_seconds = options.duration_s / options.speed
+        waiter = asyncio.create_task(worker.wait())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(real_seconds):
+                while not stop.is_set() and not waiter.done():
+                    view.refresh()
+                    await asyncio.sleep(0.25)
+        waiter.cancel()
+        # The view keeps its last frame: the summary below tells how it ended.
+        await app.stop("handover" if options.keep_open else "close")
+    return [await summarize(store, execution_id) for execution_id in created]
+
+
+def _oms_config(port: int) -> OmsClientConfig:
+    return OmsClientConfig(
+        host="127.0.0.1",
+        port=port,
+        timeout=5.0,
+        retry=RetryConfig(max_attempts=3, backoff_ms=100, max_backoff_ms=1000),
+        breaker=BreakerConfig(failure_threshold=5, reset_timeout_s=2.0),
     )

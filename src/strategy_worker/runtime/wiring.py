@@ -40,28 +40,6 @@ _log = get_logger(__name__)
 _UNSET: Any = object()
 
 
-@dataclass(kw_only=True)
-class Overrides:
-    """Parts to use instead of the production ones (None: build from the config)."""
-
-    store: Store | None = None
-    oms: OmsGateway | None = None
-    prices: PriceSource | None = None
-    price_feed: PriceFeed | None = _UNSET
-    """None disables the price watch; unset: Redis pub/sub when `redis.price_channel`."""
-    publisher: EventPublisher | None = None
-    dead_letters: DeadLetterSink | None = None
-    clock: Clock | None = None
-    sleep: Sleep | None = None
-    """Sleeps in the clock's time frame (the paper clock's accelerated seconds)."""
-    settings: RuntimeSettings | None = None
-    registry: CollectorRegistry | None = None
-    consume: bool = True
-    """Consume Kafka (`strategy.approved`, `strategy.control`); False in paper mode."""
-    serve_http: bool = True
-    migrate: bool = True
-
-
 @dataclass
 class App:
     """A built worker with its edges; `run` drives it."""
@@ -110,27 +88,45 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def build_worker(config: WorkerConfig, **overrides: Any) -> AsyncIterator[App]:
-    """Build the worker (see the module docstring); `overrides` are `Overrides` fields."""
-    parts = Overrides(**overrides)
+async def build_worker(
+    config: WorkerConfig,
+    *,
+    store: Store | None = None,
+    oms: OmsGateway | None = None,
+    prices: PriceSource | None = None,
+    price_feed: PriceFeed | None = _UNSET,
+    publisher: EventPublisher | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    settings: RuntimeSettings | None = None,
+    registry: CollectorRegistry | None = None,
+    consume: bool = True,
+    serve_http: bool = True,
+    migrate: bool = True,
+) -> AsyncIterator[App]:
+    """Build the worker (see the module docstring). Each part given replaces the one the
+    config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
+    when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
+    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files)."""
     async with contextlib.AsyncExitStack() as stack:
-        registry = parts.registry or CollectorRegistry()
+        registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
-        settings = parts.settings or settings_from(config)
-        store = parts.store or await _open_store(config, stack, migrate_first=parts.migrate)
-        oms = parts.oms or _open_oms(config, registry, stack)
-        prices = parts.prices or _open_prices(config, metrics, stack)
-        feed = parts.price_feed
+        settings = settings or settings_from(config)
+        store = store or await _open_store(config, stack, migrate_first=migrate)
+        oms = oms or _open_oms(config, registry, stack)
+        prices = prices or _open_prices(config, metrics, stack)
+        feed = price_feed
         if feed is _UNSET:
             feed = _open_feed(config, prices, metrics, stack)
         producer = None
-        if parts.publisher is None or parts.dead_letters is None or parts.consume:
+        if publisher is None or dead_letters is None or consume:
             producer = await _open_producer(config, stack)
         topics = config.kafka.topics
-        publisher = parts.publisher or _kafka_publisher(producer, topics.execution)
-        dead_letters = parts.dead_letters or _dead_letters(producer, topics.dead_letter, settings)
-        clock = parts.clock or SystemClock()
-        sleep: Sleep = parts.sleep or _clock_sleep(clock)
+        publisher = publisher or _kafka_publisher(producer, topics.execution)
+        dead_letters = dead_letters or _dead_letters(producer, topics.dead_letter, settings)
+        clock = clock or SystemClock()
+        sleep = sleep or _clock_sleep(clock)
         worker = Worker(
             settings=settings,
             store=store,
@@ -143,9 +139,9 @@ async def build_worker(config: WorkerConfig, **overrides: Any) -> AsyncIterator[
             sleep=sleep,
             price_feed=feed,
         )
-        consumer = _consumer(config, worker, producer, metrics, settings) if parts.consume else None
+        consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
-        if parts.serve_http:
+        if serve_http:
             http = _http(config, registry, store, oms, prices, consumer, worker)
             stack.push_async_callback(http.stop)
         app = App(worker=worker, metrics=metrics, settings=settings, _consumer=consumer, _http=http)
