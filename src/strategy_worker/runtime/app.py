@@ -6,7 +6,7 @@ import asyncio
 
 from strategy_worker.config import WorkerConfig
 from strategy_worker.log import get_logger
-from strategy_worker.runtime.wiring import build_worker, install_signal_handlers
+from strategy_worker.runtime.wiring import App, build_worker, install_signal_handlers
 
 _log = get_logger(__name__)
 
@@ -14,9 +14,17 @@ _log = get_logger(__name__)
 async def run_worker(config: WorkerConfig, *, stop: asyncio.Event | None = None) -> int:
     """Run until `stop` is set (or a signal arrives); returns the process exit code."""
     stop = stop or asyncio.Event()
-    restore = install_signal_handlers(stop)
+    forced: list[asyncio.Task[None]] = []
+    apps: list[App] = []
+
+    def force() -> None:
+        if apps and not forced:
+            forced.append(asyncio.create_task(apps[0].abandon(), name="forced-quit"))
+
+    restore = install_signal_handlers(stop, force=force)
     try:
         async with build_worker(config) as app:
+            apps.append(app)
             code = await app.run(stop)
     finally:
         restore()

@@ -138,6 +138,15 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
 
+    async def abort(self) -> None:
+        """Stop everything now: every loop and tracked task cancelled, nothing awaited
+        beyond their cancellation (a forced quit; the next owner finishes the work)."""
+        self.stopping = True
+        tasks = [*self._loops, *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def drain(self, within: float) -> None:
         """Wait for tracked work up to `within` seconds, then cancel what is left."""
         if self._tasks:

@@ -75,6 +75,11 @@ class App:
             await self.stop()
         return code
 
+    async def abandon(self) -> None:
+        """Quit now without handing anything over (see `Worker.abandon`)."""
+        _log.warning("worker quitting at once; executions are left to the next owner")
+        await self.worker.abandon()
+
     async def stop(self, policy: str | None = None) -> None:
         """Graceful stop (idempotent): stop consuming, close or hand over, commit offsets."""
         _log.info("worker stopping", policy=policy or self.settings.shutdown_policy)
@@ -153,14 +158,23 @@ async def build_worker(
                 await consumer.stop()
 
 
-def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGTERM and SIGINT request a graceful stop (a second one is ignored, not fatal);
-    returns the function that restores the previous handlers."""
+def install_signal_handlers(
+    stop: asyncio.Event, *, force: Callable[[], object] | None = None
+) -> Callable[[], None]:
+    """SIGTERM and SIGINT request a graceful stop; a second one calls `force` (quit at once,
+    see `App.abandon`) when given, else is ignored. Returns the function that restores
+    the previous handlers."""
     loop = asyncio.get_running_loop()
     installed = []
+
+    def on_signal() -> None:
+        if stop.is_set() and force is not None:
+            force()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
 
     def restore() -> None:

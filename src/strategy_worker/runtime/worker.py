@@ -147,6 +147,7 @@ class Worker:
         self._started = False
         self._shutdown_done = asyncio.Event()
         self._shutting_down = False
+        self._abandoned = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,12 +198,26 @@ class Worker:
                 await self._close_all(deadline)
             await self.supervisor.stop_loops()
             await self.supervisor.drain(deadline - loop.time())
+            if self._abandoned:
+                return
             left = await self.book.remove_all(release=True)
             if left:
                 _log.info("executions handed over", executions=len(left), policy=policy)
             await self._flush_outbox(min(10.0, self.settings.grace_period))
         finally:
             self._shutdown_done.set()
+
+    async def abandon(self) -> None:
+        """A forced quit (a second SIGTERM): every task cancelled at once, nothing handed
+        over or closed out; the leases expire and another worker resumes the executions
+        from what was committed, exactly as after a crash."""
+        self._abandoned = True
+        if self._shutting_down:
+            await self.supervisor.abort()
+            return
+        self._shutting_down = True
+        await self.supervisor.abort()
+        self._shutdown_done.set()
 
     async def _close_all(self, deadline: float) -> None:
         runners = [r for r in self.book.running()]
@@ -212,7 +227,7 @@ class Worker:
             )
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
-            if not any(r.model.stopping for r in self.book):
+            if self._abandoned or not any(r.model.stopping for r in self.book):
                 return
             await self._real_sleep(_STOP_POLL_S)
         _log.error(
