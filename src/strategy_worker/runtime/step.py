@@ -34,7 +34,13 @@ from strategy_worker.domain.orders import (
     Side,
 )
 from strategy_worker.domain.positions import Portfolio, Valuation
-from strategy_worker.domain.risk.manager import RiskContext, RiskDecision, RiskManager, RiskReason
+from strategy_worker.domain.risk.manager import (
+    RiskContext,
+    RiskDecision,
+    RiskManager,
+    RiskReason,
+    deny,
+)
 from strategy_worker.errors import DomainError
 from strategy_worker.runtime.model import ExecutionModel
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -232,11 +238,24 @@ class Step:
     def check(self, intent: OrderIntent, *, exclude: str | None = None) -> RiskDecision:
         """One pre-trade check. Its events become risk events of this step, except a bare
         rate-limit denial: the order waits for a token, which is not a risk event."""
-        decision = self.ctx.risk.check(intent, self.risk_context(intent.symbol, exclude=exclude))
+        decision = self._status_denial(intent) or self.ctx.risk.check(
+            intent, self.risk_context(intent.symbol, exclude=exclude)
+        )
         if decision.approved or decision.reason is not RiskReason.RATE_LIMITED:
             for event in decision.events:
                 self.risk(event)
         return decision
+
+    def _status_denial(self, intent: OrderIntent) -> RiskDecision | None:
+        """No new entry while the execution is paused or stopping (sells still pass)."""
+        if intent.side is not Side.BUY:
+            return None
+        model = self.model
+        if model.plans.stop is not None or not model.running:
+            return deny(intent, RiskReason.EXECUTION_STOPPING, "the execution is stopping")
+        if model.status is ExecutionStatus.PAUSED:
+            return deny(intent, RiskReason.EXECUTION_PAUSED, "the execution is paused")
+        return None
 
     def gate(self, intents: Iterable[OrderIntent], *, defer_rate_limited: bool = True) -> None:
         """Check a batch in order and record what passes (see `add`); each check sees the

@@ -14,6 +14,7 @@ can prove that no worker ever wrote for an execution it did not hold.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -118,8 +119,13 @@ class MemoryStore:
     def __init__(self, db: MemoryDatabase) -> None:
         self.db = db
         self.closed = False
+        self.frozen_until = float("-inf")
+        """Clock timestamp until which every call of this handle hangs (a process stopped
+        by SIGSTOP, or cut off from the database): its writes land only afterwards."""
 
-    def _enter(self) -> MemoryDatabase:
+    async def _enter(self) -> MemoryDatabase:
+        while self.db.now().timestamp() < self.frozen_until:
+            await asyncio.sleep(self.frozen_until - self.db.now().timestamp())
         if self.closed:
             raise StoreError("store handle is closed", retryable=False)
         self.db.check()
@@ -130,7 +136,7 @@ class MemoryStore:
     async def commit(
         self, writes: Sequence[ExecutionWrite], *, cursor: tuple[str, int] | None = None
     ) -> CommitOutcome:
-        db = self._enter()
+        db = await self._enter()
         after = db.faults.commit_failures.pop(0) if db.faults.commit_failures else None
         if after is False:
             raise StoreError("commit failed (simulated)", retryable=True)
@@ -143,7 +149,7 @@ class MemoryStore:
         return outcome
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
-        db = self._enter()
+        db = await self._enter()
         missed: set[uuid.UUID] = set()
         for w in writes:
             ex = db.executions.get(w.execution_id)
@@ -172,13 +178,13 @@ class MemoryStore:
     # ------------------------------------------------------------------ executions
 
     async def existing_executions(self, execution_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
-        db = self._enter()
+        db = await self._enter()
         return {e for e in execution_ids if e in db.executions}
 
     async def running_strategies(
         self, strategy_ids: Collection[uuid.UUID]
     ) -> dict[uuid.UUID, uuid.UUID]:
-        db = self._enter()
+        db = await self._enter()
         wanted = set(strategy_ids)
         return {
             ex.record.strategy_id: eid
@@ -187,11 +193,11 @@ class MemoryStore:
         }
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
-        ex = self._enter().executions.get(execution_id)
+        ex = (await self._enter()).executions.get(execution_id)
         return ex.record if ex else None
 
     async def load_executions(self, execution_ids: Collection[uuid.UUID]) -> list[LoadedExecution]:
-        db = self._enter()
+        db = await self._enter()
         out = []
         for eid in sorted(set(execution_ids)):
             ex = db.executions.get(eid)
@@ -202,29 +208,33 @@ class MemoryStore:
         return out
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
-        db = self._enter()
+        db = await self._enter()
         ex = db.executions.get(execution_id)
         if ex is None:
             return []
         return sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
-        ex = self._enter().executions.get(execution_id)
+        ex = (await self._enter()).executions.get(execution_id)
         return list(ex.fills) if ex else []
 
     async def get_snapshots(
         self, execution_id: uuid.UUID, *, limit: int = 100
     ) -> list[SnapshotRecord]:
-        rows = [s for s in self._enter().snapshots.values() if s.execution_id == execution_id]
+        rows = [
+            s for s in (await self._enter()).snapshots.values() if s.execution_id == execution_id
+        ]
         rows.sort(key=lambda s: s.taken_at, reverse=True)
         return rows[:limit]
 
     async def get_risk_events(self, execution_id: uuid.UUID) -> list[RiskEventRecord]:
-        rows = [r for r in self._enter().risk_events.values() if r.execution_id == execution_id]
+        rows = [
+            r for r in (await self._enter()).risk_events.values() if r.execution_id == execution_id
+        ]
         return sorted(rows, key=lambda r: r.occurred_at)
 
     async def fleet_pnl(self) -> Decimal:
-        db = self._enter()
+        db = await self._enter()
         return sum((ex.record.state.total_pnl for ex in db.executions.values()), ZERO)
 
     # ------------------------------------------------------------------ leases
@@ -232,7 +242,7 @@ class MemoryStore:
     async def acquire_executions(
         self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
     ) -> list[ExecutionRecord]:
-        db = self._enter()
+        db = await self._enter()
         now = db.now()
         taken: list[ExecutionRecord] = []
         candidates = sorted(
@@ -265,7 +275,7 @@ class MemoryStore:
     async def renew_leases(
         self, owner_id: str, execution_ids: Collection[uuid.UUID], *, lease_seconds: float
     ) -> set[uuid.UUID]:
-        db = self._enter()
+        db = await self._enter()
         now = db.now()
         held = set()
         for eid in execution_ids:
@@ -282,7 +292,7 @@ class MemoryStore:
     async def release_executions(
         self, owner_id: str, execution_ids: Collection[uuid.UUID]
     ) -> set[uuid.UUID]:
-        db = self._enter()
+        db = await self._enter()
         released = set()
         for eid in execution_ids:
             ex = db.executions.get(eid)
@@ -294,7 +304,7 @@ class MemoryStore:
     # ------------------------------------------------------------------ control and cursor
 
     async def record_control_request(self, request: ControlRequestRecord) -> bool:
-        db = self._enter()
+        db = await self._enter()
         if request.request_id in db.controls:
             return False
         db.controls[request.request_id] = request
@@ -303,7 +313,7 @@ class MemoryStore:
     async def complete_control_request(
         self, request_id: str, outcome: ControlOutcome, *, detail: str, completed_at: datetime
     ) -> None:
-        db = self._enter()
+        db = await self._enter()
         seen = db.controls.get(request_id)
         if seen is None:
             raise StoreError(f"control request {request_id} was never recorded")
@@ -312,12 +322,12 @@ class MemoryStore:
         )
 
     async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
-        return self._enter().controls.get(request_id)
+        return (await self._enter()).controls.get(request_id)
 
     async def list_pending_control_requests(
         self, execution_ids: Collection[uuid.UUID], *, strategy_ids: Collection[uuid.UUID] = ()
     ) -> list[ControlRequestRecord]:
-        db = self._enter()
+        db = await self._enter()
         ids = set(execution_ids)
         strategies = {str(s) for s in strategy_ids}
         rows = [
@@ -332,16 +342,16 @@ class MemoryStore:
         return sorted(rows, key=lambda r: (r.received_at, r.request_id))
 
     async def get_report_cursor(self, name: str) -> int:
-        return self._enter().cursors.get(name, 0)
+        return (await self._enter()).cursors.get(name, 0)
 
     async def set_report_cursor(self, name: str, last_seq: int) -> None:
-        db = self._enter()
+        db = await self._enter()
         db.cursors[name] = max(db.cursors.get(name, 0), last_seq)
 
     # ------------------------------------------------------------------ outbox
 
     async def claim_outbox(self, *, limit: int) -> list[OutboxRow]:
-        db = self._enter()
+        db = await self._enter()
         if db.relay_leader is None or db.relay_leader.closed:
             db.relay_leader = self
         if db.relay_leader is not self:
@@ -350,7 +360,7 @@ class MemoryStore:
         return rows[:limit]
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
-        db = self._enter()
+        db = await self._enter()
         if db.relay_leader is not self:
             raise StoreError("mark_published by a store that is not the relay leader")
         top = max((p for p, _ in db.published.values()), default=0)
@@ -359,7 +369,7 @@ class MemoryStore:
                 db.published[seq] = (top + n, db.now())
 
     async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
-        db = self._enter()
+        db = await self._enter()
         old = [s for s, (_, at) in sorted(db.published.items()) if at < published_before][:limit]
         for seq in old:
             row = db.outbox.pop(seq)
@@ -370,8 +380,10 @@ class MemoryStore:
     # ------------------------------------------------------------------ lifecycle
 
     async def ping(self) -> bool:
+        if self.db.now().timestamp() < self.frozen_until:
+            return False
         try:
-            self._enter()
+            await self._enter()
         except StoreError:
             return False
         return True

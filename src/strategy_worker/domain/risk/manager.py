@@ -59,6 +59,8 @@ class RiskReason(StrEnum):
     NO_POSITION = "NO_POSITION"
     OVERSELL = "OVERSELL"
     RATE_LIMITED = "RATE_LIMITED"
+    EXECUTION_PAUSED = "EXECUTION_PAUSED"
+    EXECUTION_STOPPING = "EXECUTION_STOPPING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,12 @@ class RiskManager:
         bucket.take()
         worker.take()
         return True
+
+
+def deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
+    """A DENIED decision with its `ORDER_DENIED` risk event (for checks made outside
+    `RiskManager.check`, e.g. the execution's own status)."""
+    return _deny(order, reason, why)
 
 
 def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
