@@ -121,9 +121,12 @@ class Engine:
     ) -> list[Step]:
         """Write the steps in one transaction and adopt the committed ones; the caller holds
         each step's runner lock. Returns the committed steps (then acted on)."""
+        actions_only = [s for s in steps if not s.has_effects and (s.resend or s.cancels)]
         steps = [s for s in steps if s.has_effects]
+        for step in actions_only:  # nothing to write: only orders to (re)send or cancel
+            await self._after(step)
         if not steps and cursor is None:
-            return []
+            return actions_only
         try:
             outcome = await self.store.commit([s.write() for s in steps], cursor=cursor)
         except StoreError as exc:
@@ -156,7 +159,7 @@ class Engine:
             done.append(step)
         for step in done:
             await self._after(step)
-        return done
+        return [*actions_only, *done]
 
     async def _commit_one_by_one(
         self, steps: Sequence[Step], cursor: tuple[str, int] | None
@@ -233,6 +236,14 @@ class Engine:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
         answers through the order state machine. A failure leaves them recorded: the OMS
         is asked about each before anything is sent again."""
+        held_back = [i for i in intents if not _may_leave(runner, i)]
+        if held_back:
+            # The state changed between the commit and now (a halt, a pause, a stop):
+            # those buys stay recorded, unsent; reconciliation cancels them with an event.
+            intents = [i for i in intents if i not in held_back]
+            self.on_unsent(runner)
+        if not intents:
+            return
         started = time.perf_counter()
         try:
             views = await self.oms.submit_many(intents, account_id=runner.info.account_id)
@@ -303,3 +314,18 @@ class Engine:
 
     async def lost(self, runner: ExecutionRunner) -> None:
         await self.book.remove(runner, release=False)
+
+
+def _may_leave(runner: ExecutionRunner, intent: OrderIntent) -> bool:
+    """The last check before an order leaves, on the state committed right now: a buy only
+    while the execution is active, not stopping, trading ACTIVE and the symbol not blocked.
+    Sells reduce risk and always leave (the gate already bounded them by what is held)."""
+    if intent.side.value != "BUY":
+        return True
+    model = runner.model
+    return (
+        model.status.value == "active"
+        and model.plans.stop is None
+        and model.risk.state.value == "ACTIVE"
+        and not model.risk.stops.is_blocked(intent.symbol)
+    )

@@ -4,7 +4,8 @@ with the faults a real OMS shows, each switchable and seeded.
 - `down_until`: every call fails, retryable (the OMS unreachable, a breaker open);
 - `stall_s`: a submit is processed, then its answer is late (a timeout after processing is
   the classic unknown outcome: the order exists although the caller saw an error);
-- `rules` of the venue: rejection rate, partial fills (slices), slippage, fees;
+- `reject_rate`: a new order is rejected; `rules` of the venue: partial fills (slices),
+  slippage, fees;
 - `late_fill_on_cancel`: a cancel races a fill, which is reported after the cancel
   (`PaperVenue.fill_after_cancel`);
 - `overfill_rate`: a fill report claiming more than the order's quantity (never booked by
@@ -25,6 +26,7 @@ from decimal import Decimal
 
 from strategy_worker.domain.orders import (
     ExecutionReport,
+    Fill,
     OmsOrder,
     OrderIntent,
 )
@@ -51,9 +53,11 @@ class SimOms:
         self._changed = asyncio.Event()
         self.down_until = float("-inf")
         self.stall_s = 0.0
+        self.reject_rate = 0.0
         self.late_fill_on_cancel = 0.0
         self.overfill_rate = 0.0
-        self._epoch = 0
+        self._fill_counter = 0
+        self._public: dict[str, str] = {}
         self.received: list[tuple[float, OrderIntent]] = []
         """Every submit the venue processed (first time per client order id), for checks."""
         self.on_receive: Callable[[OrderIntent], None] = lambda intent: None
@@ -65,8 +69,10 @@ class SimOms:
             raise OmsError("OMS unavailable (simulated)", retryable=True)
 
     def restart(self) -> None:
-        """Fill ids start again (orders and positions are kept, as a durable OMS does)."""
-        self._epoch += 1
+        """The OMS restarts: orders, fills and positions are kept (it is durable), but the
+        ids it gives NEW fills start again, so they collide with older fills of other
+        orders. A fill already reported keeps its id forever."""
+        self._fill_counter = 0
 
     # ------------------------------------------------------------------ OmsGateway
 
@@ -95,7 +101,10 @@ class SimOms:
             if not known:
                 self.on_receive(intent)
                 self.received.append((now.timestamp(), intent))
-            order, _ = self.venue.submit(request, price=self._price(intent.symbol), now=now)
+            price = self._price(intent.symbol)
+            if not known and self.reject_rate and self._rng.random() < self.reject_rate:
+                price = None  # the venue rejects it (NO_PRICE), as an OMS may at any time
+            order, _ = self.venue.submit(request, price=price, now=now)
             out.append(self._view(order))
         self._changed.set()
         if self.stall_s > 0:
@@ -163,9 +172,7 @@ class SimOms:
         """Venue report n is stream seq 2n; an injected overfill of it is 2n + 1."""
         out = []
         for report in self.venue.reports_after(seq // 2):
-            fill = report.fill
-            if fill is not None and self._epoch:
-                fill = replace(fill, fill_id=f"E{self._epoch}-{fill.fill_id}")
+            fill = self._published(report.fill) if report.fill is not None else None
             out.append(
                 ExecutionReport(
                     seq=report.seq * 2,
@@ -198,5 +205,20 @@ class SimOms:
         )
         return replace(report, seq=seq, fill=bogus)
 
+    def _published(self, fill: Fill) -> Fill:
+        """The id the OMS gives a fill: from a counter that restarts with the OMS (unique
+        per order, as the contract says, not globally)."""
+        public = self._public.get(fill.fill_id)
+        if public is None:
+            order = self.venue.get(client_order_id=fill.client_order_id)
+            taken = {self._public.get(f.fill_id) for f in order.fills} if order else set()
+            self._fill_counter += 1
+            while f"F{self._fill_counter}" in taken:
+                self._fill_counter += 1
+            public = f"F{self._fill_counter}"
+            self._public[fill.fill_id] = public
+        return replace(fill, fill_id=public)
+
     def _view(self, order: SimOrder) -> OmsOrder:
-        return order.snapshot()
+        view = order.snapshot()
+        return replace(view, fills=tuple(self._published(f) for f in view.fills))

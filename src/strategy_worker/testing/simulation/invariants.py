@@ -1,0 +1,240 @@
+"""The rules a simulation checks after every step, each cheap enough to run that often
+(incremental: only what changed since the last check is looked at).
+
+- intent before action: every order the OMS ever received was recorded first, identically;
+- every order that reaches the OMS passes the gate at that moment (`on_receipt`): no buy
+  unless the execution is active, trading ACTIVE, not stopping and the symbol not blocked;
+  no sell beyond what the OMS holds for the execution (long-only, never an oversell);
+- `stopped` (or `error`) implies flat at the OMS, with nothing working there;
+- no write by a worker that does not hold the lease;
+- stored positions and P&L equal a replay of the recorded fills, to the cent;
+- a worker's runner equals what the store holds (memory is never ahead of the store);
+- every published event was committed first (the outbox), and at the end every committed
+  event was published, once after dropping repeats by event id, in commit order per key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.orders import OrderIntent, Side
+from strategy_worker.domain.positions import Portfolio
+from strategy_worker.runtime.book import ExecutionBook
+from strategy_worker.store import ExecutionState, ExecutionStatus, FillRecord
+from strategy_worker.testing.memory_store import MemoryDatabase
+from strategy_worker.testing.ports import MemoryPublisher
+from strategy_worker.testing.venue import SimOms
+
+ENDED = (ExecutionStatus.STOPPED, ExecutionStatus.ERROR)
+
+
+class InvariantViolation(AssertionError):
+    """A rule the runtime promised was broken; the message says which and where."""
+
+
+@dataclass
+class Invariants:
+    db: MemoryDatabase
+    oms: SimOms
+    events: MemoryPublisher
+    violations: list[str] = field(default_factory=list)
+    _orders_seen: int = 0
+    _writes_seen: int = 0
+    _published_seen: int = 0
+    _versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    checks: int = 0
+
+    # ------------------------------------------------------------------ at the OMS
+
+    def on_receipt(self, intent: OrderIntent) -> None:
+        """Called by the venue the moment an order arrives (before it is processed)."""
+        ex = self.db.executions.get(intent.execution_id)
+        if ex is None:
+            self.violations.append(f"{intent.client_order_id}: execution never recorded")
+            return
+        if intent.client_order_id not in self.db.orders:
+            self.violations.append(f"{intent.client_order_id}: reached the OMS unrecorded")
+        record = ex.record
+        state = record.state
+        if intent.side is Side.BUY:
+            runtime = state.positions.get("runtime") or {}
+            risk = state.positions.get("risk") or {}
+            why = None
+            if state.status is not ExecutionStatus.ACTIVE:
+                why = f"status {state.status}"
+            elif runtime.get("stop"):
+                why = "stopping"
+            elif state.trading_state.value != "ACTIVE":
+                why = f"trading {state.trading_state}"
+            elif intent.symbol in (risk.get("stopped_out") or {}):
+                why = "symbol stopped out"
+            if why:
+                self.violations.append(f"BUY {intent.client_order_id} reached the OMS: {why}")
+            return
+        book = self.oms.venue.execution_book(intent.execution_id)
+        held = book.net(intent.symbol)
+        selling = sum(
+            (
+                o.request.quantity - o.filled_quantity
+                for o in self.oms.venue.orders(execution_id=intent.execution_id)
+                if o.request.side is Side.SELL
+                and o.request.symbol == intent.symbol
+                and not o.status.is_terminal
+            ),
+            ZERO,
+        )
+        if intent.quantity + selling > held:
+            self.violations.append(
+                f"SELL {intent.client_order_id}: {intent.quantity} + {selling} in flight "
+                f"> {held} held at the OMS"
+            )
+
+    # ------------------------------------------------------------------ after every step
+
+    def check(self, books: Iterable[ExecutionBook]) -> None:
+        self.checks += 1
+        self._intent_before_action()
+        self._fenced_writes()
+        self._ended_flat()
+        self._replays()
+        self._memory_is_the_store(books)
+        self._published_were_committed()
+        if self.violations:
+            raise InvariantViolation("; ".join(self.violations[:5]))
+
+    def _intent_before_action(self) -> None:
+        log = self.oms.venue.order_log
+        for coid in log[self._orders_seen :]:
+            stored = self.db.orders.get(coid)
+            sent = self.oms.venue.get(client_order_id=coid)
+            assert sent is not None
+            req = sent.request
+            if stored is None:
+                self.violations.append(f"{coid} at the OMS without a recorded intent")
+            elif (stored.symbol, stored.side, stored.quantity) != (
+                req.symbol,
+                req.side,
+                req.quantity,
+            ):
+                self.violations.append(f"{coid} at the OMS differs from its intent")
+        if len(set(log)) != len(log):
+            self.violations.append("a client order id reached the OMS twice")
+        self._orders_seen = len(log)
+
+    def _fenced_writes(self) -> None:
+        writes = self.db.writes
+        for w in writes[self._writes_seen :]:
+            if (w.owner_id, w.epoch) != (w.holder, w.holder_epoch):
+                self.violations.append(
+                    f"write for {w.execution_id} by {w.owner_id}@{w.epoch} while "
+                    f"{w.holder}@{w.holder_epoch} held the lease"
+                )
+        self._writes_seen = len(writes)
+
+    def _ended_flat(self) -> None:
+        venue = self.oms.venue
+        for eid, ex in self.db.executions.items():
+            if ex.record.state.status not in ENDED:
+                continue
+            held = {s: q for s, q in venue.execution_book(eid).net_positions().items() if q}
+            working = [o for o in venue.orders(execution_id=eid) if not o.status.is_terminal]
+            if held or working:
+                self.violations.append(
+                    f"{eid} is {ex.record.state.status} but the OMS holds {held} "
+                    f"with {len(working)} order(s) working"
+                )
+
+    def _replays(self) -> None:
+        for eid, ex in self.db.executions.items():
+            version = ex.record.version
+            if self._versions.get(eid) == version:
+                continue
+            self._versions[eid] = version
+            problem = replay_problem(ex.record.initial_capital, ex.fills, ex.record.state)
+            if problem:
+                self.violations.append(f"{eid} v{version}: {problem}")
+
+    def _memory_is_the_store(self, books: Iterable[ExecutionBook]) -> None:
+        for book in books:
+            for runner in book:
+                if runner.dirty:
+                    continue
+                ex = self.db.executions.get(runner.execution_id)
+                if ex is None:
+                    continue
+                rec = ex.record
+                if rec.owner_id != runner.fence.owner_id or rec.lease_epoch != runner.fence.epoch:
+                    continue  # lost the lease, and will learn so at its next write
+                if rec.version != runner.model.version:
+                    self.violations.append(
+                        f"{runner.execution_id}: runner at v{runner.model.version}, "
+                        f"store at v{rec.version}"
+                    )
+                    continue
+                pf = runner.model.portfolio
+                stored = rec.state
+                if pf.cash != stored.cash or pf.realized_pnl != stored.realized_pnl:
+                    self.violations.append(f"{runner.execution_id}: memory differs from store")
+
+    def _published_were_committed(self) -> None:
+        committed = self.db.outbox_ids
+        published = self.events.published
+        for item in published[self._published_seen :]:
+            if item.event.event_id not in committed:
+                self.violations.append(f"event {item.event.event_id} published, never committed")
+        self._published_seen = len(published)
+
+    # ------------------------------------------------------------------ at the end
+
+    def final(self, published_ids_in_order: list[uuid.UUID]) -> None:
+        """Every committed event published once (after dedup), in commit order per key."""
+        first: dict[uuid.UUID, int] = {}
+        for i, event_id in enumerate(published_ids_in_order):
+            first.setdefault(event_id, i)
+        rows = sorted(self.db.outbox.items())
+        missing = [r.event.event_id for _, r in rows if r.event.event_id not in first]
+        if missing:
+            self.violations.append(f"{len(missing)} committed event(s) never published")
+        last_by_key: dict[str, int] = {}
+        for _, row in rows:
+            at = first.get(row.event.event_id)
+            if at is None:
+                continue
+            key = row.event.key
+            if at < last_by_key.get(key, -1):
+                self.violations.append(f"events of key {key} published out of commit order")
+                break
+            last_by_key[key] = at
+        if self.violations:
+            raise InvariantViolation("; ".join(self.violations[:5]))
+
+
+def replay_problem(capital: Decimal, fills: Iterable[FillRecord], state: ExecutionState) -> str:
+    """What a replay of the recorded fills disagrees with in the stored state ('' if none)."""
+    book = Portfolio(capital)
+    for record in fills:
+        book.apply_fill(record.fill)
+    stored_positions: Mapping[str, Any] = (state.positions or {}).get("positions") or {}
+    for name, ours, theirs in (
+        ("cash", book.cash, state.cash),
+        ("realized", book.realized_pnl, state.realized_pnl),
+        ("fees", book.fees, state.fees),
+        ("trades", book.total_trades, state.total_trades),
+        ("winning", book.winning_trades, state.winning_trades),
+        ("losing", book.losing_trades, state.losing_trades),
+    ):
+        if ours != theirs:
+            return f"{name} {theirs} stored, {ours} by replay"
+    if set(stored_positions) != set(book.positions):
+        return f"positions {sorted(stored_positions)} stored, {sorted(book.positions)} by replay"
+    for symbol, pos in book.positions.items():
+        row = stored_positions[symbol]
+        quantity, cost = Decimal(str(row["quantity"])), Decimal(str(row["cost_basis"]))
+        if (quantity, cost) != (pos.quantity, pos.cost_basis):
+            return f"{symbol} position differs from the replay"
+    return ""
