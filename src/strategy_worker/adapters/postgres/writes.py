@@ -6,12 +6,15 @@ one `unnest` statement for the whole batch, skipping the kinds the batch does no
 
 1. BEGIN;
 2. the creations, inserted in execution_id order (ON CONFLICT DO NOTHING);
-3. every other write's execution row: locked in execution_id order, then updated where the
-   fence (owner, epoch) holds and `state_version` is the write's version - 1;
-4. the intents, 5. the order updates, 6. the fills, 7. the control completions,
-   8. risk events, snapshots, outbox events and the report cursor (one statement),
+3. every other write's execution row locked in execution_id order (FOR NO KEY UPDATE),
+   and 4. updated where the fence (owner, epoch) holds and `state_version` is the write's
+   version - 1;
+5. the intents, 6. the order updates, 7. the fills, 8. the control completions,
+   9. risk events, snapshots, outbox events and the report cursor (one statement),
    all for the writes that were created or held only;
-9. COMMIT.
+10. COMMIT.
+
+A replayed intent or fill costs one more read (the stored rows, compared in Python).
 
 Everything a write carries is written, or none of it: a write whose fence or version fails
 is skipped whole (`CommitOutcome.lost`), and a conflict anywhere (an intent or a fill that
@@ -216,8 +219,9 @@ class CommitWrites(StoreBase):
         async with self._tx("commit") as conn:
             created = await self._create(conn, plan.creations)
             held = await self._apply(conn, plan.updates)
+            applied = created | held
             live = sorted(
-                (w for w in (*plan.creations, *plan.updates) if w.execution_id in created | held),
+                (w for w in (*plan.creations, *plan.updates) if w.execution_id in applied),
                 key=lambda w: w.execution_id,
             )
             await self._insert_intents(conn, [i for w in live for i in w.intents])
@@ -263,16 +267,20 @@ class CommitWrites(StoreBase):
     ) -> frozenset[uuid.UUID]:
         if not updates:
             return frozenset()
+        current = await _lock(conn, [w.execution_id for w in updates])
+        held = [w for w in updates if current.get(w.execution_id) == _expected(w)]
+        if not held:
+            return frozenset()
         rows = await conn.fetch(
             Q.APPLY_WRITES,
-            [w.execution_id for w in updates],
-            [w.fence.owner_id for w in updates],
-            [w.fence.epoch for w in updates],
-            [w.version for w in updates],
-            [w.state is not None for w in updates],
-            *R.state_columns([w.state for w in updates]),
-            [_next_intent_seq(w) for w in updates],
-            [w.release for w in updates],
+            [w.execution_id for w in held],
+            [w.fence.owner_id for w in held],
+            [w.fence.epoch for w in held],
+            [w.version for w in held],
+            [w.state is not None for w in held],
+            *R.state_columns([w.state for w in held]),
+            [_next_intent_seq(w) for w in held],
+            [w.release for w in held],
         )
         return frozenset(r["execution_id"] for r in rows)
 
@@ -281,12 +289,18 @@ class CommitWrites(StoreBase):
     ) -> None:
         if not intents:
             return
-        conflicts = await conn.fetch(Q.INSERT_INTENTS, *R.intent_columns(intents))
+        rows = await conn.fetch(Q.INSERT_INTENTS, *R.intent_columns(intents))
+        inserted = {r["client_order_id"] for r in rows}
+        seen = [i for i in intents if i.client_order_id not in inserted]
+        if not seen:
+            return
+        rows = await conn.fetch(Q.GET_ORDERS_BY_CLIENT_ID, [i.client_order_id for i in seen])
+        stored = {r["client_order_id"]: R.order_from_row(r).intent for r in rows}
+        conflicts = [i.client_order_id for i in seen if stored.get(i.client_order_id) != i]
         if conflicts:
-            names = ", ".join(r["client_order_id"] for r in conflicts[:5])
             raise IntentConflictError(
-                f"order intent(s) {names} already recorded with different content "
-                f"({len(conflicts)} in all); nothing of the commit was written"
+                f"order intent(s) {', '.join(conflicts[:5])} already recorded with different "
+                f"content ({len(conflicts)} in all); nothing of the commit was written"
             )
 
     async def _apply_order_updates(
@@ -300,18 +314,36 @@ class CommitWrites(StoreBase):
         fills = [(w.execution_id, f) for w in live for f in w.fills]
         if not fills:
             return
-        problems = await conn.fetch(Q.INSERT_FILLS, *R.fill_columns(fills))
-        for row in problems:
-            where = f"fill {row['fill_id']} of order {row['client_order_id']}"
-            if not row["order_known"]:
+        rows = await conn.fetch(Q.INSERT_FILLS, *R.fill_columns(fills))
+        inserted = {(r["client_order_id"], r["fill_id"]) for r in rows}
+        seen = [
+            (e, f) for e, f in fills if (f.fill.client_order_id, f.fill.fill_id) not in inserted
+        ]
+        if not seen:
+            return
+        rows = await conn.fetch(
+            Q.GET_FILLS_BY_KEY,
+            [f.fill.client_order_id for _, f in seen],
+            [f.fill.fill_id for _, f in seen],
+        )
+        stored = {
+            (r["client_order_id"], r["fill_id"]): (r["execution_id"], R.fill_from_row(r).fill)
+            for r in rows
+        }
+        for execution_id, record in seen:
+            fill = record.fill
+            where = f"fill {fill.fill_id} of order {fill.client_order_id}"
+            found = stored.get((fill.client_order_id, fill.fill_id))
+            if found is None or found[0] != execution_id:
                 raise StoreError(
-                    f"{where}: no such order of execution {row['execution_id']}; a fill is "
-                    "never dropped, so nothing of the commit was written"
+                    f"{where}: no such order of execution {execution_id}; a fill is never "
+                    "dropped, so nothing of the commit was written"
                 )
-            raise FillConflictError(
-                f"{where} is already recorded with different content; nothing of the "
-                "commit was written"
-            )
+            if found[1] != fill:
+                raise FillConflictError(
+                    f"{where} is already recorded with different content; nothing of the "
+                    "commit was written"
+                )
 
     async def _complete_controls(
         self, conn: asyncpg.Connection, live: Sequence[ExecutionWrite]
@@ -349,25 +381,48 @@ class CommitWrites(StoreBase):
         )
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
-        """Valuation-only writes in one statement (state_version unchanged): each applies,
-        with its snapshot, only where owner, epoch and `state_version == version` hold;
-        returns the ids NOT written (fence lost, a newer version, or unknown)."""
+        """Valuation-only writes (state_version unchanged) in one transaction: the rows are
+        locked in execution_id order, and each mark applies, with its snapshot, only where
+        owner, epoch and `state_version == version` hold; returns the ids NOT written (fence
+        lost, a newer version, or unknown). BEGIN, lock, one write statement, COMMIT."""
         if not writes:
             return set()
         _check_marks(writes)
-        snapshots = [w.snapshot for w in writes if w.snapshot is not None]
-        async with self._conn("record_marks") as conn:
+        async with self._tx("record_marks") as conn:
+            current = await _lock(conn, [w.execution_id for w in writes])
+            held = [
+                w
+                for w in writes
+                if current.get(w.execution_id) == (w.fence.owner_id, w.fence.epoch, w.version)
+            ]
+            if not held:
+                return {w.execution_id for w in writes}
+            snapshots = [w.snapshot for w in held if w.snapshot is not None]
             rows = await conn.fetch(
                 Q.RECORD_MARKS,
-                [w.execution_id for w in writes],
-                [w.fence.owner_id for w in writes],
-                [w.fence.epoch for w in writes],
-                [w.version for w in writes],
-                [R.num(w.unrealized_pnl) for w in writes],
-                [R.num(w.total_pnl) for w in writes],
+                [w.execution_id for w in held],
+                [w.fence.owner_id for w in held],
+                [w.fence.epoch for w in held],
+                [w.version for w in held],
+                [R.num(w.unrealized_pnl) for w in held],
+                [R.num(w.total_pnl) for w in held],
                 *R.snapshot_columns(snapshots),
             )
         return {w.execution_id for w in writes} - {r["execution_id"] for r in rows}
+
+
+async def _lock(
+    conn: asyncpg.Connection, execution_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str | None, int, int]]:
+    """Lock the executions in id order; their (owner, epoch, state_version) as locked."""
+    rows = await conn.fetch(Q.LOCK_EXECUTIONS, execution_ids)
+    return {r["execution_id"]: (r["owner_id"], r["lease_epoch"], r["state_version"]) for r in rows}
+
+
+def _expected(write: ExecutionWrite) -> tuple[str, int, int]:
+    """What the locked row must show for `write` to apply: its fence, and the version the
+    writer saw (one before the one it writes)."""
+    return (write.fence.owner_id, write.fence.epoch, write.version - 1)
 
 
 def _check_marks(writes: Collection[MarkWrite]) -> None:
@@ -381,6 +436,10 @@ def _check_marks(writes: Collection[MarkWrite]) -> None:
                 f"snapshot {write.snapshot.snapshot_id} belongs to "
                 f"{write.snapshot.execution_id}, not to the mark of {write.execution_id}"
             )
+
+
+def _fill_key(record: FillRecord) -> tuple[str, str]:
+    return record.fill.client_order_id, record.fill.fill_id
 
 
 def _first_intent_seq(write: ExecutionWrite) -> int:
