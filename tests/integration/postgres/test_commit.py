@@ -3,6 +3,7 @@ the lease and by state_version, idempotent for every keyed row."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -234,6 +235,35 @@ async def test_a_paused_worker_that_lost_its_lease_writes_no_risk_row_and_no_eve
     assert await _count(raw_conn, "risk", eid) == 0
     rows = await raw_conn.fetch("SELECT event_id FROM event_outbox WHERE execution_id = $1", eid)
     assert [r["event_id"] for r in rows] == [outbox_event(execution, 2).event_id]
+
+
+async def test_a_commit_waiting_on_a_takeover_in_flight_checks_the_new_owner_and_writes_nothing(
+    store: PostgresStore, raw_conn: asyncpg.Connection
+) -> None:
+    # The fence is checked on the row as it is once locked, not as it was when the commit
+    # started: a takeover that commits while the commit waits for the row wins.
+    execution = new_execution()
+    record = await create(store, execution)
+    eid = execution.execution_id
+
+    async with raw_conn.transaction():
+        await raw_conn.execute(
+            "UPDATE strategy_executions SET owner_id = 'w2', lease_epoch = lease_epoch + 1 "
+            "WHERE execution_id = $1",
+            eid,
+        )
+        waiting = asyncio.create_task(
+            store.commit([step(record, state=busy_state(), events=[outbox_event(execution, 1)])])
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # blocked on the row lock of the takeover
+
+    outcome = await asyncio.wait_for(waiting, timeout=10)
+    assert outcome.lost == {eid}
+    loaded = await store.get_execution(eid)
+    assert loaded is not None
+    assert (loaded.owner_id, loaded.version, loaded.state) == ("w2", 1, record.state)
+    assert await _count(raw_conn, "outbox", eid) == 0
 
 
 async def test_every_write_bumps_the_version_even_without_state(store: PostgresStore) -> None:

@@ -12,11 +12,11 @@ deadlocked lease renewals against snapshot batches at 10,000 executions); orders
 history rows belong to one execution, so only the fence holder ever writes them; control
 requests are locked in request_id order; the report cursor last.
 
-Batch statements join an `unnest` only to indexed tables, never one CTE's output to
-another's: with a row estimate of 1 for such a join the planner scanned one CTE once per row
-of the other (a lock-then-update in one statement took 2.4 s for 5,000 writes). What must
-be compared with stored rows (a replayed intent or fill) is read back and compared in
-Python.
+The commit's batch statements join an `unnest` only to indexed tables, never one CTE's
+output to another's: with a row estimate of 1 for such a join the planner scanned one CTE
+once per row of the other (a lock-then-update in one statement took 2.4 s for 5,000
+writes). What must be compared with stored rows (a replayed intent or fill) is read back
+and compared in Python.
 """
 
 from __future__ import annotations
@@ -180,20 +180,19 @@ JOIN execution_fills AS f ON f.client_order_id = k.client_order_id AND f.fill_id
 JOIN execution_orders AS o ON o.client_order_id = f.client_order_id
 """
 
-# Control outcomes, rows locked in request_id order; returns the ids found.
+# Control outcomes, rows locked in request_id order (a handful per commit); returns the ids
+# found.
 COMPLETE_CONTROL_REQUESTS = """
-WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-    AS u(request_id, outcome, detail, completed_at)
-), locked AS (
+WITH locked AS (
     SELECT request_id FROM control_requests
-    WHERE request_id IN (SELECT request_id FROM u)
+    WHERE request_id = ANY($1::text[])
     ORDER BY request_id
     FOR NO KEY UPDATE
 )
 UPDATE control_requests AS c
 SET outcome = u.outcome, detail = u.detail, completed_at = u.completed_at
-FROM u
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+     AS u(request_id, outcome, detail, completed_at)
 WHERE c.request_id = u.request_id AND c.request_id IN (SELECT request_id FROM locked)
 RETURNING c.request_id
 """

@@ -241,7 +241,9 @@ class CommitWrites(StoreBase):
         if not creations:
             return frozenset()
         news = [w.create for w in creations if w.create is not None]
-        states = [w.state or n.state for w, n in zip(creations, news, strict=True)]
+        states = [
+            n.state if w.state is None else w.state for w, n in zip(creations, news, strict=True)
+        ]
         seqs = [_first_intent_seq(w) for w in creations]
         owners = [None if w.release else w.fence.owner_id for w in creations]
         rows = await conn.fetch(
