@@ -134,7 +134,8 @@ async def run_paper(options: PaperOptions) -> PaperResult:
             db = DatabaseConfig(url=pg.dsn, pool_min_size=1, pool_max_size=4)
             await migrate(db.dsn(), hint="the embedded paper database")
             async with contextlib.AsyncExitStack() as stack:
-                store = await PostgresStore.connect(db)
+                settings = _settings(options.config, options.speed)
+                store = await PostgresStore.connect(db, lease_seconds=settings.lease_seconds)
                 stack.push_async_callback(store.close)
                 oms_server = OmsSimServer(
                     OmsSimConfig(
@@ -158,7 +159,7 @@ async def run_paper(options: PaperOptions) -> PaperResult:
                         publisher=sink,
                         dead_letters=sink,
                         clock=clock,
-                        settings=_settings(options.config, options.speed),
+                        settings=settings,
                         consume=False,
                         serve_http=False,
                         migrate=False,

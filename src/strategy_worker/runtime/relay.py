@@ -22,7 +22,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import EventPublisher
 from strategy_worker.runtime.supervisor import Sleep
-from strategy_worker.store import OutboxRow, Store
+from strategy_worker.store import OutboxLeadershipLostError, OutboxRow, Store
 
 _log = get_logger(__name__)
 
@@ -65,6 +65,12 @@ class OutboxRelay:
         while True:
             try:
                 published = await self.relay_once()
+            except OutboxLeadershipLostError:
+                # Another relay leads now (or will): ours claims again, and gets rows only
+                # if it becomes the leader. What we sent is republished: drop by event-id.
+                _log.warning("outbox leadership lost; claiming again")
+                await self._sleep(self._idle)
+                continue
             except StrategyWorkerError as exc:
                 if not exc.retryable:
                     raise

@@ -118,7 +118,9 @@ async def build_worker(
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
         settings = settings or settings_from(config)
-        store = store or await _open_store(config, stack, migrate_first=migrate)
+        store = store or await _open_store(
+            config, stack, migrate_first=migrate, lease_seconds=settings.lease_seconds
+        )
         oms = oms or _open_oms(config, registry, stack)
         prices = prices or _open_prices(config, metrics, stack)
         feed = price_feed
@@ -195,14 +197,18 @@ def _clock_sleep(clock: Clock) -> Sleep:
 
 
 async def _open_store(
-    config: WorkerConfig, stack: contextlib.AsyncExitStack, *, migrate_first: bool
+    config: WorkerConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    migrate_first: bool,
+    lease_seconds: float,
 ) -> Store:
     from strategy_worker.adapters.postgres import PostgresStore, migrate
 
     db = config.database
     if migrate_first:
         await migrate(db.dsn(), hint=db.setting_hint())
-    store = await PostgresStore.connect(db)
+    store = await PostgresStore.connect(db, lease_seconds=lease_seconds)
     stack.push_async_callback(store.close)
     return store
 

@@ -40,6 +40,7 @@ from strategy_worker.store import (
     LoadedExecution,
     MarkWrite,
     OrderRecord,
+    OutboxLeadershipLostError,
     OutboxRow,
     RiskEventRecord,
     SnapshotRecord,
@@ -362,7 +363,7 @@ class MemoryStore:
     async def mark_published(self, seqs: Sequence[int]) -> None:
         db = await self._enter()
         if db.relay_leader is not self:
-            raise StoreError("mark_published by a store that is not the relay leader")
+            raise OutboxLeadershipLostError("this store does not lead the outbox")
         top = max((p for p, _ in db.published.values()), default=0)
         for n, seq in enumerate(seqs, start=1):
             if seq in db.outbox and seq not in db.published:

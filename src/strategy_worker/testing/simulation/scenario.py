@@ -517,8 +517,11 @@ class Simulation:
         ex = self.rig.db.executions[execution_id]
         rec = ex.record
         orders = [self.rig.db.orders[c] for c in ex.order_ids]
-        live = [f"{o.client_order_id[-6:]} {o.side} {o.quantity} {o.status}" for o in orders
-                if not o.status.is_terminal]
+        live = [
+            f"{o.client_order_id[-6:]} {o.side} {o.quantity} {o.status}"
+            for o in orders
+            if not o.status.is_terminal
+        ]
         oms = self.rig.oms.venue.execution_book(execution_id).net_positions()
         runners = [
             (s.name, r.dirty, r.model.version)
