@@ -218,7 +218,11 @@ class Engine:
             self.supervisor.spawn(self.send(runner, outgoing), f"send-{runner.execution_id}")
         for coid in step.cancels:
             self.supervisor.spawn(self._cancel(coid), "cancel")
-        plan = runner.model.plans.stop
+        plans = runner.model.plans
+        if plans.deferred:
+            # Orders wait for a rate token: look again when the next one is due.
+            self._once(runner, "token", self._wake(runner, _token_wait(runner)))
+        plan = plans.stop
         if plan is None:
             return
         if runner.is_flat():
@@ -314,6 +318,14 @@ class Engine:
 
     async def lost(self, runner: ExecutionRunner) -> None:
         await self.book.remove(runner, release=False)
+
+
+def _token_wait(runner: ExecutionRunner) -> float:
+    """Seconds until the execution's rate bucket holds a whole token again (at least 50 ms:
+    the worker's bucket may be the empty one)."""
+    bucket = runner.model.risk.bucket
+    missing = max(0.0, 1.0 - bucket.tokens)
+    return max(0.05, missing / bucket.rate) if bucket.rate > 0 else 1.0
 
 
 def _may_leave(runner: ExecutionRunner, intent: OrderIntent) -> bool:

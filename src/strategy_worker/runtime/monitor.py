@@ -108,12 +108,6 @@ class Monitor:
             await self._engine.act_many(chunk, lambda s: rules.rebalance(s, threshold))
         self._metrics.rebalance_seconds.observe(time.perf_counter() - started)
 
-    async def waiting_orders(self) -> None:
-        """Orders waiting for a rate token get another chance (settled by the engine)."""
-        runners = [r for r in self._book.running() if r.model.plans.deferred]
-        for chunk in _chunks(runners):
-            await self._engine.act_many(chunk, lambda s: None)
-
     # ------------------------------------------------------------------ helpers
 
     def _observe(

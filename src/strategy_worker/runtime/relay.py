@@ -12,7 +12,6 @@ blocks the ones behind it. Published events are pruned after `retention`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -27,7 +26,11 @@ from strategy_worker.store import OutboxLeadershipLostError, OutboxRow, Store
 _log = get_logger(__name__)
 
 BATCH = 500
-_IDLE_S = 0.5  # poll interval while the outbox is empty (wakes at once when nudged)
+_IDLE_MIN_S = 0.05
+_IDLE_MAX_S = 1.0
+"""Polls while the outbox is empty start at 50 ms and double up to 1 s; a commit of this
+worker nudges the relay at once, so only another worker's events (published by the
+leader) wait up to a poll."""
 
 
 class OutboxRelay:
@@ -42,7 +45,6 @@ class OutboxRelay:
         sleep: Sleep,
         now: Callable[[], datetime],
         retention: timedelta = timedelta(hours=24),
-        idle: float = _IDLE_S,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -50,7 +52,6 @@ class OutboxRelay:
         self._sleep = sleep
         self._now = now
         self._retention = retention
-        self._idle = idle
         self._wake = asyncio.Event()
         self._backoff = Backoff(base_s=0.1, max_s=10.0)
         self.dropped = 0
@@ -62,6 +63,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Until cancelled."""
         failures = 0
+        idle = _IDLE_MIN_S
         while True:
             try:
                 published = await self.relay_once()
@@ -69,7 +71,7 @@ class OutboxRelay:
                 # Another relay leads now (or will): ours claims again, and gets rows only
                 # if it becomes the leader. What we sent is republished: drop by event-id.
                 _log.warning("outbox leadership lost; claiming again")
-                await self._sleep(self._idle)
+                await self._sleep(_IDLE_MAX_S)
                 continue
             except StrategyWorkerError as exc:
                 if not exc.retryable:
@@ -84,10 +86,16 @@ class OutboxRelay:
                 await self._sleep(self._backoff.delay(failures))
                 continue
             failures = 0
-            if not published:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle)
+            if published:
+                idle = _IDLE_MIN_S
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=idle)
+            except TimeoutError:
+                idle = min(_IDLE_MAX_S, idle * 2)
+            else:
+                idle = _IDLE_MIN_S
 
     async def relay_once(self) -> int:
         """Publish one claimed batch; returns how many events left."""

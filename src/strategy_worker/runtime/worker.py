@@ -36,7 +36,6 @@ from strategy_worker.store import Store
 _log = get_logger(__name__)
 
 _STOP_POLL_S = 0.05
-_WAITING_ORDERS_S = 0.25
 _RELOAD_S = 0.5
 _FLEET_PNL_S = 15.0
 _PRUNE_S = 3600.0
@@ -162,9 +161,6 @@ class Worker:
         sup.loop("reconcile", s.reconcile_interval, self.reconciler.cycle, sleep=self._sleep)
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
-        sup.loop(
-            "waiting-orders", _WAITING_ORDERS_S, self.monitor.waiting_orders, sleep=self._real_sleep
-        )
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
         sup.loop("outbox-prune", _PRUNE_S, self.relay.prune, sleep=self._real_sleep)
         sup.watch(asyncio.create_task(self.reconciler.pump(), name="oms-reports"))

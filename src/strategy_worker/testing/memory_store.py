@@ -101,6 +101,7 @@ class MemoryDatabase:
         self.outbox: dict[int, OutboxRow] = {}
         self.outbox_ids: set[uuid.UUID] = set()
         self.published: dict[int, tuple[int, datetime]] = {}
+        self.unpublished: dict[int, OutboxRow] = {}
         self.next_seq = 1
         self.relay_leader: MemoryStore | None = None
         self.writes: list[WriteSeen] = []
@@ -125,7 +126,8 @@ class MemoryStore:
         by SIGSTOP, or cut off from the database): its writes land only afterwards."""
 
     async def _enter(self) -> MemoryDatabase:
-        while self.db.now().timestamp() < self.frozen_until:
+        # A loop, not an event: the freeze may be lengthened while this call waits.
+        while self.db.now().timestamp() < self.frozen_until:  # noqa: ASYNC110
             await asyncio.sleep(self.frozen_until - self.db.now().timestamp())
         if self.closed:
             raise StoreError("store handle is closed", retryable=False)
@@ -357,17 +359,24 @@ class MemoryStore:
             db.relay_leader = self
         if db.relay_leader is not self:
             return []
-        rows = [r for seq, r in sorted(db.outbox.items()) if seq not in db.published]
-        return rows[:limit]
+        rows: list[OutboxRow] = []
+        for row in db.unpublished.values():  # in seq order (insertion order of a dict)
+            rows.append(row)
+            if len(rows) >= limit:
+                break
+        return rows
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
         db = await self._enter()
         if db.relay_leader is not self:
             raise OutboxLeadershipLostError("this store does not lead the outbox")
         top = max((p for p, _ in db.published.values()), default=0)
-        for n, seq in enumerate(seqs, start=1):
+        n = 0
+        for seq in seqs:
             if seq in db.outbox and seq not in db.published:
+                n += 1
                 db.published[seq] = (top + n, db.now())
+                db.unpublished.pop(seq, None)
 
     async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
         db = await self._enter()
@@ -623,7 +632,7 @@ class _Staging:
         for row in self.events:
             seq = db.next_seq
             db.next_seq += 1
-            db.outbox[seq] = OutboxRow(seq=seq, event=row.event)
+            db.outbox[seq] = db.unpublished[seq] = OutboxRow(seq=seq, event=row.event)
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
         if self.cursor is not None:

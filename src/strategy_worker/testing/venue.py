@@ -58,6 +58,7 @@ class SimOms:
         self.overfill_rate = 0.0
         self._fill_counter = 0
         self._public: dict[str, str] = {}
+        self._public_fills: dict[str, Fill] = {}
         self.received: list[tuple[float, OrderIntent]] = []
         """Every submit the venue processed (first time per client order id), for checks."""
         self.on_receive: Callable[[OrderIntent], None] = lambda intent: None
@@ -208,6 +209,9 @@ class SimOms:
     def _published(self, fill: Fill) -> Fill:
         """The id the OMS gives a fill: from a counter that restarts with the OMS (unique
         per order, as the contract says, not globally)."""
+        known = self._public_fills.get(fill.fill_id)
+        if known is not None:
+            return known
         public = self._public.get(fill.fill_id)
         if public is None:
             order = self.venue.get(client_order_id=fill.client_order_id)
@@ -217,7 +221,9 @@ class SimOms:
                 self._fill_counter += 1
             public = f"F{self._fill_counter}"
             self._public[fill.fill_id] = public
-        return replace(fill, fill_id=public)
+        renamed = replace(fill, fill_id=public)
+        self._public_fills[fill.fill_id] = renamed
+        return renamed
 
     def _view(self, order: SimOrder) -> OmsOrder:
         view = order.snapshot()

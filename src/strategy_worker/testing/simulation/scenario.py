@@ -167,6 +167,14 @@ class Simulation:
         return self.rng.choice([0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
 
     def _check(self, step: int) -> None:
+        for slot in self._alive():
+            assert slot.app is not None
+            failure = slot.app.worker.supervisor.failure
+            if failure is not None:
+                raise InvariantViolation(
+                    f"seed {self.config.seed} step {step}: a loop of {slot.name} failed: "
+                    f"{type(failure).__name__}: {failure}"
+                ) from failure
         try:
             self.inv.check(s.app.worker.book for s in self.slots if s.alive and s.app is not None)
         except InvariantViolation as exc:
@@ -190,7 +198,7 @@ class Simulation:
             ),
             position_check_interval=60.0,
             rebalance_interval=300.0,
-            reconcile_interval=30.0,
+            reconcile_interval=60.0,
             heartbeat=HEARTBEAT_S,
             lease_seconds=LEASE_S,
             grace_period=20.0,
