@@ -170,10 +170,11 @@ def rebalance(step: Step, threshold: Decimal) -> None:
             step.touched = True
         return
     if plan.sells:
+        first = step.model.next_seq
         before = len(step.intents)
         step.gate(plan.sells)
         if len(step.intents) > before:
-            step.set_plans(rebalance_drift=plan.drift)
+            step.set_plans(rebalance_drift=plan.drift, rebalance_from=first)
             return
     step.gate(plan.buys)
     step.emit(
@@ -214,15 +215,28 @@ def _rebalance_buys(step: Step) -> None:
         for o in model.orders.values()
     ):
         return
-    step.set_plans(rebalance_drift=None)
-    if model.status is not ExecutionStatus.ACTIVE or model.risk.state.value != "ACTIVE":
-        return
-    plan = _plan(step, Decimal(-1))
-    if plan is None or not plan.buys:
-        return
-    step.gate(plan.buys)
-    bought = [i for i in step.intents if i.side is Side.BUY]
-    step.emit(msg.rebalanced(step.runner.context, at=step.now, max_drift=drift, orders=bought))
+    first = model.plans.rebalance_from
+    step.set_plans(rebalance_drift=None, rebalance_from=0)
+    sold = sorted(
+        (
+            o.intent
+            for o in model.orders.values()
+            if o.intent.purpose is OrderPurpose.REBALANCE
+            and o.intent.side is Side.SELL
+            and o.intent.intent_seq >= first
+        ),
+        key=lambda i: i.intent_seq,
+    )
+    bought: list[OrderIntent] = []
+    if model.status is ExecutionStatus.ACTIVE and model.risk.state.value == "ACTIVE":
+        plan = _plan(step, Decimal(-1))
+        if plan is not None and plan.buys:
+            before = len(step.intents)
+            step.gate(plan.buys)
+            bought = [i for i in step.intents[before:] if i.side is Side.BUY]
+    step.emit(
+        msg.rebalanced(step.runner.context, at=step.now, max_drift=drift, orders=[*sold, *bought])
+    )
 
 
 # ---------------------------------------------------------------------- stopping

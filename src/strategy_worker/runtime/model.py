@@ -84,6 +84,8 @@ class RuntimePlans:
     Unnumbered (intent_seq 0) until then, so client order ids stay consecutive."""
     rebalance_drift: Decimal | None = None
     """A rebalance whose sells are in flight: its buys are planned once they are done."""
+    rebalance_from: int = 0
+    """The first intent_seq of that rebalance's sells (the `rebalanced` event lists them)."""
     day_start_pending: bool = False
     """The trading day rolled while no fresh marks were known: the next valuation at
     fresh marks of every held symbol opens the day (never a valuation at fill prices)."""
@@ -96,6 +98,7 @@ class RuntimePlans:
             if self.rebalance_drift is not None
             else None,
             "day_start_pending": self.day_start_pending,
+            "rebalance_from": self.rebalance_from,
         }
 
     @classmethod
@@ -110,6 +113,7 @@ class RuntimePlans:
                 deferred=tuple(_intent_from(row) for row in data.get("deferred") or ()),
                 rebalance_drift=to_decimal(drift) if drift is not None else None,
                 day_start_pending=bool(data.get("day_start_pending", False)),
+                rebalance_from=int(data.get("rebalance_from", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DomainError(f"runtime plans are not valid: {exc}") from exc

@@ -9,6 +9,7 @@ Figures each fault test measures are written with `record_figures` to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -31,13 +32,16 @@ from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
 from strategy_worker.adapters.oms_grpc.config import BreakerConfig, OmsClientConfig, RetryConfig
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore
 from strategy_worker.adapters.redis_prices import RedisPriceSource
+from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig
 from strategy_worker.oms_sim.server import OmsSimServer
 from strategy_worker.paper.sinks import JsonLinesSink
+from strategy_worker.ports import DeadLetterSink
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.settings import RuntimeSettings
+from strategy_worker.runtime.wiring import App, build_worker
 from strategy_worker.runtime.worker import Worker
 
 from ..servers import SERVICES_DIR
@@ -176,40 +180,39 @@ def oms_client_config(port: int, **overrides: Any) -> OmsClientConfig:
 
 @dataclass
 class Rig:
-    """One in-process worker on the real adapters (events and dead letters in memory)."""
+    """One in-process worker on the real adapters (events and dead letters in memory),
+    built by the production wiring."""
 
-    worker: Worker
+    app: App
     store: PostgresStore
     oms: OmsGrpcClient
     prices: RedisPriceSource
     sink: JsonLinesSink
     registry: CollectorRegistry
+    stack: contextlib.AsyncExitStack
     started: bool = False
     closed: bool = field(default=False)
 
+    @property
+    def worker(self) -> Worker:
+        return self.app.worker
+
     async def crash(self) -> None:
-        """Stop like a dead process: loops cancelled, nothing handed over or closed out."""
+        """Stop like a dead process: every task cancelled, nothing handed over or closed
+        out (the forced quit of a second SIGTERM)."""
         if self.closed:
             return
         self.closed = True
-        tasks = [*self.worker._loops, *self.worker._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._close_adapters()
+        await self.app.abandon()
+        await self.stack.aclose()
 
     async def close(self, policy: str = "handover") -> None:
         if self.closed:
             return
         self.closed = True
         if self.started:
-            await self.worker.shutdown(policy)
-        await self._close_adapters()
-
-    async def _close_adapters(self) -> None:
-        await self.oms.close()
-        await self.prices.close()
-        await self.store.close()
+            await self.app.stop(policy)
+        await self.stack.aclose()
 
 
 async def open_rig(
@@ -220,19 +223,11 @@ async def open_rig(
     price_prefix: str,
     owner_id: str,
     oms_config: OmsClientConfig | None = None,
+    dead_letters: DeadLetterSink | None = None,
     start: bool = True,
     **settings: Any,
 ) -> Rig:
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    store = await PostgresStore.connect(
-        DatabaseConfig(url=dsn, pool_min_size=1, pool_max_size=4, command_timeout=5.0)
-    )
-    oms = OmsGrpcClient(oms_config or oms_client_config(oms_port), registry=registry)
-    prices = RedisPriceSource(
-        Redis.from_url(redis_url, socket_timeout=5), key_prefix=price_prefix, metrics=metrics
-    )
-    sink = JsonLinesSink(None)
     values: dict[str, Any] = {
         "owner_id": owner_id,
         "limits": RiskLimits(),
@@ -245,19 +240,54 @@ async def open_rig(
         "close_timeout": 5.0,
     }
     values.update(settings)
-    worker = Worker(
-        settings=RuntimeSettings(**values),
+    runtime = RuntimeSettings(**values)
+    stack = contextlib.AsyncExitStack()
+    try:
+        store = await PostgresStore.connect(
+            DatabaseConfig(url=dsn, pool_min_size=1, pool_max_size=4, command_timeout=5.0),
+            lease_seconds=runtime.lease_seconds,
+        )
+        stack.push_async_callback(store.close)
+        oms = OmsGrpcClient(oms_config or oms_client_config(oms_port), registry=registry)
+        stack.push_async_callback(oms.close)
+        prices = RedisPriceSource(
+            Redis.from_url(redis_url, socket_timeout=5),
+            key_prefix=price_prefix,
+            metrics=WorkerMetrics(CollectorRegistry()),
+        )
+        stack.push_async_callback(prices.close)
+        sink = JsonLinesSink(None)
+        app = await stack.enter_async_context(
+            build_worker(
+                WorkerConfig(),
+                store=store,
+                oms=oms,
+                prices=prices,
+                price_feed=None,
+                publisher=sink,
+                dead_letters=dead_letters or sink,
+                clock=SystemClock(),
+                settings=runtime,
+                registry=registry,
+                consume=False,
+                serve_http=False,
+                migrate=False,
+            )
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    rig = Rig(
+        app=app,
         store=store,
         oms=oms,
         prices=prices,
-        events=sink,
-        dead_letters=sink,
-        metrics=metrics,
-        clock=SystemClock(),
+        sink=sink,
+        registry=registry,
+        stack=stack,
     )
-    rig = Rig(worker=worker, store=store, oms=oms, prices=prices, sink=sink, registry=registry)
     if start:
-        await worker.start()
+        await app.start()
         rig.started = True
     return rig
 

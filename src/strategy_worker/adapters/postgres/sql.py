@@ -226,7 +226,7 @@ WITH risk AS (
     ON CONFLICT (snapshot_id) DO NOTHING
 ), outbox AS (
     INSERT INTO event_outbox (event_id, execution_id, user_id, key, event_type, payload)
-    SELECT u.event_id, u.execution_id, u.user_id, u.key, u.event_type, u.payload::jsonb
+    SELECT u.event_id, u.execution_id, u.user_id, u.key, u.event_type, u.payload::json
     FROM unnest($18::uuid[], $19::uuid[], $20::uuid[], $21::text[], $22::text[],
                 $23::text[])
          WITH ORDINALITY

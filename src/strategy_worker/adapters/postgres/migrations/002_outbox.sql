@@ -20,9 +20,9 @@ CREATE TABLE event_outbox (
     -- The Kafka key: the strategy id.
     key               text        NOT NULL CHECK (key <> ''),
     event_type        text        NOT NULL CHECK (event_type <> ''),
-    -- The event as published; unlike the other JSONB columns, Decimals are JSON numbers
-    -- here (exact: JSONB keeps NUMERIC digits), since this is the wire format.
-    payload           jsonb       NOT NULL,
+    -- The event as published: `json`, not `jsonb`, so it keeps its text and key order
+    -- (the spec's event shapes), with Decimals as exact JSON numbers (the wire format).
+    payload           json        NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     published_seq     bigint      UNIQUE CHECK (published_seq >= 1),
     published_at      timestamptz,
