@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,13 +129,38 @@ class RiskSection(_Section):
     warning_ratio: Decimal = Decimal("0.80")
     #: Stop-loss trigger buffer against whipsaws.
     stop_loss_buffer: Decimal = Decimal("0.02")
-    #: Order rate limits: per execution per minute, and for the whole worker per second.
+    #: Worker default stop-loss, a fraction below average cost in (0, 0.5]; a strategy's own
+    #: `stop_loss_pct` applies when tighter. None: only strategies that set one are stopped.
+    stop_loss_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: UTC time of day at which a trading day starts (daily loss resets, HALTED lifts).
+    trading_day_start: time = time(0, 0)
+    #: Order rate limits (token buckets): per execution per minute, and for the whole worker
+    #: per second, each with the burst it may send at once.
     max_orders_per_minute: int = Field(default=120, ge=1)
+    execution_order_burst: int = Field(default=100, ge=1)
     max_orders_per_second: int = Field(default=50, ge=1)
+    worker_order_burst: int = Field(default=200, ge=1)
 
     _ratios = field_validator(
         "max_position_size", "max_daily_loss", "warning_ratio", "stop_loss_buffer"
     )(_ratio)
+
+    @field_validator("trading_day_start", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted 13:30 as the base-60 integer 810: never take a number.
+        if isinstance(value, int | Decimal | float):
+            raise ValueError('write the time in quotes, e.g. "13:30" (a UTC time of day)')
+        if isinstance(value, str) and re.search(r"(?:[zZ]|[+-]\d\d:?\d\d)$", value.strip()):
+            raise ValueError('a UTC time of day without a zone, e.g. "13:30"')
+        return value
+
+    @field_validator("trading_day_start")
+    @classmethod
+    def _naive_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError('a UTC time of day without a zone, e.g. "13:30"')
+        return value
 
     @model_validator(mode="after")
     def _order_bounds(self) -> RiskSection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -248,3 +249,86 @@ def test_config_is_frozen() -> None:
 
     with pytest.raises(Exception, match="frozen"):
         config.metrics.port = 1  # type: ignore[misc]
+
+
+def _key_paths(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    from pydantic import BaseModel
+
+    paths: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        key = (*prefix, info.alias or name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += _key_paths(annotation, key)
+        else:
+            paths.append(key)
+    return paths
+
+
+# Keys that config.yaml leaves out on purpose: secrets (environment only) and the full URLs
+# that stand for host/port/... and usually carry a password (DATABASE_URL, REDIS_URL).
+_NOT_IN_YAML = {
+    ("database", "password"),
+    ("database", "url"),
+    ("redis", "password"),
+    ("redis", "url"),
+    ("kafka", "sasl", "password"),
+}
+
+
+def test_repo_config_lists_every_key_of_the_model() -> None:
+    data = parse_yaml(REPO_CONFIG.read_text(encoding="utf-8"))
+    missing = []
+    for path in _key_paths(WorkerConfig):
+        node: object = data
+        for part in path:
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError and path not in _NOT_IN_YAML:
+            missing.append(".".join(path))
+    assert missing == []
+
+
+def test_worker_stop_loss_trading_day_start_and_bursts_are_risk_keys(tmp_path: Path) -> None:
+    # The README's Trading rules name these settings; they used to be refused as unknown.
+    path = write(
+        tmp_path,
+        "risk:\n"
+        "  stop_loss_pct: 0.08\n"
+        '  trading_day_start: "13:30"\n'
+        "  execution_order_burst: 40\n"
+        "  worker_order_burst: 400\n",
+    )
+
+    config = load_config(path, env={})
+
+    assert config.risk.stop_loss_pct == Decimal("0.08")
+    assert config.risk.trading_day_start == time(13, 30)
+    assert (config.risk.execution_order_burst, config.risk.worker_order_burst) == (40, 400)
+
+
+def test_default_bursts_are_the_documented_ones() -> None:
+    assert (WorkerConfig().risk.execution_order_burst, WorkerConfig().risk.worker_order_burst) == (
+        100,
+        200,
+    )
+    assert WorkerConfig().risk.stop_loss_pct is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("risk:\n  trading_day_start: 13:30\n", "risk.trading_day_start: write the time"),
+        ('risk:\n  trading_day_start: "25:00"\n', "risk.trading_day_start: "),
+        ('risk:\n  trading_day_start: "13:30+02:00"\n', "risk.trading_day_start: "),
+        ("risk:\n  stop_loss_pct: 0.6\n", "risk.stop_loss_pct: "),
+        ("risk:\n  stop_loss_pct: 0\n", "risk.stop_loss_pct: "),
+        ("risk:\n  worker_order_burst: 0\n", "risk.worker_order_burst: "),
+    ],
+)
+def test_bad_risk_setting_is_rejected_with_its_path(
+    tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml_text), env={})
+
+    assert str(caught.value).startswith("config.yaml: " + expected)

@@ -44,11 +44,13 @@ def risk_limits_from(section: RiskSection) -> RiskLimits:
         max_total_exposure=section.max_total_exposure,
         max_daily_loss=section.max_daily_loss,
         max_daily_loss_amount=section.max_daily_loss_amount,
+        stop_loss_pct=section.stop_loss_pct,
         stop_loss_buffer=section.stop_loss_buffer,
         execution_orders_per_second=section.max_orders_per_minute / 60,
-        execution_order_burst=max(1, section.max_orders_per_minute),
+        execution_order_burst=section.execution_order_burst,
         worker_orders_per_second=float(section.max_orders_per_second),
-        worker_order_burst=max(1, section.max_orders_per_second),
+        worker_order_burst=section.worker_order_burst,
+        trading_day_start=section.trading_day_start,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 
 from strategy_worker.config import RiskSection, WorkerConfig
@@ -23,7 +24,6 @@ def test_risk_limits_from_when_spec_defaults_then_spec_limits() -> None:
 def test_risk_limits_from_when_rates_configured_then_per_second_buckets() -> None:
     limits = risk_limits_from(RiskSection(max_orders_per_minute=120, max_orders_per_second=7))
     assert limits.execution_orders_per_second == 2.0
-    assert limits.execution_order_burst == 120
     assert limits.worker_orders_per_second == 7.0
 
 
@@ -41,3 +41,28 @@ def test_settings_from_when_no_worker_id_then_hostname_pid() -> None:
     host, _, pid = settings.owner_id.rpartition("-")
     assert host
     assert pid.isdigit()
+
+
+def test_risk_limits_from_when_worker_stop_loss_day_start_and_bursts_set_then_mapped() -> None:
+    section = RiskSection.model_validate(
+        {
+            "stop_loss_pct": "0.07",
+            "trading_day_start": "14:30",
+            "execution_order_burst": 30,
+            "worker_order_burst": 300,
+        }
+    )
+
+    limits = risk_limits_from(section)
+
+    assert limits.stop_loss_pct == Decimal("0.07")
+    assert limits.trading_day_start == time(14, 30)
+    assert (limits.execution_order_burst, limits.worker_order_burst) == (30, 300)
+
+
+def test_risk_limits_from_when_defaults_then_documented_bursts_and_no_worker_stop_loss() -> None:
+    limits = risk_limits_from(RiskSection())
+
+    assert (limits.execution_order_burst, limits.worker_order_burst) == (100, 200)
+    assert limits.stop_loss_pct is None
+    assert limits.trading_day_start == time(0, 0)
