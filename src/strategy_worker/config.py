@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig
 from strategy_worker.adapters.postgres.config import DatabaseConfig
+from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
 from strategy_worker.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("./config/config.yaml")
@@ -83,8 +84,9 @@ class KafkaConfig(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl: KafkaSsl = KafkaSsl()
     sasl: KafkaSasl = KafkaSasl()
-    #: Larger payloads are dead-lettered unread (hostile input must not exhaust memory).
-    max_message_bytes: int = Field(default=1_048_576, gt=0)
+    #: The one size limit of incoming messages: larger records are dead-lettered unread
+    #: (`oversized`), and intake's parser refuses the same size (`payload_too_large`).
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, gt=0)
     max_poll_records: int = Field(default=100, gt=0)
     #: Done offsets are committed at most this often (and always on stop or revoke).
     commit_interval: Seconds = 1.0

@@ -10,6 +10,7 @@ from typing import Literal
 
 from strategy_worker.config import RiskSection, WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,7 +28,8 @@ class RuntimeSettings:
     lease_seconds: float = 15.0
     heartbeat: float = 5.0
     reconcile_interval: float = 60.0
-    max_message_bytes: int = 65536
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    """Size limit of one approved message (`kafka.max_message_bytes`, the consumer's too)."""
     close_timeout: float = 10.0
     """How long a stop waits (real seconds) for its closing orders to fill."""
     max_executions: int = 100_000
@@ -72,5 +74,6 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         lease_seconds=ex.lease_seconds,
         heartbeat=ex.heartbeat,
         reconcile_interval=ex.reconcile_interval,
+        max_message_bytes=config.kafka.max_message_bytes,
         close_timeout=ex.close_timeout,
     )

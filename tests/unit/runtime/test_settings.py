@@ -66,3 +66,17 @@ def test_risk_limits_from_when_defaults_then_documented_bursts_and_no_worker_sto
     assert (limits.execution_order_burst, limits.worker_order_burst) == (100, 200)
     assert limits.stop_loss_pct is None
     assert limits.trading_day_start == time(0, 0)
+
+
+def test_settings_from_when_kafka_message_limit_set_then_intake_uses_the_same_limit() -> None:
+    config = WorkerConfig.model_validate({"kafka": {"max_message_bytes": 2048}})
+
+    assert settings_from(config).max_message_bytes == 2048
+
+
+def test_default_message_limit_is_one_for_the_consumer_and_the_parser() -> None:
+    # The consumer dead-letters records above kafka.max_message_bytes unread; intake parses
+    # with settings.max_message_bytes. They were 1 MiB and a hard-coded 64 KiB.
+    config = WorkerConfig()
+
+    assert config.kafka.max_message_bytes == settings_from(config).max_message_bytes == 65536
