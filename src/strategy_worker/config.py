@@ -1,8 +1,10 @@
 """The worker's configuration: one frozen, validated object built once at startup.
 
 Load order: model defaults -> YAML at `CONFIG_PATH` (default ./config/config.yaml) ->
-environment. YAML numbers become `Decimal` through their text (never through float), unknown
-keys are errors, and every error is one line naming where it came from and the key path:
+environment, where `strategy-worker run` adds the variables of ./.env below the real
+environment (a variable set in both keeps the real value). YAML numbers become `Decimal`
+through their text (never through float), unknown keys are errors, and every error is one
+line naming where it came from and the key path:
 ``config.yaml: risk.max_position_size: must be in (0, 1]``.
 
 Secrets (database, Redis and Kafka SASL passwords) come only from the environment or from a
@@ -29,6 +31,7 @@ from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
 from strategy_worker.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("./config/config.yaml")
+DEFAULT_ENV_FILE = Path(".env")
 ENV_PREFIX = "SW__"
 
 
@@ -342,13 +345,44 @@ def parse_yaml(text: str, *, source: str = "config.yaml") -> dict[str, Any]:
     return data
 
 
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
+def read_env_file(path: Path, *, required: bool = False) -> dict[str, str]:
+    """The variables of a .env file (``KEY=value`` lines, python-dotenv's syntax).
+
+    A missing file is empty unless `required`; a key without ``=value`` is left out.
+    """
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"{path}: env file not found")
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, interpolate=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.__class__.__name__}") from None
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    env_file: Path | None = None,
+    env_file_required: bool = False,
+) -> WorkerConfig:
     """Build the worker's config: defaults -> YAML -> environment; ConfigError names the key.
 
     `path` wins over CONFIG_PATH; a missing file is an error only when named explicitly
     (by `path` or CONFIG_PATH), so the defaults alone give a runnable local config.
+    With `env_file` (`strategy-worker run` passes ./.env), its variables count as
+    environment variables, and a variable set in the real environment wins over it.
     """
-    environ: Mapping[str, str] = os.environ if env is None else env
+    real: Mapping[str, str] = os.environ if env is None else env
+    environ = real
+    from_file: dict[str, str] = {}
+    if env_file is not None:
+        from_file = read_env_file(env_file, required=env_file_required)
+        environ = {**from_file, **real}
     explicit = path is not None or "CONFIG_PATH" in environ
     config_path = (
         path if path is not None else Path(environ.get("CONFIG_PATH", DEFAULT_CONFIG_PATH))
@@ -371,7 +405,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError(f"{config_path}: config file not found")
 
     origins: dict[tuple[str, ...], str] = {}
-    for key_path, value, origin in _env_overrides(environ):
+    for key_path, value, origin in _env_overrides(
+        environ,
+        file_names=frozenset(name for name in from_file if name not in real),
+        file_label=env_file.name if env_file is not None else "",
+    ):
         _set_path(data, key_path, value, origin)
         origins[key_path] = origin
     try:
@@ -380,14 +418,21 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError(_one_line(exc, source, origins)) from None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], object, str]]:
+def _env_overrides(
+    environ: Mapping[str, str], *, file_names: frozenset[str] = frozenset(), file_label: str = ""
+) -> list[tuple[tuple[str, ...], object, str]]:
+    """(key path, value, origin) per variable; origin names the .env file for its variables."""
+
+    def where(name: str) -> str:
+        return f"{file_label} {name}" if name in file_names else f"env {name}"
+
     overrides: list[tuple[tuple[str, ...], object, str]] = []
     for name, key_path in _ENV_KEYS.items():
         value: str | None = environ.get(name)
-        origin = f"env {name}"
+        origin = where(name)
         file_name = environ.get(f"{name}_FILE") if name in _SECRET_ENV else None
         if file_name:
-            origin = f"env {name}_FILE"
+            origin = where(f"{name}_FILE")
             try:
                 value = Path(file_name).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
@@ -402,8 +447,8 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], ob
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             key_path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
             if any(not part for part in key_path):
-                raise ConfigError(f"env {name}: malformed variable name")
-            overrides.append((key_path, environ[name], f"env {name}"))
+                raise ConfigError(f"{where(name)}: malformed variable name")
+            overrides.append((key_path, environ[name], where(name)))
     return overrides
 
 
