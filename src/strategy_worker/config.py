@@ -253,10 +253,17 @@ class LoggingSection(_Section):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+Environment = Literal["development", "staging", "production"]
+
+
 class WorkerConfig(_Section):
     """Everything the worker reads at startup; see config/config.yaml for the annotated file."""
 
-    environment: str = "development"
+    #: The kind of deployment (ENVIRONMENT). development: a local run, defaults for a laptop;
+    #: staging: production's defaults (components that guard access, such as requiring signed
+    #: control requests, take their strict default outside development) on a test network;
+    #: production: as staging, and Kafka and the OMS channel must use TLS (refused otherwise).
+    environment: Environment = "development"
     #: Identifies this worker in leases and logs; defaults to hostname-pid at runtime.
     worker_id: str | None = None
     kafka: KafkaConfig = KafkaConfig()
@@ -268,6 +275,32 @@ class WorkerConfig(_Section):
     metrics: MetricsSection = MetricsSection()
     health: HealthSection = HealthSection()
     logging: LoggingSection = LoggingSection()
+
+    @property
+    def is_development(self) -> bool:
+        """A local run: components may choose lenient defaults (never outside development)."""
+        return self.environment == "development"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @model_validator(mode="after")
+    def _production_transport(self) -> WorkerConfig:
+        # The spec: "Enable TLS for gRPC and Kafka connections in production".
+        if not self.is_production:
+            return self
+        if self.kafka.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise ValueError(
+                f"environment production refuses kafka.security_protocol "
+                f"{self.kafka.security_protocol} (no TLS): use SSL or SASL_SSL"
+            )
+        if not self.oms_grpc.tls.enabled:
+            raise ValueError(
+                "environment production refuses oms_grpc.tls.enabled false (orders in clear): "
+                "enable TLS (and set cert_file/key_file for mutual TLS)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -490,6 +523,7 @@ def _one_line(
             break
     message = "unknown key" if unknown else first["msg"]
     message = _PYDANTIC_PREFIX.sub("", message)
-    path = ".".join(loc) if loc else "(root)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{origin}: {path}: {message}{more}"
+    if not loc:  # a rule across sections: its message names the keys
+        return f"{origin}: {message}{more}"
+    return f"{origin}: {'.'.join(loc)}: {message}{more}"

@@ -142,7 +142,7 @@ def test_spec_environment_variables_override_the_file() -> None:
     config = load_config(
         REPO_CONFIG,
         env={
-            "ENVIRONMENT": "production",
+            "ENVIRONMENT": "staging",
             "DB_PASSWORD": "pg-secret",
             "REDIS_PASSWORD": "redis-secret",
             "KAFKA_BOOTSTRAP_SERVERS": "broker-1:9092,broker-2:9092",
@@ -151,7 +151,7 @@ def test_spec_environment_variables_override_the_file() -> None:
         },
     )
 
-    assert config.environment == "production"
+    assert config.environment == "staging"
     assert config.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
     assert config.redis.password is not None
     assert config.redis.password.get_secret_value() == "redis-secret"
@@ -332,3 +332,58 @@ def test_bad_risk_setting_is_rejected_with_its_path(
         load_config(write(tmp_path, yaml_text), env={})
 
     assert str(caught.value).startswith("config.yaml: " + expected)
+
+
+_TLS_EVERYWHERE = {
+    "SW__KAFKA__SECURITY_PROTOCOL": "SSL",
+    "SW__OMS_GRPC__TLS__ENABLED": "true",
+}
+
+
+@pytest.mark.parametrize(
+    ("environment", "development", "production"),
+    [("development", True, False), ("staging", False, False), ("production", False, True)],
+)
+def test_environment_names_the_deployment_kind(
+    environment: str, development: bool, production: bool
+) -> None:
+    config = load_config(REPO_CONFIG, env={"ENVIRONMENT": environment, **_TLS_EVERYWHERE})
+
+    assert config.environment == environment
+    assert (config.is_development, config.is_production) == (development, production)
+
+
+def test_unknown_environment_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"^env ENVIRONMENT: environment: "):
+        load_config(REPO_CONFIG, env={"ENVIRONMENT": "prod"})
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"SW__KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"}, "kafka.security_protocol PLAINTEXT"),
+        (
+            {
+                "SW__KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_USERNAME": "svc",
+                "KAFKA_SASL_PASSWORD": "pw",
+            },
+            "kafka.security_protocol SASL_PLAINTEXT",
+        ),
+        ({"SW__OMS_GRPC__TLS__ENABLED": "false"}, "oms_grpc.tls.enabled false"),
+    ],
+)
+def test_production_refuses_plaintext_transport(override: dict[str, str], named: str) -> None:
+    # The spec: "Enable TLS for gRPC and Kafka connections in production". It used to be a
+    # label that changed nothing.
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO_CONFIG, env={"ENVIRONMENT": "production", **_TLS_EVERYWHERE, **override})
+
+    assert named in str(caught.value)
+    assert "production" in str(caught.value)
+
+
+def test_staging_accepts_plaintext_transport() -> None:
+    config = load_config(REPO_CONFIG, env={"ENVIRONMENT": "staging"})
+
+    assert config.kafka.security_protocol == "PLAINTEXT"
