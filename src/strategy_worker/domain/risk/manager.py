@@ -294,6 +294,12 @@ class RiskManager:
             if new_qty * price > self._max_value:
                 reason = RiskReason.ORDER_VALUE_ABOVE_MAX
                 new_qty = floor_quantity(self._max_value / price)
+                if new_qty <= 0:  # no whole share fits: the guard cannot resize, it denies
+                    return _deny(
+                        order,
+                        RiskReason.ORDER_VALUE_ABOVE_MAX,
+                        f"one share at {price} exceeds the maximum order value {self._max_value}",
+                    )
             notional = new_qty * price
             if new_qty <= 0 or (notional < self._min_value and new_qty != available):
                 return _deny(

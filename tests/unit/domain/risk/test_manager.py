@@ -135,6 +135,23 @@ def test_stop_loss_sell_is_exempt_from_the_maximum_order_value() -> None:
     assert manager.check(rebalance, context).quantity == D(1000)
 
 
+def test_one_share_sell_worth_more_than_the_maximum_is_denied_as_above_the_maximum() -> None:
+    # A non-closing sell cannot be resized below one share: the fat-finger guard denies it
+    # for what it is (above the maximum), as sizing skips such a symbol (PRICE_ABOVE_MAX_ORDER).
+    # CLOSE and STOP_LOSS sells stay exempt, so the position can always be closed.
+    manager, ex, _ = setup()
+    context = ctx(ex, position_quantity=D(3))
+    order = intent(side=Side.SELL, quantity=1, price="150000", purpose=OrderPurpose.REBALANCE)
+
+    decision = manager.check(order, context)
+
+    assert decision.outcome is Outcome.DENIED
+    assert decision.reason is RiskReason.ORDER_VALUE_ABOVE_MAX
+    assert "150000" in decision.events[0].description
+    closing = intent(side=Side.SELL, quantity=3, price="150000", purpose=OrderPurpose.CLOSE)
+    assert manager.check(closing, context) is APPROVED
+
+
 def test_invalid_quantity_or_price_is_denied_not_raised() -> None:
     manager, ex, _ = setup()
     assert manager.check(intent(quantity=0), ctx(ex)).reason is RiskReason.INVALID_ORDER
