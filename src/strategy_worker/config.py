@@ -145,6 +145,13 @@ class RiskSection(_Section):
     execution_order_burst: int = Field(default=100, ge=1)
     max_orders_per_second: int = Field(default=50, ge=1)
     worker_order_burst: int = Field(default=200, ge=1)
+    #: Cash reserve: sizing, rebalancing and the cash check budget every buy as if it filled
+    #: slippage_reserve_bps above its reference price (a sell as many below) and paid
+    #: fee_reserve_bps of its notional plus fee_reserve_per_order: fills within the reserve
+    #: never take cash below zero. 0 / 0 / 0 budgets at the reference price exactly.
+    slippage_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    fee_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    fee_reserve_per_order: Decimal = Field(default=Decimal("1.00"), ge=0, allow_inf_nan=False)
 
     _ratios = field_validator(
         "max_position_size", "max_daily_loss", "warning_ratio", "stop_loss_buffer"

@@ -53,6 +53,9 @@ def risk_limits_from(section: RiskSection) -> RiskLimits:
         worker_orders_per_second=float(section.max_orders_per_second),
         worker_order_burst=section.worker_order_burst,
         trading_day_start=section.trading_day_start,
+        slippage_reserve_bps=section.slippage_reserve_bps,
+        fee_reserve_bps=section.fee_reserve_bps,
+        fee_reserve_per_order=section.fee_reserve_per_order,
     )
 
 

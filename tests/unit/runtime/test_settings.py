@@ -80,3 +80,18 @@ def test_default_message_limit_is_one_for_the_consumer_and_the_parser() -> None:
     config = WorkerConfig()
 
     assert config.kafka.max_message_bytes == settings_from(config).max_message_bytes == 65536
+
+
+def test_risk_limits_from_when_cash_reserve_configured_then_sizing_and_checks_use_it() -> None:
+    section = RiskSection.model_validate(
+        {"slippage_reserve_bps": "25", "fee_reserve_bps": "0", "fee_reserve_per_order": "0.35"}
+    )
+
+    limits = risk_limits_from(section)
+
+    assert (
+        limits.slippage_reserve_bps,
+        limits.fee_reserve_bps,
+        limits.fee_reserve_per_order,
+    ) == (Decimal(25), Decimal(0), Decimal("0.35"))
+    assert risk_limits_from(RiskSection()).reserved_buy_cost(Decimal(10000)) == Decimal("10021.01")
