@@ -238,6 +238,9 @@ def _print_summary(result: Any) -> None:
             "ok" if s.consistent else "MISMATCH",
         )
     out.print(table)
+    for s in result.summaries:
+        for mismatch in s.mismatches:
+            out.print(f"MISMATCH {s.name}: {mismatch}", markup=False, highlight=False)
     if result.dead_letters:
         out.print(f"{result.dead_letters} message(s) rejected (see the events file / stderr)")
 
