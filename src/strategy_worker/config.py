@@ -237,6 +237,28 @@ class RedisSection(_Section):
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
+class RetentionSection(_Section):
+    """How long position_snapshots keep their grain (adapters/postgres/retention.py)."""
+
+    #: Thin old snapshots every `interval` (false: the table keeps every row).
+    enabled: bool = True
+    #: Every snapshot younger than this is kept (seconds; 1 day).
+    snapshots_fine: Seconds = 86_400.0
+    #: Older ones, up to this age, are thinned to the last, lowest and highest of each hour;
+    #: older still, of each trading day (seconds; 7 days). First and latest always kept.
+    snapshots_hourly: Seconds = 604_800.0
+    #: Seconds between thinning runs (one worker at a time runs one: a lease in the table).
+    interval: Seconds = 3_600.0
+    #: Rows per DELETE: each statement is short, so the worker's own writes never queue.
+    batch: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _windows_ordered(self) -> RetentionSection:
+        if self.snapshots_hourly <= self.snapshots_fine:
+            raise ValueError("snapshots_hourly must be longer than snapshots_fine")
+        return self
+
+
 # --------------------------------------------------------------------------- observability
 
 
@@ -279,6 +301,7 @@ class WorkerConfig(_Section):
     execution: ExecutionSection = ExecutionSection()
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisSection = RedisSection()
+    retention: RetentionSection = RetentionSection()
     metrics: MetricsSection = MetricsSection()
     health: HealthSection = HealthSection()
     logging: LoggingSection = LoggingSection()

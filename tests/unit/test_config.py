@@ -387,3 +387,14 @@ def test_staging_accepts_plaintext_transport() -> None:
     config = load_config(REPO_CONFIG, env={"ENVIRONMENT": "staging"})
 
     assert config.kafka.security_protocol == "PLAINTEXT"
+
+
+def test_retention_windows_are_configurable_and_must_be_ordered(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, "retention:\n  snapshots_fine: 3600\n  snapshots_hourly: 86400\n"),
+        env={},
+    )
+
+    assert (config.retention.snapshots_fine, config.retention.snapshots_hourly) == (3600, 86400)
+    with pytest.raises(ConfigError, match="snapshots_hourly must be longer than snapshots_fine"):
+        load_config(write(tmp_path, "retention:\n  snapshots_hourly: 60\n"), env={})
