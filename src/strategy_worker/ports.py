@@ -77,6 +77,18 @@ class PriceFeed(Protocol):
         ...
 
 
+class Probe(Protocol):
+    """A dependency's readiness check (`/ready`): answers within its own bound, never raises.
+
+    `RedisPriceSource` (a PING within `redis.socket_timeout`) and `RedisPriceFeed` (its
+    subscription is confirmed and alive; no I/O) implement it, as do the store and the OMS
+    client."""
+
+    async def ping(self) -> bool:
+        """True when the dependency answers now."""
+        ...
+
+
 class EventSink(Protocol):
     """Where `strategy.execution` events go: Kafka in production, JSON lines in paper mode."""
 
