@@ -95,3 +95,28 @@ def test_risk_limits_from_when_cash_reserve_configured_then_sizing_and_checks_us
         limits.fee_reserve_per_order,
     ) == (Decimal(25), Decimal(0), Decimal("0.35"))
     assert risk_limits_from(RiskSection()).reserved_buy_cost(Decimal(10000)) == Decimal("10021.01")
+
+
+def test_worker_default_stop_loss_protects_an_execution_whose_strategy_sets_none() -> None:
+    # The key used to be refused, so no worker-default stop-loss could exist.
+    import uuid
+    from datetime import UTC, datetime
+
+    from strategy_worker.domain.clock import ManualClock
+    from strategy_worker.domain.risk import RiskManager
+    from strategy_worker.domain.strategy import StrategyRiskParams
+
+    config = WorkerConfig.model_validate({"risk": {"stop_loss_pct": "0.10"}})
+    manager = RiskManager(
+        settings_from(config).limits, ManualClock(datetime(2024, 1, 2, tzinfo=UTC))
+    )
+
+    loose = manager.new_execution(uuid.uuid4(), start_equity=Decimal(1000))
+    tighter = manager.new_execution(
+        uuid.uuid4(),
+        start_equity=Decimal(1000),
+        risk_params=StrategyRiskParams(stop_loss_pct=Decimal("0.05")),
+    )
+
+    assert loose.stops.stop_loss_pct == Decimal("0.10")
+    assert tighter.stops.stop_loss_pct == Decimal("0.05")
