@@ -300,7 +300,9 @@ class _Run:
         keep = {r["first_id"] for r in ends} | {r["latest_id"] for r in ends}
         earliest = min(r["first_at"] for r in ends)
         windows = self._windows
-        start = daily_lo or trading_day_floor(earliest, _time_of(self._offset))
+        start = trading_day_floor(earliest, _time_of(self._offset))
+        if daily_lo is not None and daily_lo > start:
+            start = daily_lo  # the days before were thinned by an earlier run
         for lo, hi in _day_slices(start, windows.daily_before):
             await self._thin_slice(ids, keep, lo, hi, "day", self._offset)
         start = max(hourly_lo, hour_floor(earliest, _time_of(self._offset)))
