@@ -63,6 +63,7 @@ async def _scale(
     config_data: dict[str, Any], executions: int, idle_window_s: float
 ) -> dict[str, Any]:
     from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
+
     from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher, KafkaProducer
     from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
     from strategy_worker.adapters.postgres import PostgresStore, migrate

@@ -42,6 +42,31 @@ ConfigOption = Annotated[
 ]
 
 
+EnvFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        help="Variables to read as if set in the environment, which wins (default ./.env, "
+        "skipped when absent).",
+    ),
+]
+
+
+def _load(config: Path | None, env_file: Path | None) -> Any:
+    """The config from the YAML, ./.env (or --env-file) and the environment; exit 2 on error."""
+    from strategy_worker.config import DEFAULT_ENV_FILE
+
+    try:
+        return load_config(
+            config,
+            env_file=env_file if env_file is not None else DEFAULT_ENV_FILE,
+            env_file_required=env_file is not None,
+        )
+    except StrategyWorkerError as exc:
+        _fail(exc)
+        raise typer.Exit(2) from None
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop (faster gRPC/Kafka/asyncpg I/O); a project error is one line, exit 2."""
     import uvloop
@@ -79,17 +104,13 @@ def version() -> None:
 
 
 @app.command()
-def run(config: ConfigOption = None) -> None:
+def run(config: ConfigOption = None, env_file: EnvFileOption = None) -> None:
     """Run the worker: Kafka in and out, the OMS over gRPC, PostgreSQL, Redis prices."""
-    from strategy_worker.runtime.app import run_worker
+    from strategy_worker.runtime import app as runtime_app
 
-    try:
-        cfg = load_config(config)
-    except StrategyWorkerError as exc:
-        _fail(exc)
-        raise typer.Exit(2) from None
+    cfg = _load(config, env_file)
     _configure_logging(cfg)
-    raise typer.Exit(_run(run_worker(cfg)))
+    raise typer.Exit(_run(runtime_app.run_worker(cfg)))
 
 
 @app.command()
@@ -217,6 +238,9 @@ def _print_summary(result: Any) -> None:
             "ok" if s.consistent else "MISMATCH",
         )
     out.print(table)
+    for s in result.summaries:
+        for mismatch in s.mismatches:
+            out.print(f"MISMATCH {s.name}: {mismatch}", markup=False, highlight=False)
     if result.dead_letters:
         out.print(f"{result.dead_letters} message(s) rejected (see the events file / stderr)")
 
@@ -247,15 +271,11 @@ def _suppress_interrupt() -> Any:
 
 
 @db_app.command("migrate")
-def db_migrate(config: ConfigOption = None) -> None:
+def db_migrate(config: ConfigOption = None, env_file: EnvFileOption = None) -> None:
     """Apply pending migrations (safe to run twice, and from two processes at once)."""
     from strategy_worker.adapters.postgres import migrate
 
-    try:
-        cfg = load_config(config)
-    except StrategyWorkerError as exc:
-        _fail(exc)
-        raise typer.Exit(2) from None
+    cfg = _load(config, env_file)
     from strategy_worker.log import configure_logging
 
     configure_logging("WARNING", json_output=cfg.logging.json_output)

@@ -35,7 +35,7 @@ class WorkerMetrics:
         )
         self.risk_violations = Counter(
             "risk_violations_total",
-            "Risk events recorded (denials, warnings, halts, stop-losses)",
+            "Risk events of severity WARNING or CRITICAL (denials, warnings, halts, stop-outs)",
             ["event_type", "severity"],
             registry=registry,
         )
@@ -105,14 +105,17 @@ class WorkerMetrics:
             buckets=_CYCLE_BUCKETS,
             registry=registry,
         )
-        # Reconciliation: local minus OMS quantity, per execution and symbol (0 = agreed).
+        # Reconciliation: how many positions disagree with the OMS. No execution or symbol
+        # label: 10,000 executions x their symbols would be that many series; which ones
+        # disagree is in the log and the risk events.
         self.position_difference = Gauge(
             "strategy_reconciliation_position_difference",
-            "Local minus OMS position quantity found by the last reconciliation",
-            ["execution_id", "symbol"],
+            "Positions (execution x symbol) whose local quantity differed from the OMS's "
+            "at their last reconciliation",
             registry=registry,
         )
-        self._difference_labels: dict[str, set[str]] = {}
+        self._differing: dict[str, set[str]] = {}
+        self._differing_count = 0
         # The runtime spine: duplicates, outbox, executions that need attention.
         self.messages_duplicate = Counter(
             "strategy_messages_duplicate_total",
@@ -142,6 +145,10 @@ class WorkerMetrics:
         )
 
     def record_risk_event(self, event_type: str, severity: str) -> None:
+        """Count a risk event as a violation: WARNING and CRITICAL only (INFO events such as
+        DUST_SKIPPED or ORDER_SPLIT are routine and violate nothing)."""
+        if severity == "INFO":
+            return
         self.risk_violations.labels(event_type=event_type, severity=severity).inc()
 
     def record_duplicate(self, kind: str) -> None:
@@ -154,12 +161,22 @@ class WorkerMetrics:
         self.pnl_total.set(float(total))
 
     def set_position_difference(self, execution_id: str, symbol: str, difference: Decimal) -> None:
-        self.position_difference.labels(execution_id=execution_id, symbol=symbol).set(
-            float(difference)
-        )
-        self._difference_labels.setdefault(execution_id, set()).add(symbol)
+        """Record one position's last reconciliation (local minus OMS quantity; 0 = agreed)."""
+        symbols = self._differing.get(execution_id)
+        if difference:
+            if symbols is None:
+                symbols = self._differing[execution_id] = set()
+            if symbol not in symbols:
+                symbols.add(symbol)
+                self._differing_count += 1
+        elif symbols is not None and symbol in symbols:
+            symbols.discard(symbol)
+            self._differing_count -= 1
+            if not symbols:
+                del self._differing[execution_id]
+        self.position_difference.set(self._differing_count)
 
     def forget_execution(self, execution_id: str) -> None:
-        """Drop an ended execution's labelled series, so cardinality stays bounded."""
-        for symbol in self._difference_labels.pop(execution_id, set()):
-            self.position_difference.remove(execution_id, symbol)
+        """An execution ended here (or moved to another worker): its positions no longer count."""
+        self._differing_count -= len(self._differing.pop(execution_id, ()))
+        self.position_difference.set(self._differing_count)

@@ -78,6 +78,18 @@ class PriceFeed(Protocol):
         ...
 
 
+class Probe(Protocol):
+    """A dependency's readiness check (`/ready`): answers within its own bound, never raises.
+
+    `RedisPriceSource` (a PING within `redis.socket_timeout`) and `RedisPriceFeed` (its
+    subscription is confirmed and alive; no I/O) implement it, as do the store and the OMS
+    client."""
+
+    async def ping(self) -> bool:
+        """True when the dependency answers now."""
+        ...
+
+
 class EventPublisher(Protocol):
     """Where the outbox relay publishes `strategy.execution` events: Kafka in production,
     JSON lines in paper mode. The runtime never publishes directly: an event exists once it

@@ -20,6 +20,10 @@ from typing import Any, Final
 from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.money import money_str, to_decimal
 
+MAX_MESSAGE_BYTES: Final = 65536
+"""Default size limit of one message (`kafka.max_message_bytes`): a strategy with 50 symbols
+is a few KiB, so anything near this is hostile input, refused before it is parsed."""
+
 MESSAGE_TYPE: Final = "strategy.approved"
 SYMBOL_RE: Final = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
 MAX_SYMBOLS: Final = 50
@@ -153,7 +157,7 @@ def parse_strategy_message(
     raw: bytes | str | object,
     *,
     known_symbols: frozenset[str] | None = None,
-    max_bytes: int = 65536,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> ApprovedStrategy | Rejection:
     """Parse and validate one `strategy.approved` message; never raises on bad input.
 

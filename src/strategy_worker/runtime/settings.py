@@ -10,6 +10,7 @@ from typing import Literal
 
 from strategy_worker.config import RiskSection, WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,7 +28,8 @@ class RuntimeSettings:
     lease_seconds: float = 15.0
     heartbeat: float = 5.0
     reconcile_interval: float = 60.0
-    max_message_bytes: int = 65536
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    """Size limit of one approved message (`kafka.max_message_bytes`, the consumer's too)."""
     close_timeout: float = 10.0
     """How long a stop waits (real seconds) for its closing orders to fill."""
     outbox_retention: float = 86400.0
@@ -48,11 +50,16 @@ def risk_limits_from(section: RiskSection) -> RiskLimits:
         max_total_exposure=section.max_total_exposure,
         max_daily_loss=section.max_daily_loss,
         max_daily_loss_amount=section.max_daily_loss_amount,
+        stop_loss_pct=section.stop_loss_pct,
         stop_loss_buffer=section.stop_loss_buffer,
         execution_orders_per_second=section.max_orders_per_minute / 60,
-        execution_order_burst=max(1, section.max_orders_per_minute),
+        execution_order_burst=section.execution_order_burst,
         worker_orders_per_second=float(section.max_orders_per_second),
-        worker_order_burst=max(1, section.max_orders_per_second),
+        worker_order_burst=section.worker_order_burst,
+        trading_day_start=section.trading_day_start,
+        slippage_reserve_bps=section.slippage_reserve_bps,
+        fee_reserve_bps=section.fee_reserve_bps,
+        fee_reserve_per_order=section.fee_reserve_per_order,
     )
 
 
@@ -74,6 +81,7 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         lease_seconds=ex.lease_seconds,
         heartbeat=ex.heartbeat,
         reconcile_interval=ex.reconcile_interval,
+        max_message_bytes=config.kafka.max_message_bytes,
         close_timeout=ex.close_timeout,
         price_max_age=config.redis.price_max_age,
     )

@@ -16,7 +16,7 @@ from strategy_worker.adapters.postgres.errors import (
     DatabaseUnreachableError,
     MigrationError,
 )
-from strategy_worker.adapters.postgres.migrate import MIGRATIONS_DIR, migrate
+from strategy_worker.adapters.postgres.migrate import MIGRATIONS_DIR, discover, migrate
 from strategy_worker.adapters.postgres.repository import PostgresStore
 
 pytestmark = pytest.mark.integration
@@ -31,10 +31,10 @@ TABLES = {
     "oms_report_cursor",
     "event_outbox",
     "schema_migrations",
+    "snapshot_retention",
 }
-
-VERSIONS = ["001", "002"]
-"""The packaged migrations."""
+#: Every packaged migration, in order (001 and the ones after it).
+VERSIONS = [m.version for m in discover()]
 
 
 async def _tables(dsn: str) -> set[str]:
@@ -65,6 +65,7 @@ async def test_migrate_twice_applies_once_and_records_checksums(fresh_database_u
     second = await migrate(fresh_database_url)
 
     assert first == VERSIONS
+    assert first[0] == "001"
     assert second == []
     assert await _tables(fresh_database_url) >= TABLES
     conn = await asyncpg.connect(fresh_database_url)

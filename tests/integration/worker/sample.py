@@ -29,10 +29,20 @@ START_PRICES: dict[str, Decimal] = {
 }
 
 
+#: The default cash reserve (README "Cash reserve"): 10 bps of slippage, 10 bps of fees and
+#: $1 per order.
+RESERVE_FACTOR = Decimal("1.0010") * Decimal("1.0010")
+RESERVE_PER_ORDER = Decimal("1.00")
+
+
 def expected_quantity(symbol: str) -> Decimal:
-    """README "Initial sizing": floor(capital x min(weight, 30%) / price) whole shares."""
+    """README "Initial sizing": the whole shares whose reserved cost fits capital x
+    min(weight, 30%): floor((budget - $1) / (price x 1.001 x 1.001)) (one order each)."""
     weight: Decimal = min(SAMPLE["config"]["allocation"][symbol], POSITION_LIMIT)
-    return (CAPITAL * weight / START_PRICES[symbol]).to_integral_value(rounding=ROUND_FLOOR)
+    budget = CAPITAL * weight - RESERVE_PER_ORDER
+    return (budget / (START_PRICES[symbol] * RESERVE_FACTOR)).to_integral_value(
+        rounding=ROUND_FLOOR
+    )
 
 
 def other_strategy(name: str) -> tuple[bytes, uuid.UUID]:

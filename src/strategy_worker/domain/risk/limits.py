@@ -2,6 +2,10 @@
 
 Defaults are the spec's. A strategy's `risk_params` can only tighten them
 (`tightened_by`): every ratio becomes the minimum of the two, never the maximum.
+
+The cash reserve (slippage and fees, `reserved_buy_cost`) is one rule for sizing, the
+rebalancer and the pre-trade cash check: an order is budgeted at the most it can cost
+when it fills within the reserve, so such fills never take cash below zero.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from strategy_worker.domain.money import floor_quantity
 from strategy_worker.domain.strategy import StrategyRiskParams
+
+_BPS = Decimal(10_000)
 
 
 class RiskLimits(BaseModel):
@@ -45,6 +52,13 @@ class RiskLimits(BaseModel):
     worker_order_burst: int = Field(default=200, ge=1)
     #: UTC time of day at which a trading day starts (daily loss resets, HALTED lifts).
     trading_day_start: time = time(0, 0)
+    #: Cash kept back for fills worse than the reference price: a buy is budgeted as if it
+    #: filled this many basis points above it, a sell this many below.
+    slippage_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    #: ... and for fees: this many basis points of the filled notional ...
+    fee_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    #: ... plus this amount per order. Fills within these reserves never take cash below 0.
+    fee_reserve_per_order: Decimal = Field(default=Decimal("1.00"), ge=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> RiskLimits:
@@ -53,6 +67,35 @@ class RiskLimits(BaseModel):
         if self.trading_day_start.tzinfo is not None:
             raise ValueError("trading_day_start is a naive UTC time of day")
         return self
+
+    @property
+    def buy_cost_factor(self) -> Decimal:
+        """The most cash a buy takes per unit of reference notional, fees in bps included:
+        (1 + slippage) x (1 + fee rate)."""
+        return (1 + self.slippage_reserve_bps / _BPS) * (1 + self.fee_reserve_bps / _BPS)
+
+    @property
+    def sell_proceeds_factor(self) -> Decimal:
+        """The least cash a sell brings per unit of reference notional, fees in bps included:
+        (1 - slippage) x (1 - fee rate)."""
+        return (1 - self.slippage_reserve_bps / _BPS) * (1 - self.fee_reserve_bps / _BPS)
+
+    def reserved_buy_cost(self, notional: Decimal, orders: int = 1) -> Decimal:
+        """The most cash buys of this reference notional (in `orders` orders) can take when
+        they fill within the reserves: what sizing, rebalancing and the cash check budget."""
+        return notional * self.buy_cost_factor + self.fee_reserve_per_order * orders
+
+    def reserved_sell_proceeds(self, notional: Decimal, orders: int = 1) -> Decimal:
+        """The least cash sells of this reference notional bring when they fill within the
+        reserves (may be negative for a tiny sell that pays a whole per-order fee)."""
+        return notional * self.sell_proceeds_factor - self.fee_reserve_per_order * orders
+
+    def affordable_quantity(self, budget: Decimal, price: Decimal, orders: int = 1) -> Decimal:
+        """Whole shares at `price` whose reserved buy cost (in `orders` orders) fits `budget`."""
+        room = budget - self.fee_reserve_per_order * orders
+        if room <= 0 or price <= 0:
+            return Decimal(0)
+        return floor_quantity(room / (price * self.buy_cost_factor))
 
     def tightened_by(self, params: StrategyRiskParams | None) -> RiskLimits:
         """These limits, tightened by a strategy's own risk params (never loosened)."""

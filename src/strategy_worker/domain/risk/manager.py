@@ -5,7 +5,8 @@ construction, the pass path allocates nothing but the order value and returns th
 `APPROVED` singleton, and events (f-strings) are built only when something is wrong.
 
 Order of checks for a BUY: trading state, re-entry block, min order value, then the
-capacity limits (max order value, position size, cash) which RESIZE down when a smaller
+capacity limits (max order value, position size, cash: the order's reserved cost, i.e. a
+fill up to the slippage reserve worse plus the fee reserve) which RESIZE down when a smaller
 order still fits, then worker exposure and the rate limit, which DENY. For a SELL: trading
 state, the held quantity (long-only; resized down to what is held and not already being
 sold), order value (CLOSE/STOP_LOSS and whole-position sells are exempt), rate limit.
@@ -30,7 +31,7 @@ from strategy_worker.domain.events import (
     Severity,
     details,
 )
-from strategy_worker.domain.money import ZERO, floor_quantity
+from strategy_worker.domain.money import ZERO, floor_quantity, quantize_cash
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.rate_limit import TokenBucket
@@ -113,9 +114,10 @@ APPROVED: Final = RiskDecision(Outcome.APPROVED)
 class RiskContext:
     """What the check needs to know besides the order; built by the runtime.
 
-    `cash` is the execution's cash minus the notional of its buys in flight; `worker_exposure`
-    is the market value of every long position of the worker plus all buys in flight,
-    before this order.
+    `cash` is the execution's cash minus what its buys in flight may still take: their
+    reserved cost (`RiskLimits.reserved_buy_cost` of the remaining notional), so that worse
+    fills and fees of orders already sent are budgeted too; `worker_exposure` is the market
+    value of every long position of the worker plus all buys in flight, before this order.
     """
 
     execution: ExecutionRisk
@@ -137,9 +139,11 @@ class RiskManager:
 
     __slots__ = (
         "_clock",
+        "_cost_factor",
         "_max_exposure",
         "_max_value",
         "_min_value",
+        "_order_fee",
         "_seconds",
         "_worker_bucket",
         "limits",
@@ -152,6 +156,9 @@ class RiskManager:
         self._min_value = limits.min_order_value
         self._max_value = limits.max_order_value
         self._max_exposure = limits.max_total_exposure
+        # The cash check budgets the most a buy can cost within the slippage and fee reserve.
+        self._cost_factor = limits.buy_cost_factor
+        self._order_fee = limits.fee_reserve_per_order
         self._worker_bucket = TokenBucket(
             limits.worker_orders_per_second, limits.worker_order_burst, clock.now().timestamp()
         )
@@ -216,7 +223,7 @@ class RiskManager:
         if (
             notional > self._max_value
             or notional + held_value > ex.position_cap
-            or notional > context.cash
+            or notional * self._cost_factor + self._order_fee > context.cash
         ):
             return self._resize_buy(order, context, ex, now, held_value)
         if context.worker_exposure + notional > self._max_exposure:
@@ -256,8 +263,10 @@ class RiskManager:
         room = ex.max_position * equity - held_value
         if room < allowed:
             reason, allowed = RiskReason.POSITION_LIMIT, room
-        if ctx.cash < allowed:
-            reason, allowed = RiskReason.INSUFFICIENT_CASH, ctx.cash
+        # The notional whose reserved cost (worse fill, fees) the cash still covers.
+        cash_room = (ctx.cash - self._order_fee) / self._cost_factor
+        if cash_room < allowed:
+            reason, allowed = RiskReason.INSUFFICIENT_CASH, cash_room
         new_qty = floor_quantity(allowed / price) if allowed > 0 else ZERO
         notional = new_qty * price
         if new_qty <= 0 or notional < self._min_value:
@@ -296,6 +305,12 @@ class RiskManager:
             if new_qty * price > self._max_value:
                 reason = RiskReason.ORDER_VALUE_ABOVE_MAX
                 new_qty = floor_quantity(self._max_value / price)
+                if new_qty <= 0:  # no whole share fits: the guard cannot resize, it denies
+                    return _deny(
+                        order,
+                        RiskReason.ORDER_VALUE_ABOVE_MAX,
+                        f"one share at {price} exceeds the maximum order value {self._max_value}",
+                    )
             notional = new_qty * price
             if new_qty <= 0 or (notional < self._min_value and new_qty != available):
                 return _deny(
@@ -406,5 +421,7 @@ def _why(reason: RiskReason, allowed: Decimal | None, ex: ExecutionRisk, equity:
     if reason is RiskReason.POSITION_LIMIT:
         return f"position limit {ex.max_position} x equity {equity}"
     if reason is RiskReason.INSUFFICIENT_CASH:
-        return "cash available" if allowed is None else f"cash available {allowed}"
+        if allowed is None:
+            return "cash available"
+        return f"cash available for {quantize_cash(allowed)} after the slippage and fee reserve"
     return "maximum order value"
