@@ -36,8 +36,6 @@ STOP_ALERT_ROUNDS = 3
 """Closing rounds after which an unfinished stop raises CRITICAL `STOP_INCOMPLETE`."""
 _ROUND_BASE_S = 1.0
 _ROUND_CAP_S = 30.0
-_SLIPPAGE_RESERVE = Decimal("0.001")
-"""Cash a rebalance keeps back from its buys (0.1% of equity): sells fill at fill prices."""
 
 
 def round_delay(rounds: int) -> float:
@@ -201,7 +199,6 @@ def _plan(step: Step, threshold: Decimal):  # type: ignore[no-untyped-def]
         available_exposure=info.limits.max_total_exposure
         - step.ctx.exposure.others(step.execution_id)
         - own,
-        cash_reserve=valuation.equity * _SLIPPAGE_RESERVE,
     )
 
 

@@ -7,7 +7,8 @@ rebalance waiting for its sells). A step works on `fork()` of it and the runner 
 fork only once the commit succeeded, so memory is never ahead of the store.
 
 Persisted in `strategy_executions.positions` (JSONB): the portfolio (`Portfolio.to_json`),
-`risk` (`ExecutionRisk.to_json`) and `runtime` (`RuntimePlans.to_json`).
+`risk` (`ExecutionRisk.to_json`), `runtime` (`RuntimePlans.to_json`) and `marks` (the
+prices the stored unrealized P&L was valued at).
 """
 
 from __future__ import annotations
@@ -180,6 +181,8 @@ class ExecutionModel:
                 **pf.to_json(),
                 "risk": self.risk.to_json(),
                 "runtime": self.plans.to_json(),
+                # The marks the unrealized P&L was valued at (anyone can check it).
+                "marks": {s: money_str(p.mark) for s, p in valuation.positions.items()},
             },
             cash=pf.cash,
             fees=pf.fees,

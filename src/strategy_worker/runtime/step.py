@@ -225,10 +225,13 @@ class Step:
                 sell_qty += remaining
         valuation = self.valuation()
         own = valuation.market_value + buy_value
+        limits = self.info.limits
+        in_flight = limits.reserved_buy_cost(buy_value) if buy_value else ZERO
         return RiskContext(
             execution=model.risk,
             equity=valuation.equity,
-            cash=model.portfolio.cash - buy_value,
+            # Buys in flight may still take their fees and slippage: reserve for them.
+            cash=model.portfolio.cash - in_flight,
             position_quantity=model.portfolio.quantity(symbol),
             pending_buy_quantity=buy_qty,
             pending_sell_quantity=sell_qty,

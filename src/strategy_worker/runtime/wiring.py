@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -145,11 +146,12 @@ async def build_worker(
             clock=clock,
             sleep=sleep,
             price_feed=feed,
+            housekeeping=_housekeeping(config, store, clock, settings),
         )
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
         if serve_http:
-            http = _http(config, registry, store, oms, prices, consumer, worker)
+            http = _http(config, registry, store, oms, prices, feed, consumer, worker)
             stack.push_async_callback(http.stop)
         app = App(worker=worker, metrics=metrics, settings=settings, _consumer=consumer, _http=http)
         try:
@@ -270,6 +272,30 @@ def _dead_letters(producer: Any, topic: str, settings: RuntimeSettings) -> DeadL
     return KafkaDeadLetterPublisher(producer, topic=topic, worker_id=settings.owner_id)
 
 
+def _housekeeping(
+    config: WorkerConfig, store: Store, clock: Clock, settings: RuntimeSettings
+) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
+    """Periodic jobs of the store itself: snapshot retention where the store has it."""
+    thin = getattr(store, "thin_snapshots", None)
+    section = config.retention
+    if thin is None or not section.enabled:
+        return []
+
+    async def retention() -> None:
+        deleted = await thin(
+            now=clock.now(),
+            fine_window=timedelta(seconds=section.snapshots_fine),
+            hourly_window=timedelta(seconds=section.snapshots_hourly),
+            batch=section.batch,
+            trading_day_start=settings.limits.trading_day_start,
+            owner=settings.owner_id,
+        )
+        if deleted:
+            _log.info("position snapshots thinned", deleted=deleted)
+
+    return [("snapshot-retention", section.interval, retention)]
+
+
 def _consumer(
     config: WorkerConfig,
     worker: Worker,
@@ -320,6 +346,7 @@ def _http(
     store: Store,
     oms: OmsGateway,
     prices: PriceSource,
+    feed: PriceFeed | None,
     consumer: Any,
     worker: Worker,
 ) -> Any:
@@ -331,5 +358,8 @@ def _http(
     ping = getattr(prices, "ping", None)
     if ping is not None:
         checks["redis"] = ping
+    feed_ping = getattr(feed, "ping", None)
+    if feed_ping is not None:
+        checks["price-feed"] = feed_ping
     checks["executions"] = worker.ready
     return HttpServer.from_config(config, registry, checks=checks)

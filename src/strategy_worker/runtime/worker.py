@@ -9,7 +9,7 @@ parts it owns receive the narrow dependencies they use and never this object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from strategy_worker.domain.clock import Clock
@@ -58,6 +58,7 @@ class Worker:
         sleep: Sleep,
         real_sleep: Sleep = asyncio.sleep,
         price_feed: PriceFeed | None = None,
+        housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +67,8 @@ class Worker:
         self._sleep = sleep
         self._real_sleep = real_sleep
         self._price_feed = price_feed
+        self._housekeeping = list(housekeeping)
+        """(name, interval, job): periodic jobs of the store (e.g. snapshot retention)."""
         self._dead_letters = dead_letters
         self.book = ExecutionBook(
             metrics, lambda ids: store.release_executions(settings.owner_id, ids)
@@ -163,6 +166,8 @@ class Worker:
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
         sup.loop("outbox-prune", _PRUNE_S, self.relay.prune, sleep=self._real_sleep)
+        for name, interval, job in self._housekeeping:
+            sup.loop(name, interval, job, sleep=self._real_sleep)
         sup.watch(asyncio.create_task(self.reconciler.pump(), name="oms-reports"))
         sup.watch(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self._price_feed is not None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from strategy_worker.adapters.postgres import jsoncodec
+from strategy_worker.adapters.postgres import jsoncodec, retention
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.config import DatabaseConfig
@@ -252,6 +253,27 @@ class PostgresStore(CommitWrites, OutboxQueries, CoordinationQueries):
         async with self._conn("get_risk_events") as conn:
             rows = await conn.fetch(Q.GET_RISK_EVENTS, execution_id)
         return [R.risk_event_from_row(r) for r in rows]
+
+    async def thin_snapshots(
+        self,
+        *,
+        now: datetime,
+        fine_window: timedelta,
+        hourly_window: timedelta,
+        batch: int,
+        trading_day_start: time,
+        owner: str,
+    ) -> int:
+        """Snapshot retention (`adapters/postgres/retention.py`), on this store's pool."""
+        return await retention.thin_snapshots(
+            self._pool,
+            now=now,
+            fine_window=fine_window,
+            hourly_window=hourly_window,
+            batch=batch,
+            trading_day_start=trading_day_start,
+            owner=owner,
+        )
 
 
 if TYPE_CHECKING:  # mypy proves PostgresStore satisfies the Store protocol
