@@ -30,7 +30,7 @@ the same bars (`tests/unit/domain/signals/test_indicators.py` checks exactly tha
   TA-Lib skips bar 1 (it has no previous close). Wilder's smoothing forgets the seed by a
   factor (p - 1) / p per bar, so after U(p) bars the seed's share is below 1e-12.
 - `MACD(f, s, g)`: s + g - 1 + max(U_ema(f), U_ema(g)) bars, U_ema(n) =
-  ceil(ln(1e-12) / ln((n - 1) / (n + 1))) (199 for 12/26/9). talipp seeds the fast EMA at
+  ceil(ln(1e-12) / ln((n - 1) / (n + 1))) (200 for 12/26/9). talipp seeds the fast EMA at
   bar f, TA-Lib at bar s (aligned with the slow one); the difference decays by (f-1)/(f+1)
   per bar, and the signal line, seeded from the first g MACD values, carries it on at
   (g-1)/(g+1).
