@@ -227,15 +227,18 @@ class SignalEngine:
             for kind, rule in self._rules.items()
             if rule.timeframe == bar.timeframe
         }
+        changed: dict[RuleKind, bool] = {}
+        for kind, evaluation in evaluations.items():  # both first: an entry reads the exit's
+            key = (bar.symbol, kind)
+            changed[kind] = self._last.get(key) is not evaluation.state
+            self._last[key] = evaluation.state
+        if not record:
+            return []
         decisions: list[SignalDecision] = []
         for kind, evaluation in evaluations.items():
-            key = (bar.symbol, kind)
-            changed = self._last.get(key) is not evaluation.state
-            self._last[key] = evaluation.state
-            if record:
-                decision = self._decide(bar, kind, evaluation, changed, now)
-                if decision is not None:
-                    decisions.append(decision)
+            decision = self._decide(bar, kind, evaluation, changed[kind], now)
+            if decision is not None:
+                decisions.append(decision)
         return decisions
 
     def _decide(
