@@ -55,8 +55,9 @@ class BarFileError(ValidationError):
     """A bar file that cannot be read: where (row), which field, and the stable code."""
 
     def __init__(self, path: Path, row: int, rejection: Rejection) -> None:
-        super().__init__(f"{path}: row {row}: {rejection.path}: {rejection.message} "
-                         f"({rejection.code})")
+        super().__init__(
+            f"{path}: row {row}: {rejection.path}: {rejection.message} ({rejection.code})"
+        )
         self.row = row
         self.rejection = rejection
 
@@ -95,11 +96,16 @@ class BarFile:
                 header = [name.strip().lower() for name in reader.fieldnames or []]
                 kind = detect_kind(header)
                 if kind is None:
-                    raise BarFileError(path, 1, Rejection(
-                        "unknown_file_kind", "header",
-                        "want symbol,start|timestamp|date,open,high,low,close[,volume]"
-                        "[,timeframe] or timestamp,symbol,price",
-                    ))
+                    raise BarFileError(
+                        path,
+                        1,
+                        Rejection(
+                            "unknown_file_kind",
+                            "header",
+                            "want symbol,start|timestamp|date,open,high,low,close[,volume]"
+                            "[,timeframe] or timestamp,symbol,price",
+                        ),
+                    )
                 self.kind = kind
                 rows = [
                     {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
@@ -140,9 +146,14 @@ class BarFile:
             slot = (bar.symbol, bar.timeframe, bar.start)
             known = found.get(slot)
             if known is not None and not known.same_content(bar):
-                self._fail(number, Rejection(
-                    "conflicting_rows", start_column, "another row has other numbers for this bar"
-                ))
+                self._fail(
+                    number,
+                    Rejection(
+                        "conflicting_rows",
+                        start_column,
+                        "another row has other numbers for this bar",
+                    ),
+                )
                 continue
             found[slot] = bar
         return tuple(sorted(found.values(), key=_order))
