@@ -70,20 +70,59 @@ class Phase(StrEnum):
     OUT = "out"
 
 
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A condition compiled to operand indices of its timeframe's layout."""
+
+    left: int
+    op: Op
+    right: int
+    """Operand index, or -1 for a threshold."""
+    threshold: float
+    left_label: str
+    right_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    any_: bool
+    items: tuple[_Leaf | _Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    kind: RuleKind
+    timeframe: Timeframe
+    root: _Node
+    values: tuple[tuple[str, int], ...]
+    """(label, operand index) of every series the rule reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The indicators and operands every stream of one timeframe computes."""
+
+    specs: tuple[IndicatorSpec, ...]
+    operands: tuple[tuple[int, str], ...]
+    """(index into specs, series) per operand."""
+
+
 @dataclass(slots=True)
 class _Stream:
-    """The indicators of one (symbol, timeframe) and the operand values of its last two bars."""
+    """One (symbol, timeframe): its indicators and the operand values of its last two bars."""
 
-    states: dict[IndicatorSpec, IndicatorState]
+    layout: _Layout
+    states: list[IndicatorState]
     last_start: datetime | None = None
-    current: dict[Operand, float | None] = field(default_factory=dict)
-    previous: dict[Operand, float | None] = field(default_factory=dict)
+    current: list[float | None] = field(default_factory=list)
+    previous: list[float | None] = field(default_factory=list)
 
-    def update(self, bar: Bar, operands: Sequence[Operand]) -> None:
-        for state in self.states.values():
+    def update(self, bar: Bar) -> None:
+        states = self.states
+        for state in states:
             state.update(bar)
         self.previous = self.current
-        self.current = {op: self.states[op.spec].value(op.series) for op in operands}
+        self.current = [states[i].value(series) for i, series in self.layout.operands]
         self.last_start = bar.start
 
 
@@ -106,20 +145,24 @@ class SignalEngine:
         }
         self.rules = rules
         self.symbols: tuple[str, ...] = tuple(sorted(set(symbols)))
-        self._operands: dict[Timeframe, tuple[Operand, ...]] = {}
+        operands: dict[Timeframe, dict[Operand, int]] = {}
         for rule in self._rules.values():
-            merged = dict.fromkeys((*self._operands.get(rule.timeframe, ()), *rule.operands()))
-            self._operands[rule.timeframe] = tuple(merged)
-        self._thresholds: dict[Decimal, float] = {
-            cond.right: float(cond.right)
-            for rule in self._rules.values()
-            for cond in rule.conditions()
-            if isinstance(cond.right, Decimal)
-        }
+            index = operands.setdefault(rule.timeframe, {})
+            for operand in rule.operands():
+                index.setdefault(operand, len(index))
+        self._layouts: dict[Timeframe, _Layout] = {}
+        for tf, index in operands.items():
+            specs = tuple(dict.fromkeys(op.spec for op in index))
+            self._layouts[tf] = _Layout(
+                specs, tuple((specs.index(op.spec), op.series) for op in index)
+            )
+        self._compiled = tuple(
+            _compile(kind, rule, operands[rule.timeframe]) for kind, rule in self._rules.items()
+        )
         self._streams: dict[tuple[str, Timeframe], _Stream] = {
-            (symbol, tf): _Stream({op.spec: IndicatorState(op.spec) for op in operands})
+            (symbol, tf): _Stream(layout, [IndicatorState(spec) for spec in layout.specs])
             for symbol in self.symbols
-            for tf, operands in self._operands.items()
+            for tf, layout in self._layouts.items()
         }
         start = Phase.AWAITING_ENTRY if RuleKind.ENTRY in self._rules else Phase.ENTERED
         self._phase: dict[str, Phase] = dict.fromkeys(self.symbols, start)
@@ -149,7 +192,7 @@ class SignalEngine:
 
     @property
     def timeframes(self) -> frozenset[Timeframe]:
-        return frozenset(self._operands)
+        return frozenset(self._layouts)
 
     def warmup_bars(self, timeframe: Timeframe) -> int:
         """Closed bars per symbol before the rules on `timeframe` can decide (the history
@@ -221,10 +264,10 @@ class SignalEngine:
         if bar.end > now or (stream.last_start is not None and bar.start <= stream.last_start):
             self.ignored_bars += 1
             return []
-        stream.update(bar, self._operands[bar.timeframe])
+        stream.update(bar)
         evaluations = {
-            kind: self._evaluate(rule, stream)
-            for kind, rule in self._rules.items()
+            rule.kind: self._evaluate(rule, stream)
+            for rule in self._compiled
             if rule.timeframe == bar.timeframe
         }
         changed: dict[RuleKind, bool] = {}
@@ -280,58 +323,86 @@ class SignalEngine:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, rule: RuleSet, stream: _Stream) -> _Evaluation:
+    def _evaluate(self, rule: _Rule, stream: _Stream) -> _Evaluation:
         leaves: list[ConditionResult] = []
-        result = self._group(rule.root, stream, leaves)
+        result = _node(rule.root, stream.current, stream.previous, leaves)
         state = (
             Outcome.WARMUP
             if any(leaf.result is None for leaf in leaves)
             else (Outcome.MET if result else Outcome.NOT_MET)
         )
-        values = {op.label: stream.current.get(op) for op in rule.operands()}
-        return _Evaluation(state, tuple(leaves), values)
+        current = stream.current
+        return _Evaluation(state, tuple(leaves), {label: current[i] for label, i in rule.values})
 
-    def _group(self, group: Group, stream: _Stream, leaves: list[ConditionResult]) -> bool:
-        # Every leaf is evaluated (no short cut), so a decision shows all of them.
-        results = [
-            self._group(item, stream, leaves)
-            if isinstance(item, Group)
-            else self._condition(item, stream, leaves)
-            for item in group.items
-        ]
-        return all(results) if group.mode == "all" else any(results)
 
-    def _condition(self, cond: Condition, stream: _Stream, leaves: list[ConditionResult]) -> bool:
-        left = stream.current.get(cond.left)
-        right, right_label = self._right(cond, stream.current)
-        previous: tuple[float | None, float | None] | None = None
-        result: bool | None
-        if cond.op.crossing:
-            prev_left = stream.previous.get(cond.left)
-            prev_right, _ = self._right(cond, stream.previous)
-            previous = (prev_left, prev_right)
-            if None in (left, right, prev_left, prev_right):
-                result = None
-            else:
-                result = _crosses(cond.op, prev_left, prev_right, left, right)  # type: ignore[arg-type]
-        elif left is None or right is None:
-            result = None
-        else:
-            result = _compare(cond.op, left, right)
-        leaves.append(
-            ConditionResult(
-                cond.left.label, str(cond.op), right_label, left, right, previous, result
-            )
+def _compile(kind: RuleKind, rule: RuleSet, index: Mapping[Operand, int]) -> _Rule:
+    def node(group: Group) -> _Node:
+        return _Node(
+            group.mode == "any",
+            tuple(node(item) if isinstance(item, Group) else leaf(item) for item in group.items),
         )
-        return bool(result)
 
-    def _right(
-        self, cond: Condition, values: Mapping[Operand, float | None]
-    ) -> tuple[float | None, str]:
+    def leaf(cond: Condition) -> _Leaf:
         right = cond.right
         if isinstance(right, Decimal):
-            return self._thresholds[right], format(right, "f")
-        return values.get(right), right.label
+            # The one conversion of a rule's threshold: compared as a float from here on.
+            return _Leaf(
+                index[cond.left], cond.op, -1, float(right), cond.left.label, format(right, "f")
+            )
+        return _Leaf(index[cond.left], cond.op, index[right], 0.0, cond.left.label, right.label)
+
+    values = tuple((op.label, index[op]) for op in rule.operands())
+    return _Rule(kind, rule.timeframe, node(rule.root), values)
+
+
+def _node(
+    node: _Node,
+    current: Sequence[float | None],
+    previous: Sequence[float | None],
+    leaves: list[ConditionResult],
+) -> bool:
+    # Every leaf is evaluated (no short cut), so a decision shows all of them.
+    results = [
+        _node(item, current, previous, leaves)
+        if isinstance(item, _Node)
+        else _leaf(item, current, previous, leaves)
+        for item in node.items
+    ]
+    return any(results) if node.any_ else all(results)
+
+
+def _leaf(
+    leaf: _Leaf,
+    current: Sequence[float | None],
+    previous: Sequence[float | None],
+    leaves: list[ConditionResult],
+) -> bool:
+    left = current[leaf.left]
+    right = leaf.threshold if leaf.right < 0 else current[leaf.right]
+    before: tuple[float | None, float | None] | None = None
+    result: bool | None = None
+    if leaf.op.crossing:
+        if previous:
+            prev_left = previous[leaf.left]
+            prev_right = leaf.threshold if leaf.right < 0 else previous[leaf.right]
+        else:
+            prev_left = prev_right = None
+        before = (prev_left, prev_right)
+        if (
+            left is not None
+            and right is not None
+            and prev_left is not None
+            and (prev_right is not None)
+        ):
+            result = _crosses(leaf.op, prev_left, prev_right, left, right)
+    elif left is not None and right is not None:
+        result = _compare(leaf.op, left, right)
+    leaves.append(
+        ConditionResult(
+            leaf.left_label, str(leaf.op), leaf.right_label, left, right, before, result
+        )
+    )
+    return bool(result)
 
 
 def _compare(op: Op, left: float, right: float) -> bool:

@@ -222,14 +222,20 @@ class IndicatorState:
         out = impl[-1]
         if out is None:
             return None
-        name = self.spec.name
-        if name == "MACD":
-            result = {"macd": out.macd, "signal": out.signal, "histogram": out.histogram}[series]
-        elif name == "BBANDS":
-            result = {"middle": out.cb, "upper": out.ub, "lower": out.lb}[series]
-        else:
-            result = out
+        field = _FIELDS.get(series)
+        result = out if field is None else getattr(out, field)
         return None if result is None else float(result)
+
+
+# talipp's output fields of the composite indicators, by series name.
+_FIELDS: Final = {
+    "macd": "macd",
+    "signal": "signal",
+    "histogram": "histogram",
+    "middle": "cb",
+    "upper": "ub",
+    "lower": "lb",
+}
 
 
 def _talipp(spec: IndicatorSpec) -> Any:
