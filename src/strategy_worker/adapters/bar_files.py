@@ -128,6 +128,22 @@ class BarFile:
     def symbols(self) -> tuple[str, ...]:
         return tuple(sorted({bar.symbol for bar in self._bars}))
 
+    @property
+    def first_time(self) -> datetime | None:
+        """When the file's market opens: the start of its first bar (a paper clock's start)."""
+        return min((bar.start for bar in self._bars), default=None)
+
+    @property
+    def last_time(self) -> datetime | None:
+        """The end of its last bar (how long a replay runs)."""
+        return self._bars[-1].end if self._bars else None
+
+    def closes(self) -> Iterator[tuple[datetime, str, Decimal]]:
+        """(bar end, symbol, close) in time order: the marks an OHLCV file implies (a
+        bar's close is known at its end), for a paper price source."""
+        for bar in self._bars:
+            yield bar.end, bar.symbol, bar.close
+
     def __iter__(self) -> Iterator[Bar]:
         return iter(self._bars)
 

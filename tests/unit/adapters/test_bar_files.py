@@ -98,3 +98,17 @@ def test_price_files_build_bars_like_live_announcements_and_complete_until(tmp_p
     assert (day.open, day.close, day.high, day.low) == (11, 10, 11, 10)  # ticks sorted by time
     both = BarFile(path, complete_until=datetime(2024, 1, 4, tzinfo=UTC))
     assert [b.close for b in both] == [10, 12]
+
+
+def test_the_replay_helpers_give_the_files_own_times_and_closes(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "date,symbol,open,high,low,close\n2024-01-03,AAPL,1,2,1,2\n2024-01-02,AAPL,1,1,1,1\n",
+    )
+    bars = BarFile(path)
+    assert bars.first_time == datetime(2024, 1, 2, tzinfo=UTC)
+    assert bars.last_time == datetime(2024, 1, 4, tzinfo=UTC)
+    assert list(bars.closes()) == [
+        (datetime(2024, 1, 3, tzinfo=UTC), "AAPL", Decimal(1)),
+        (datetime(2024, 1, 4, tzinfo=UTC), "AAPL", Decimal(2)),
+    ]

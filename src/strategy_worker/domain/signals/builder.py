@@ -19,7 +19,7 @@ file (paper mode, `strategy-worker bars import`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -91,6 +91,16 @@ class BarBuilder:
                 bar.add(price)
         if late:
             self.late_ticks += 1
+        closed.sort(key=_order)
+        return closed
+
+    def on_prices(self, prices: Mapping[str, Decimal], at: datetime) -> list[Bar]:
+        """One announcement batch (symbol -> price, as `PriceFeed.updates()` yields it)
+        observed at `at`: every tick, then the clock; returns all bars that closed."""
+        closed: list[Bar] = []
+        for symbol in sorted(prices):
+            closed.extend(self.on_tick(symbol, prices[symbol], at))
+        closed.extend(self.advance(at))
         closed.sort(key=_order)
         return closed
 

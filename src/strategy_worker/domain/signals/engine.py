@@ -206,6 +206,10 @@ class SignalEngine:
                 longest = max(longest, IndicatorState(operand.spec).warmup + int(crossing))
         return longest
 
+    def history_needed(self) -> dict[Timeframe, int]:
+        """Bars per symbol to load for warm-up, by timeframe (see `warmup_bars`)."""
+        return {tf: self.warmup_bars(tf) for tf in sorted(self._layouts)}
+
     def wants(self, bar: Bar) -> bool:
         """True when the bar is of a symbol and timeframe this engine reads."""
         return (bar.symbol, bar.timeframe) in self._streams

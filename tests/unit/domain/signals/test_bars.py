@@ -195,3 +195,10 @@ def _fields(bar: Bar) -> dict[str, object]:
         k: getattr(bar, k)
         for k in ("symbol", "timeframe", "start", "open", "high", "low", "close", "volume")
     }
+
+
+def test_an_announcement_batch_ticks_every_symbol_then_closes_by_the_clock() -> None:
+    builder = BarBuilder([M1])
+    builder.on_prices({"MSFT": _d("20"), "AAPL": _d("10")}, T)
+    closed = builder.on_prices({"AAPL": _d("11")}, T + timedelta(minutes=1))
+    assert [(b.symbol, b.close) for b in closed] == [("AAPL", 10), ("MSFT", 20)]

@@ -232,3 +232,14 @@ def test_replaying_the_same_bars_gives_the_same_decisions(seed: int, n: int) -> 
     assert _drive(_engine(symbols=("AAPL", "MSFT")), bars) == _drive(
         _engine(symbols=("AAPL", "MSFT")), bars
     )
+
+
+def test_history_needed_names_the_bars_to_load_per_timeframe() -> None:
+    engine = _engine(
+        ISSUE_ENTRY,
+        {
+            "timeframe": "1h",
+            "all": [{"indicator": "SMA", "period": 10, "op": "crosses_below", "value": "close"}],
+        },
+    )
+    assert {str(tf): n for tf, n in engine.history_needed().items()} == {"1h": 11, "1d": 200}
