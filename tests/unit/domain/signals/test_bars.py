@@ -202,3 +202,35 @@ def test_an_announcement_batch_ticks_every_symbol_then_closes_by_the_clock() -> 
     builder.on_prices({"MSFT": _d("20"), "AAPL": _d("10")}, T)
     closed = builder.on_prices({"AAPL": _d("11")}, T + timedelta(minutes=1))
     assert [(b.symbol, b.close) for b in closed] == [("AAPL", 10), ("MSFT", 20)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 29), st.booleans(), st.sampled_from(["AAPL", "MSFT"])), max_size=60
+    ),
+    st.integers(1, 5),
+)
+def test_the_gate_accounts_for_every_bar_and_each_stream_only_moves_forward(
+    picks: list[tuple[int, bool, str]], batches: int
+) -> None:
+    series = {s: random_bars(30, seed=3, symbol=s) for s in ("AAPL", "MSFT")}
+    arrivals = [
+        Bar(**{**_fields(series[s][i]), "close": series[s][i].close + 1})
+        if corrected
+        else series[s][i]
+        for i, corrected, s in picks
+    ]
+    gate = BarGate()
+    now = series["AAPL"][-1].end
+    accepted: list[Bar] = []
+    ignored = 0
+    size = max(1, len(arrivals) // batches)
+    for start in range(0, len(arrivals), size):
+        result = gate.accept(arrivals[start : start + size], now=now)
+        accepted += result.accepted
+        ignored += len(result.ignored)
+    assert len(accepted) + ignored == len(arrivals)
+    for symbol in ("AAPL", "MSFT"):
+        starts = [b.start for b in accepted if b.symbol == symbol]
+        assert starts == sorted(set(starts))
