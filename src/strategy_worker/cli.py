@@ -1,4 +1,4 @@
-"""The `strategy-worker` command: run, paper, oms-sim and db migrate."""
+"""The `strategy-worker` command: run, paper, oms-sim, db migrate and bars import."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+bars_app = typer.Typer(help="Market bar commands.", no_args_is_help=True)
+app.add_typer(bars_app, name="bars")
 
 
 def _fail(exc: BaseException) -> None:
@@ -282,6 +284,72 @@ def db_migrate(config: ConfigOption = None, env_file: EnvFileOption = None) -> N
     db = cfg.database
     applied = _run(migrate(db.dsn(), hint=db.setting_hint()))
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@bars_app.command("import")
+def bars_import(
+    file: Annotated[Path, typer.Argument(help="CSV of OHLCV bars or of timestamp,symbol,price.")],
+    timeframe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--timeframe",
+            "-t",
+            help="Bars to build from a price file (repeatable); for an OHLCV file, the "
+            "timeframe of rows without a timeframe column. Default 1d.",
+        ),
+    ] = None,
+    complete_until: Annotated[
+        str | None,
+        typer.Option(
+            help="Price files: the prices hold until this ISO time, so bars ending by then "
+            "are complete (default: the last bar of each symbol is left out)."
+        ),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option(help="Overwrite stored bars that differ (default: keep them).")
+    ] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Skip malformed rows (counted) instead of stopping.")
+    ] = False,
+    source: Annotated[str, typer.Option(help="The source recorded with each bar.")] = "import",
+    config: ConfigOption = None,
+) -> None:
+    """Import bars into PostgreSQL (market_bars): history for warm-up and paper mode."""
+    from datetime import UTC, datetime
+
+    from strategy_worker.adapters.bar_files import BarFile
+    from strategy_worker.adapters.postgres.bar_import import import_bars
+    from strategy_worker.domain.signals.timeframes import TIMEFRAME_HINT, parse_timeframe
+
+    frames = []
+    for text in timeframe or ["1d"]:
+        parsed = parse_timeframe(text)
+        if parsed is None:
+            raise typer.BadParameter(f"{text!r}: {TIMEFRAME_HINT}", param_hint="--timeframe")
+        frames.append(parsed)
+    until = None
+    if complete_until is not None:
+        try:
+            until = datetime.fromisoformat(complete_until)
+        except ValueError:
+            raise typer.BadParameter(
+                "not an ISO 8601 time", param_hint="--complete-until"
+            ) from None
+        until = until.replace(tzinfo=UTC) if until.tzinfo is None else until
+    try:
+        cfg = load_config(config)
+        bar_file = BarFile(file, timeframes=frames, complete_until=until, skip_invalid=skip_invalid)
+    except StrategyWorkerError as exc:
+        _fail(exc)
+        raise typer.Exit(2) from None
+    from strategy_worker.log import configure_logging
+
+    configure_logging("WARNING", json_output=cfg.logging.json_output)
+    result = _run(import_bars(cfg.database, bar_file, source=source, replace=replace))
+    typer.echo(
+        f"{file}: {result.read} bars ({bar_file.kind}), {result.written} written, "
+        f"{result.read - result.written} already stored, {result.skipped} rows skipped"
+    )
 
 
 def main() -> None:

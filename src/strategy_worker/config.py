@@ -60,6 +60,9 @@ class KafkaTopics(_Section):
     execution: str = "strategy.execution"
     control: str = "strategy.control"
     dead_letter: str = "strategy.approved.dlq"
+    #: Closed bars from the market-data side (docs/signals.md); null: the worker builds its
+    #: bars from the price announcements it receives (redis.price_channel).
+    bars: str | None = Field(default="market.bars", min_length=1)
 
 
 class KafkaSsl(_Section):
@@ -208,6 +211,22 @@ class ExecutionSection(_Section):
         return self
 
 
+# --------------------------------------------------------------------------- signals
+
+
+class SignalsSection(_Section):
+    """Bars, indicators and entry/exit signals (docs/signals.md)."""
+
+    #: A bar counts as closed when its end is at most this far after the worker's clock
+    #: (a bar published at its close must not be refused for a few ms of clock skew).
+    max_clock_skew: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    #: signal_decisions rows older than this many days are pruned.
+    decision_retention_days: int = Field(default=90, ge=1)
+    #: market_bars rows older than this many days are pruned; null keeps them (warm-up
+    #: history and rebuilds read them).
+    bar_retention_days: int | None = Field(default=None, ge=1)
+
+
 # --------------------------------------------------------------------------- stores
 
 
@@ -299,6 +318,7 @@ class WorkerConfig(_Section):
     oms_grpc: OmsClientConfig = OmsClientConfig()
     risk: RiskSection = RiskSection()
     execution: ExecutionSection = ExecutionSection()
+    signals: SignalsSection = SignalsSection()
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisSection = RedisSection()
     retention: RetentionSection = RetentionSection()

@@ -64,6 +64,25 @@ class WorkerMetrics:
             ["reason"],
             registry=registry,
         )
+        # Market bars and signals (docs/signals.md).
+        self.bars_received = Counter(
+            "strategy_bars_received_total",
+            "Well-formed bars received, by source (kafka, prices)",
+            ["source"],
+            registry=registry,
+        )
+        self.bars_ignored = Counter(
+            "strategy_bars_ignored_total",
+            "Bars not used, by reason (malformed codes, duplicate, late, not_closed, ...)",
+            ["reason"],
+            registry=registry,
+        )
+        self.signal_decisions = Counter(
+            "strategy_signal_decisions_total",
+            "Signal decisions recorded, by rule, outcome and gate",
+            ["rule", "outcome", "gate"],
+            registry=registry,
+        )
         # Events out (the buffer in front of Kafka).
         self.events_pending = Gauge(
             "strategy_events_pending",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+from strategy_worker.domain.rejection import Rejection
+from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.store import OutboxEvent
 
 
@@ -109,4 +112,39 @@ class DeadLetterSink(Protocol):
 
     async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
         """Record a rejected message with a machine-readable code and a readable reason."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedBar:
+    """A bar message that could not be read: where it came from and why (code, field)."""
+
+    source: str
+    rejection: Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class BarBatch:
+    """Bars that arrived together, parsed, in arrival order (give them to a `BarGate`)."""
+
+    bars: tuple[Bar, ...]
+    rejected: tuple[RejectedBar, ...] = ()
+
+
+class BarFeed(Protocol):
+    """Closed bars from the market-data side (Kafka `kafka.topics.bars` in production).
+
+    Every worker needs every bar of its executions' symbols, so a feed reads the whole
+    topic (no consumer group). An outage is ridden out, never raised; malformed messages
+    arrive as `rejected` entries, never as exceptions.
+    """
+
+    async def start(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[BarBatch]:
+        """Batches until `stop()` (or cancellation)."""
+        ...
+
+    async def stop(self) -> None:
+        """Idempotent; ends the iteration."""
         ...

@@ -19,6 +19,10 @@ from typing import Any, Final
 
 from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.money import money_str, to_decimal
+from strategy_worker.domain.rejection import Rejected
+from strategy_worker.domain.rejection import Rejection as Rejection  # the one, re-exported
+from strategy_worker.domain.signals.parsing import rule_set_or_none
+from strategy_worker.domain.signals.rules import RuleKind, RuleSet
 
 MAX_MESSAGE_BYTES: Final = 65536
 """Default size limit of one message (`kafka.max_message_bytes`): a strategy with 50 symbols
@@ -51,7 +55,16 @@ STRATEGY_TYPES: Final = frozenset(
 )
 
 _CONFIG_KEYS: Final = frozenset(
-    {"name", "type", "symbols", "allocation", "initial_capital", "risk_params", "entry_rules"}
+    {
+        "name",
+        "type",
+        "symbols",
+        "allocation",
+        "initial_capital",
+        "risk_params",
+        "entry_rules",
+        "exit_rules",
+    }
 )
 #: risk_params key -> (exclusive lower bound, inclusive upper bound)
 _RISK_RANGES: Final = {
@@ -59,18 +72,6 @@ _RISK_RANGES: Final = {
     "stop_loss_pct": (Decimal(0), Decimal("0.5")),
     "max_daily_loss": (Decimal(0), ONE),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a message was refused: a stable `code`, the field `path` and a readable message."""
-
-    code: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +93,10 @@ class StrategyConfig:
     allocation: Mapping[str, Decimal]
     initial_capital: Decimal
     risk_params: StrategyRiskParams
-    entry_rules: Mapping[str, Any] = field(default_factory=dict)
+    entry_rules: RuleSet | None = None
+    """When to open a symbol's position (`domain/signals/rules.py`); None: at approval."""
+    exit_rules: RuleSet | None = None
+    """When to close it; None: only stop-loss, daily loss and operators close."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,8 +123,11 @@ class StrategyConfig:
             allocation={sym: money_str(w) for sym, w in self.allocation.items()},
             initial_capital=money_str(self.initial_capital),
             risk_params=risk,
-            entry_rules=_json_safe(dict(self.entry_rules)),
+            # The canonical explicit form (what is evaluated); `{}` without rules, as before.
+            entry_rules=_json_safe(self.entry_rules.to_json() if self.entry_rules else {}),
         )
+        if self.exit_rules is not None:
+            out["exit_rules"] = _json_safe(self.exit_rules.to_json())
         return out
 
 
@@ -219,8 +226,7 @@ def _config(value: object, known: frozenset[str] | None) -> StrategyConfig:
     if not Decimal(0) < capital <= MAX_CAPITAL:
         raise _Reject("invalid_capital", "config.initial_capital", "must be in (0, 1000000000000]")
     risk_params = _risk_params(obj.get("risk_params"))
-    rules = obj.get("entry_rules")
-    entry_rules: Mapping[str, Any] = {} if rules is None else _object(rules, "config.entry_rules")
+    entry_rules, exit_rules = _rules(obj, strategy_type)
     extra = {key: val for key, val in obj.items() if key not in _CONFIG_KEYS}
     return StrategyConfig(
         name=name,
@@ -230,6 +236,7 @@ def _config(value: object, known: frozenset[str] | None) -> StrategyConfig:
         initial_capital=capital,
         risk_params=risk_params,
         entry_rules=entry_rules,
+        exit_rules=exit_rules,
         extra=extra,
     )
 
@@ -292,6 +299,24 @@ def _risk_params(value: object) -> StrategyRiskParams:
             raise _Reject("invalid_risk_param", path, f"must be in ({low}, {high}]")
         found[key] = number
     return StrategyRiskParams(**found)
+
+
+def _rules(obj: Mapping[str, Any], strategy_type: str) -> tuple[RuleSet | None, RuleSet | None]:
+    """`entry_rules` and `exit_rules` as rule trees (absent or `{}`: None)."""
+    try:
+        entry, exit_ = (
+            rule_set_or_none(
+                obj.get(f"{kind}_rules"),
+                kind=kind,
+                strategy_type=strategy_type,
+                path=f"config.{kind}_rules",
+            )
+            for kind in (RuleKind.ENTRY, RuleKind.EXIT)
+        )
+    except Rejected as exc:
+        rej = exc.rejection
+        raise _Reject(rej.code, rej.path, rej.message) from None
+    return entry, exit_
 
 
 # ------------------------------------------------------------------------------ primitives

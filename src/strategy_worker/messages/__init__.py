@@ -37,6 +37,7 @@ from strategy_worker.messages.events import (
     order_submitted,
     rebalanced,
     risk_event,
+    signal_decision,
     stop_loss_triggered,
 )
 from strategy_worker.messages.jsonwire import (
@@ -85,5 +86,6 @@ __all__ = [
     "quantity_number",
     "rebalanced",
     "risk_event",
+    "signal_decision",
     "stop_loss_triggered",
 ]

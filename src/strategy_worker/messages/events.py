@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from strategy_worker.domain.orders import Fill, OrderIntent, OrderStatus, Side
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.messages.jsonwire import isoformat_z, money_number, quantity_number
 
 
@@ -29,6 +30,7 @@ class EventType(StrEnum):
     STOPPING = "strategy.execution.stopping"
     STOPPED = "strategy.execution.stopped"
     ERROR = "strategy.execution.error"
+    SIGNAL_DECISION = "strategy.execution.signal_decision"
 
 
 # --------------------------------------------------------------------------- events
@@ -275,4 +277,48 @@ def execution_error(
     flat, a `stopped` event with status `error` follow); no secrets or tracebacks."""
     event = _base(EventType.ERROR, ctx, at)
     event.update(status="error", error_code=error_code, message=message)
+    return event
+
+
+def _indicator_number(value: float | None) -> Decimal | None:
+    """An indicator value as a JSON number: the float's shortest round-tripping text, made
+    a Decimal so the encoder (which refuses floats, to protect money) writes it as is."""
+    return None if value is None else Decimal(repr(value))
+
+
+def signal_decision(
+    ctx: EventContext, *, at: datetime, decision: SignalDecision
+) -> dict[str, object]:
+    """A rule evaluation that fired or changed its outcome, with what it read and, when no
+    order followed, the gate that blocked it (docs/signals.md, "Decision events").
+
+    Money (`close`) is exact; indicator values are JSON numbers (floats by nature)."""
+    event = _base(EventType.SIGNAL_DECISION, ctx, at)
+    event.update(
+        symbol=decision.symbol,
+        timeframe=str(decision.timeframe),
+        bar_start=isoformat_z(decision.bar_start),
+        bar_end=isoformat_z(decision.bar_end),
+        rule=str(decision.rule),
+        outcome=str(decision.outcome),
+        action=None if decision.action is None else str(decision.action),
+        gate=None if decision.gate is None else str(decision.gate),
+        close=money_number(decision.close),
+        values={label: _indicator_number(v) for label, v in decision.values.items()},
+        conditions=[
+            {
+                "left": c.left,
+                "op": c.op,
+                "right": c.right,
+                "left_value": _indicator_number(c.left_value),
+                "right_value": _indicator_number(c.right_value),
+                "previous": None
+                if c.previous is None
+                else [_indicator_number(v) for v in c.previous],
+                "result": c.result,
+            }
+            for c in decision.conditions
+        ],
+        decided_at=isoformat_z(decision.decided_at),
+    )
     return event

@@ -32,6 +32,8 @@ TABLES = {
     "event_outbox",
     "schema_migrations",
     "snapshot_retention",
+    "market_bars",
+    "signal_decisions",
 }
 #: Every packaged migration, in order (001 and the ones after it).
 VERSIONS = [m.version for m in discover()]

@@ -41,7 +41,8 @@ def test_spec_sample_bytes_parse_into_exact_decimals() -> None:
     }
     assert cfg.initial_capital == Decimal("100000.00")
     assert cfg.risk_params.stop_loss_pct == Decimal("0.05")
-    assert cfg.entry_rules["rsi_threshold"] == 40
+    assert cfg.entry_rules is not None  # the shorthand, read as a MOMENTUM strategy's
+    assert cfg.entry_rules.to_json()["all"][0]["value"] == 40
     assert cfg.cash_weight == Decimal("0.00")
     assert strategy.approved_at.year == 2024
     assert strategy.approved_at.utcoffset() is not None
@@ -88,7 +89,9 @@ def test_missing_risk_params_and_entry_rules_are_allowed() -> None:
     del msg["config"]["risk_params"], msg["config"]["entry_rules"]
     cfg = parse_ok(msg).config
     assert cfg.risk_params.max_position_size is None
-    assert cfg.entry_rules == {}
+    assert cfg.entry_rules is None
+    assert cfg.exit_rules is None
+    assert cfg.to_json()["entry_rules"] == {}  # stored exactly as before
 
 
 def test_rejection_str_is_path_then_message() -> None:
