@@ -287,5 +287,5 @@ def guards_from_json(data: dict[str, Any]) -> dict[str, Guard]:
         if version != STATE_VERSION:
             raise DomainError(f"protection state version {version} is not {STATE_VERSION}")
         return {symbol: guard_from_json(symbol, guard) for symbol, guard in data["guards"].items()}
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         raise DomainError(f"malformed protection state: {exc!r}") from exc
