@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Protocol
 
-from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+from strategy_worker.domain.orders import ExecutionReport, OmsCapabilities, OmsOrder, OrderIntent
 
 
 class OmsGateway(Protocol):
@@ -25,6 +25,18 @@ class OmsGateway(Protocol):
         self, intents: Sequence[OrderIntent], *, account_id: str
     ) -> list[OmsOrder]:
         """Submit a batch over the streaming path; same idempotency as `submit`."""
+        ...
+
+    async def submit_group(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """Submit orders atomically (a bracket, an OCO group): all accepted or none; same
+        idempotency as `submit`. Only when `capabilities().order_groups`."""
+        ...
+
+    async def capabilities(self) -> OmsCapabilities:
+        """What the OMS holds natively (order types, OCO groups, brackets, reduce-only);
+        `OmsCapabilities.baseline()` for an OMS that predates the question."""
         ...
 
     async def cancel(self, client_order_id: str) -> OmsOrder:
