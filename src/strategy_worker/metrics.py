@@ -113,6 +113,13 @@ class WorkerMetrics:
             registry=registry,
         )
         self._difference_labels: dict[str, set[str]] = {}
+        # Protective orders: open positions with configured protection but none live
+        # (sum of ProtectionBook.unprotected over the running executions; expected 0).
+        self.positions_unprotected = Gauge(
+            "strategy_positions_unprotected",
+            "Open positions whose configured protection has no live leg or exit",
+            registry=registry,
+        )
 
     def record_risk_event(self, event_type: str, severity: str) -> None:
         self.risk_violations.labels(event_type=event_type, severity=severity).inc()

@@ -192,13 +192,13 @@ def placed(
     )
 
 
-def fallback(symbol: str, reason: str, *, warn: bool) -> ProtectionFallback:
+def fallback(symbol: str, reason: str) -> ProtectionFallback:
     return ProtectionFallback(
         symbol=symbol,
         reason=reason,
         risk_event=RiskEvent(
             event_type=RiskEventType.PROTECTION_FALLBACK,
-            severity=Severity.WARNING if warn else Severity.INFO,
+            severity=Severity.WARNING,
             description=f"{symbol}: protection not native: {reason}",
             action_taken="emulated by the worker",
             symbol=symbol,

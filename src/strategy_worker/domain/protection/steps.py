@@ -92,7 +92,7 @@ def _settle(ctx: Ctx, guard: Guard, at: datetime, out: Out) -> None:
             guard.native_refused = True
             reasons = ", ".join(sorted({leg.reason for leg in native.legs if leg.reason}))
             why = f"OMS rejected the native legs ({reasons or 'REJECTED'})"
-            out.events.append(ev.fallback(guard.symbol, why, warn=True))
+            out.events.append(ev.fallback(guard.symbol, why))
         guard.native = None
     done = guard.exit
     if done is not None and not done.live:
@@ -194,7 +194,7 @@ def _arm(ctx: Ctx, guard: Guard, at: datetime, out: Out) -> None:
             _cancel_native(native, out)  # e.g. the OMS stopped supporting them
         if ctx.spec.placement is ProtectionPlacement.NATIVE and not guard.fallback_noted:
             guard.fallback_noted = True  # `auto` falls back silently, by definition
-            out.events.append(ev.fallback(guard.symbol, refusal, warn=True))
+            out.events.append(ev.fallback(guard.symbol, refusal))
         return
     if guard.exit is not None or guard.buying > 0 or not guard.position_fresh:
         return  # not settled: the emulator covers it meanwhile
