@@ -84,7 +84,7 @@ class ProtectionBook:
         self.execution_id = execution_id
         self.spec = spec
         self.capabilities = capabilities or OmsCapabilities.baseline()
-        self._ctx = steps.Ctx(spec, self.capabilities)
+        self._ctx = steps.Ctx.of(spec, self.capabilities)
         self._guards: dict[str, Guard] = {}
         self._owned: dict[str, str] = {}  # client order id -> symbol
         self._pending: list[ev.ProtectionEvent] = []
@@ -125,7 +125,7 @@ class ProtectionBook:
     def set_capabilities(self, capabilities: OmsCapabilities) -> None:
         """The OMS's answer to GetCapabilities (at start and after a reconnect)."""
         self.capabilities = capabilities
-        self._ctx = steps.Ctx(self.spec, capabilities)
+        self._ctx = steps.Ctx.of(self.spec, capabilities)
 
     def on_position(
         self,
@@ -161,27 +161,29 @@ class ProtectionBook:
         guard.position_fresh = True
         self._dirty = True
 
-    def on_price(self, symbol: str, mark: Decimal, at: datetime) -> None:
-        """A fresh mark: ratchet the trailing watermark, latch a trigger it reaches."""
+    def on_price(self, symbol: str, mark: Decimal, at: datetime) -> bool:
+        """A fresh mark: ratchet the trailing watermark, latch a trigger it reaches.
+
+        True when a trigger latched: `decide` is due now. A quiet mark (False) needs no
+        `decide` of its own; the periodic one (the monitor cycle) covers the time-based steps
+        (a native leg's grace, a failed exit's back-off).
+        """
         guard = self._guards.get(symbol)
         if guard is None or guard.quantity <= 0 or mark <= 0:
-            return
+            return False
         guard.mark = mark
         self._dirty = True
-        if guard.trigger is not None or not self.spec.enabled:
-            return
+        if guard.trigger is not None or not self.spec.legs:
+            return False
         if self.spec.trailing_stop_pct is not None:
             guard.watermark = rules.ratchet(guard.watermark, mark, EXIT_SIDE)
         hit = steps.hit(self._ctx, guard, mark)
-        if hit is not None:
-            leg, level = hit
-            gap = (
-                rules.gapped(EXIT_SIDE, level, mark)
-                if leg.is_stop
-                else mark > level  # a take-profit gaps upward
-            )
-            trigger = Trigger(leg=leg, level=level, mark=mark, at=at, gap=gap, by_oms=False)
-            self._latch(guard, trigger)
+        if hit is None:
+            return False
+        leg, level = hit
+        gap = rules.gapped(EXIT_SIDE, level, mark) if leg.is_stop else mark > level
+        self._latch(guard, Trigger(leg=leg, level=level, mark=mark, at=at, gap=gap, by_oms=False))
+        return True
 
     def on_order(
         self,

@@ -8,7 +8,7 @@ order type each leg needs, so the placement can be checked against an OMS's capa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from strategy_worker.domain.orders import OmsCapabilities, OrderType
@@ -33,6 +33,17 @@ class ProtectionSpec:
     #: After a failed exit, the next waits retry_base_s x 2^(failures-1), at most retry_max_s.
     retry_base_s: float = 1.0
     retry_max_s: float = 60.0
+    #: The configured legs in priority order (derived once; empty: nothing to protect).
+    legs: tuple[Leg, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pct = {
+            Leg.STOP_LOSS: self.stop_loss_pct,
+            Leg.TRAILING_STOP: self.trailing_stop_pct,
+            Leg.TAKE_PROFIT: self.take_profit_pct,
+        }
+        legs = tuple(leg for leg in LEG_PRIORITY if pct[leg] is not None)
+        object.__setattr__(self, "legs", legs)
 
     @classmethod
     def from_limits(cls, limits: RiskLimits, *, include_stop_loss: bool = True) -> ProtectionSpec:
@@ -49,16 +60,6 @@ class ProtectionSpec:
             placement=limits.protection,
             native_grace_s=limits.protection_native_grace,
         )
-
-    @property
-    def legs(self) -> tuple[Leg, ...]:
-        """The configured legs in priority order (empty: nothing to protect)."""
-        pct = {
-            Leg.STOP_LOSS: self.stop_loss_pct,
-            Leg.TRAILING_STOP: self.trailing_stop_pct,
-            Leg.TAKE_PROFIT: self.take_profit_pct,
-        }
-        return tuple(leg for leg in LEG_PRIORITY if pct[leg] is not None)
 
     @property
     def enabled(self) -> bool:

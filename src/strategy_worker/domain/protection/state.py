@@ -8,7 +8,7 @@ exit released by the worker. Decimals are written as strings and instants as ISO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -132,6 +132,11 @@ class Guard:
     #: False from an owned order's fill or end until the next `on_position`: nothing is
     #: released on a position that may not show that fill yet.
     position_fresh: bool = True
+    #: (quantity, cost basis, watermark) -> the legs' levels: a mark that moves nothing costs
+    #: no arithmetic. Not state: never serialized, never compared.
+    level_cache: tuple[tuple[Decimal, Decimal, Decimal | None], dict[Leg, Decimal]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def exposed(self) -> Decimal:

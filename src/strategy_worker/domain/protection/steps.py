@@ -32,9 +32,21 @@ class Ctx:
 
     spec: ProtectionSpec
     capabilities: OmsCapabilities
+    #: Why the legs cannot rest at this OMS (None: they can); derived once.
+    refusal: str | None = None
+
+    @classmethod
+    def of(cls, spec: ProtectionSpec, capabilities: OmsCapabilities) -> Ctx:
+        return cls(spec, capabilities, spec.native_refusal(capabilities))
 
 
 def levels_of(ctx: Ctx, guard: Guard) -> dict[Leg, Decimal]:
+    """Every configured leg's level for the guard's position and watermark (cached on the
+    guard until one of the three changes; callers never mutate the answer)."""
+    key = (guard.quantity, guard.cost_basis, guard.watermark)
+    cached = guard.level_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
     spec = ctx.spec
     q, cost = guard.quantity, guard.cost_basis
     out: dict[Leg, Decimal] = {}
@@ -47,6 +59,7 @@ def levels_of(ctx: Ctx, guard: Guard) -> dict[Leg, Decimal]:
         out[Leg.TRAILING_STOP] = rules.trail_level(watermark, EXIT_SIDE, pct=spec.trailing_stop_pct)
     if spec.take_profit_pct is not None:
         out[Leg.TAKE_PROFIT] = rules.take_profit_level(q, cost, spec.take_profit_pct)
+    guard.level_cache = (key, out)
     return out
 
 
@@ -211,7 +224,7 @@ def _arm(ctx: Ctx, guard: Guard, at: datetime, out: Out) -> None:
 def _native_refusal(ctx: Ctx, guard: Guard) -> str | None:
     if guard.native_refused:
         return "the OMS rejected the native legs"
-    return ctx.spec.native_refusal(ctx.capabilities)
+    return ctx.refusal
 
 
 def _matches(ctx: Ctx, native: NativeGroup, quantity: Decimal, levels: dict[Leg, Decimal]) -> bool:
