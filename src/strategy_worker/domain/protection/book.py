@@ -4,7 +4,9 @@ Facts go in (`on_position`, `on_price`, `on_order`); `decide` returns what to do
 `ProtectionStep`: intents to record then send, cancels to send, events). No I/O, no clock:
 every instant is an argument. The runtime records the step's intents and `to_json()` in the
 same commit, then sends; after a restart `from_json` plus the reconciled order statuses and
-positions re-arm it.
+positions re-arm it. `decide` is due after `on_position` / `on_order` changed something,
+whenever `on_price` returns True (a trigger latched), and on the periodic monitor cycle (the
+time-based steps: a native leg's grace, a failed exit's back-off).
 
 The guarantees (property-tested, see tests/unit/domain/protection):
 - one exit per trigger: a latched trigger releases at most one exit order at a time; a
