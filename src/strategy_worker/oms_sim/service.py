@@ -19,13 +19,9 @@ from strategy_worker.adapters.oms_grpc import codec
 from strategy_worker.domain.money import money_str
 from strategy_worker.errors import ValidationError
 from strategy_worker.oms_sim import wire
+from strategy_worker.oms_sim.books import PositionBook
 from strategy_worker.oms_sim.faults import FaultSwitches
-from strategy_worker.oms_sim.venue import (
-    ClientOrderIdReusedError,
-    PaperVenue,
-    PositionBook,
-    SimOrder,
-)
+from strategy_worker.oms_sim.venue import ClientOrderIdReusedError, PaperVenue, SimOrder
 from strategy_worker.ports import PriceSource
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2 as pb
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2_grpc as pb_grpc
