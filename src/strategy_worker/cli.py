@@ -253,6 +253,13 @@ def oms_sim(
     port: Annotated[int, typer.Option(help="Port to bind (0: any free port).")] = 50051,
     seed: Annotated[int, typer.Option(help="Seed of the random-walk prices.")] = 42,
     prices: Annotated[Path | None, typer.Option(help="Replay prices from this file.")] = None,
+    native_protection: Annotated[
+        bool,
+        typer.Option(
+            help="Hold stops, trailing stops, OCO groups and brackets natively; off, report "
+            "them unsupported so the worker emulates them."
+        ),
+    ] = True,
 ) -> None:
     """Run the paper-trading OMS over gRPC (the same one paper mode and the tests use)."""
     from strategy_worker.log import configure_logging
@@ -261,7 +268,9 @@ def oms_sim(
 
     configure_logging("INFO", json_output=True)
     price_config = PricesConfig(kind="replay", file=prices) if prices else PricesConfig(seed=seed)
-    config = OmsSimConfig(host=host, port=port, prices=price_config)
+    config = OmsSimConfig(
+        host=host, port=port, prices=price_config, native_protection=native_protection
+    )
     with _suppress_interrupt():
         _run(serve_forever(config))
 

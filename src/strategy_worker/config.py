@@ -155,6 +155,16 @@ class RiskSection(_Section):
     slippage_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
     fee_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
     fee_reserve_per_order: Decimal = Field(default=Decimal("1.00"), ge=0, allow_inf_nan=False)
+    #: Protective orders (README "Protective orders"): worker defaults a strategy may
+    #: tighten, never loosen. null = no trailing stop / take-profit unless a strategy asks.
+    trailing_stop_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    take_profit_pct: Decimal | None = Field(default=None, gt=0, le=Decimal(10))
+    #: native (rest at the OMS where supported) | emulated (the worker holds them) | auto.
+    protection: Literal["native", "emulated", "auto"] = "auto"
+    #: null: a triggered stop exits at MARKET; else LIMIT this fraction below the level.
+    protection_limit_offset_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: Seconds a native stop may stay unfilled past its level before the worker exits itself.
+    protection_native_grace: Seconds = 5.0
 
     _ratios = field_validator(
         "max_position_size", "max_daily_loss", "warning_ratio", "stop_loss_buffer"

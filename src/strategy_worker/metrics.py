@@ -162,6 +162,13 @@ class WorkerMetrics:
             "Stopping executions still holding positions after several closing rounds",
             registry=registry,
         )
+        # Protective orders: open positions with configured protection but none live
+        # (sum of ProtectionBook.unprotected over the running executions; expected 0).
+        self.positions_unprotected = Gauge(
+            "strategy_positions_unprotected",
+            "Open positions whose configured protection has no live leg or exit",
+            registry=registry,
+        )
 
     def record_risk_event(self, event_type: str, severity: str) -> None:
         """Count a risk event as a violation: WARNING and CRITICAL only (INFO events such as

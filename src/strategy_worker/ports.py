@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+from strategy_worker.domain.orders import ExecutionReport, OmsCapabilities, OmsOrder, OrderIntent
 from strategy_worker.domain.rejection import Rejection
 from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.store import OutboxEvent
@@ -29,6 +29,18 @@ class OmsGateway(Protocol):
         self, intents: Sequence[OrderIntent], *, account_id: str
     ) -> list[OmsOrder]:
         """Submit a batch over the streaming path; same idempotency as `submit`."""
+        ...
+
+    async def submit_group(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """Submit orders atomically (a bracket, an OCO group): all accepted or none; same
+        idempotency as `submit`. Only when `capabilities().order_groups`."""
+        ...
+
+    async def capabilities(self) -> OmsCapabilities:
+        """What the OMS holds natively (order types, OCO groups, brackets, reduce-only);
+        `OmsCapabilities.baseline()` for an OMS that predates the question."""
         ...
 
     async def cancel(self, client_order_id: str) -> OmsOrder:

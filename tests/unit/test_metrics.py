@@ -100,3 +100,12 @@ def test_two_registries_do_not_share_counts() -> None:
     first.orders_submitted.inc()
 
     assert samples(second.registry)[("strategy_orders_submitted_total", ())] == 0
+
+
+def test_unprotected_positions_gauge_is_exported_at_zero_until_set() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+
+    assert registry.get_sample_value("strategy_positions_unprotected") == 0.0
+    metrics.positions_unprotected.set(2)
+    assert registry.get_sample_value("strategy_positions_unprotected") == 2.0

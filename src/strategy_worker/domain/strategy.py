@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -71,7 +72,25 @@ _RISK_RANGES: Final = {
     "max_position_size": (Decimal(0), ONE),
     "stop_loss_pct": (Decimal(0), Decimal("0.5")),
     "max_daily_loss": (Decimal(0), ONE),
+    "trailing_stop_pct": (Decimal(0), Decimal("0.5")),
+    "take_profit_pct": (Decimal(0), Decimal(10)),
 }
+
+
+class ProtectionPlacement(StrEnum):
+    """Where a position's protective orders rest (`risk_params.protection`, `risk.protection`).
+
+    - `native`: at the OMS, for every leg the OMS supports (GetCapabilities); a leg it cannot
+      hold is still protected, emulated by the worker, with a WARNING risk event;
+    - `emulated`: in the worker, which releases a MARKET (or LIMIT) order on the trigger;
+    - `auto`: native where supported, emulated otherwise, silently.
+    A worker configured `emulated` keeps every strategy emulated (the operator does not trust
+    the OMS's resting orders); otherwise a strategy's own choice applies.
+    """
+
+    NATIVE = "native"
+    EMULATED = "emulated"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +100,48 @@ class StrategyRiskParams:
     max_position_size: Decimal | None = None
     stop_loss_pct: Decimal | None = None
     max_daily_loss: Decimal | None = None
+    #: A trailing stop this fraction below the position's high-water mark.
+    trailing_stop_pct: Decimal | None = None
+    #: Take profit this fraction above the average cost.
+    take_profit_pct: Decimal | None = None
+    #: Where protective orders rest; None = the worker's `risk.protection`.
+    protection: ProtectionPlacement | None = None
+
+    @classmethod
+    def from_stored(cls, risk: Mapping[str, Any]) -> StrategyRiskParams:
+        """Rebuild from the stored `config.risk_params` (as `StrategyConfig.to_json` wrote it:
+        Decimals as strings); values were validated when the message was accepted."""
+
+        def dec(key: str) -> Decimal | None:
+            value = risk.get(key)
+            return None if value is None else to_decimal(value)
+
+        placement = risk.get("protection")
+        return cls(
+            max_position_size=dec("max_position_size"),
+            stop_loss_pct=dec("stop_loss_pct"),
+            max_daily_loss=dec("max_daily_loss"),
+            trailing_stop_pct=dec("trailing_stop_pct"),
+            take_profit_pct=dec("take_profit_pct"),
+            protection=None if placement is None else ProtectionPlacement(placement),
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """JSON-safe form (Decimals as strings); keys without a value are left out."""
+        out = {
+            key: money_str(value)
+            for key, value in (
+                ("max_position_size", self.max_position_size),
+                ("stop_loss_pct", self.stop_loss_pct),
+                ("max_daily_loss", self.max_daily_loss),
+                ("trailing_stop_pct", self.trailing_stop_pct),
+                ("take_profit_pct", self.take_profit_pct),
+            )
+            if value is not None
+        }
+        if self.protection is not None:
+            out["protection"] = self.protection.value
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,15 +167,7 @@ class StrategyConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form for the `config` JSONB column (Decimals as strings)."""
-        risk = {
-            key: money_str(value)
-            for key, value in (
-                ("max_position_size", self.risk_params.max_position_size),
-                ("stop_loss_pct", self.risk_params.stop_loss_pct),
-                ("max_daily_loss", self.risk_params.max_daily_loss),
-            )
-            if value is not None
-        }
+        risk = self.risk_params.to_json()
         out: dict[str, Any] = {key: _json_safe(value) for key, value in self.extra.items()}
         out.update(
             name=self.name,
@@ -298,7 +351,17 @@ def _risk_params(value: object) -> StrategyRiskParams:
         if not low < number <= high:
             raise _Reject("invalid_risk_param", path, f"must be in ({low}, {high}]")
         found[key] = number
-    return StrategyRiskParams(**found)
+    placement: ProtectionPlacement | None = None
+    raw_placement = obj.get("protection")
+    if raw_placement is not None:
+        path = "config.risk_params.protection"
+        text = _string(raw_placement, path)
+        try:
+            placement = ProtectionPlacement(text)
+        except ValueError:
+            choices = ", ".join(p.value for p in ProtectionPlacement)
+            raise _Reject("invalid_risk_param", path, f"must be one of {choices}") from None
+    return StrategyRiskParams(**found, protection=placement)
 
 
 def _rules(obj: Mapping[str, Any], strategy_type: str) -> tuple[RuleSet | None, RuleSet | None]:

@@ -77,5 +77,13 @@ class OmsSimConfig(BaseModel):
     """How often working orders are checked against fresh prices."""
     initial_cash: Decimal = Decimal(1_000_000)
     """Cash each account starts with (no buying-power check: the worker's risk gate owns it)."""
+    native_protection: bool = True
+    """Hold STOP, STOP_LIMIT, TRAILING_STOP, OCO groups and brackets natively (contract 1.1).
+    false: GetCapabilities reports MARKET and LIMIT only, no groups, and such orders are
+    refused, so the worker emulates its protection against the same venue."""
+    unsupported_order_types: list[Literal["STOP", "STOP_LIMIT", "TRAILING_STOP"]] = Field(
+        default_factory=list
+    )
+    """With native_protection on, these types are still reported unsupported (and refused)."""
     prices: PricesConfig = PricesConfig()
     tls: ServerTlsConfig = ServerTlsConfig()

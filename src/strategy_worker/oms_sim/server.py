@@ -11,6 +11,7 @@ from typing import Protocol
 import grpc
 import structlog
 
+from strategy_worker.domain.orders import OrderType
 from strategy_worker.errors import ConfigError
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig, ServerTlsConfig
 from strategy_worker.oms_sim.faults import FaultSwitches
@@ -38,9 +39,18 @@ def venue_for(config: OmsSimConfig) -> PaperVenue:
             partial_fill_slices=config.partial_fill_slices,
             rejection_rate=config.rejection_rate,
             initial_cash=config.initial_cash,
+            native_types=native_types(config),
+            contingent=config.native_protection,
         ),
         seed=config.seed,
     )
+
+
+def native_types(config: OmsSimConfig) -> frozenset[OrderType]:
+    """The order types the configured venue holds natively (MARKET and LIMIT always)."""
+    if not config.native_protection:
+        return frozenset({OrderType.MARKET, OrderType.LIMIT})
+    return frozenset(OrderType) - {OrderType(name) for name in config.unsupported_order_types}
 
 
 def prices_for(config: PricesConfig, clock: Clock) -> PriceSource:

@@ -19,13 +19,9 @@ from strategy_worker.adapters.oms_grpc import codec
 from strategy_worker.domain.money import money_str
 from strategy_worker.errors import ValidationError
 from strategy_worker.oms_sim import wire
+from strategy_worker.oms_sim.books import PositionBook
 from strategy_worker.oms_sim.faults import FaultSwitches
-from strategy_worker.oms_sim.venue import (
-    ClientOrderIdReusedError,
-    PaperVenue,
-    PositionBook,
-    SimOrder,
-)
+from strategy_worker.oms_sim.venue import ClientOrderIdReusedError, PaperVenue, SimOrder
 from strategy_worker.ports import PriceSource
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2 as pb
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2_grpc as pb_grpc
@@ -138,6 +134,38 @@ class OmsSimService(pb_grpc.OrderManagementServiceServicer):
         else:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "account_id or execution_id")
         response = _positions_to_pb(book)
+        await self._faults.hold(after_processing=True)
+        return response
+
+    async def GetCapabilities(
+        self, request: pb.GetCapabilitiesRequest, context: Context
+    ) -> pb.GetCapabilitiesResponse:
+        await self._enter(context)
+        return codec.capabilities_to_pb(self._venue.rules.capabilities())
+
+    async def SubmitOrderGroup(
+        self, request: pb.SubmitOrderGroupRequest, context: Context
+    ) -> pb.SubmitOrderGroupResponse:
+        await self._enter(context)
+        if not request.orders:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an order group is not empty")
+        try:
+            requests = [wire.request_from_pb(order) for order in request.orders]
+            symbols = sorted({r.symbol for r in requests})
+            known = await self._prices.get_prices(symbols)
+            results = self._venue.submit_group(
+                requests, prices={s: known.get(s) for s in symbols}, now=self._now()
+            )
+        except ValidationError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ClientOrderIdReusedError as exc:
+            await _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        duplicate = all(dup for _, dup in results)
+        if not duplicate:
+            self.notifier.notify()
+        response = pb.SubmitOrderGroupResponse(
+            orders=[wire.order_to_pb(order) for order, _ in results], duplicate=duplicate
+        )
         await self._faults.hold(after_processing=True)
         return response
 

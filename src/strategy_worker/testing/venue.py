@@ -27,6 +27,7 @@ from decimal import Decimal
 from strategy_worker.domain.orders import (
     ExecutionReport,
     Fill,
+    OmsCapabilities,
     OmsOrder,
     OrderIntent,
 )
@@ -112,6 +113,17 @@ class SimOms:
             await asyncio.sleep(self.stall_s)
             raise OmsError("deadline exceeded after processing (simulated)", retryable=True)
         return out
+
+    async def submit_group(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """Groups are not held here (`capabilities()` says so): the worker emulates them."""
+        raise OmsError("order groups are not supported by this OMS", retryable=False)
+
+    async def capabilities(self) -> OmsCapabilities:
+        """A contract 1.0 OMS: MARKET and LIMIT; every protective order is emulated."""
+        self._enter()
+        return OmsCapabilities.baseline()
 
     async def cancel(self, client_order_id: str) -> OmsOrder:
         self._enter()

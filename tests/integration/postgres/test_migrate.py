@@ -21,6 +21,9 @@ from strategy_worker.adapters.postgres.repository import PostgresStore
 
 pytestmark = pytest.mark.integration
 
+#: Every packaged version, in order (several teams add migrations; none is hard-coded here).
+PACKAGED = [m.version for m in discover()]
+
 TABLES = {
     "strategy_executions",
     "execution_orders",
@@ -34,6 +37,7 @@ TABLES = {
     "snapshot_retention",
     "market_bars",
     "signal_decisions",
+    "execution_protection",
 }
 #: Every packaged migration, in order (001 and the ones after it).
 VERSIONS = [m.version for m in discover()]

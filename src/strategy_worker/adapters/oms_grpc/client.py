@@ -25,7 +25,12 @@ from strategy_worker.adapters.oms_grpc.breaker import CircuitBreaker
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig, TlsConfig
 from strategy_worker.adapters.oms_grpc.metrics import OmsClientMetrics
 from strategy_worker.adapters.retry import Backoff, retry_async
-from strategy_worker.domain.orders import ExecutionReport, OmsOrder, OrderIntent
+from strategy_worker.domain.orders import (
+    ExecutionReport,
+    OmsCapabilities,
+    OmsOrder,
+    OrderIntent,
+)
 from strategy_worker.errors import CircuitOpenError, ConfigError, OmsError
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2 as pb
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2_grpc as pb_grpc
@@ -159,6 +164,39 @@ class OmsGrpcClient:
                 retryable=True,
             )
         return [results[intent.client_order_id] for intent in intents]
+
+    async def submit_group(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """Submit orders atomically (a bracket, an OCO group; contract 1.1): the OMS accepts
+        all or none. Idempotent like `submit`: a retry returns the orders already held."""
+        if not intents:
+            return []
+        request = pb.SubmitOrderGroupRequest(
+            orders=[codec.new_order_from_intent(i, account_id=account_id) for i in intents]
+        )
+        response = await self._call(
+            "SubmitOrderGroup",
+            lambda timeout: self._stub.SubmitOrderGroup(request, timeout=timeout),
+        )
+        return [codec.order_from_pb(order) for order in response.orders]
+
+    async def capabilities(self) -> OmsCapabilities:
+        """What the OMS holds natively (GetCapabilities). A contract 1.0 OMS answers
+        UNIMPLEMENTED: that is `OmsCapabilities.baseline()` (MARKET and LIMIT, no groups),
+        not an error. Transient failures are retried, then raised like any call."""
+        try:
+            response = await self._call(
+                "GetCapabilities",
+                lambda timeout: self._stub.GetCapabilities(
+                    pb.GetCapabilitiesRequest(), timeout=timeout
+                ),
+            )
+        except OmsCallError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED.name:
+                return OmsCapabilities.baseline()
+            raise
+        return codec.capabilities_from_pb(response)
 
     async def cancel(self, client_order_id: str) -> OmsOrder:
         request = pb.CancelOrderRequest(client_order_id=client_order_id)

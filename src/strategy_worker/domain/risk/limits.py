@@ -1,7 +1,9 @@
 """`RiskLimits`: the worker's risk configuration, frozen and validated once at startup.
 
 Defaults are the spec's. A strategy's `risk_params` can only tighten them
-(`tightened_by`): every ratio becomes the minimum of the two, never the maximum.
+(`tightened_by`): every ratio becomes the minimum of the two, never the maximum. For the
+protective exits that means a closer trailing stop and an earlier take-profit; where they
+rest (`protection`) follows the strategy unless the worker insists on `emulated`.
 
 The cash reserve (slippage and fees, `reserved_buy_cost`) is one rule for sizing, the
 rebalancer and the pre-trade cash check: an order is budgeted at the most it can cost
@@ -16,7 +18,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from strategy_worker.domain.money import floor_quantity
-from strategy_worker.domain.strategy import StrategyRiskParams
+from strategy_worker.domain.strategy import ProtectionPlacement, StrategyRiskParams
 
 _BPS = Decimal(10_000)
 
@@ -59,6 +61,19 @@ class RiskLimits(BaseModel):
     fee_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
     #: ... plus this amount per order. Fills within these reserves never take cash below 0.
     fee_reserve_per_order: Decimal = Field(default=Decimal("1.00"), ge=0)
+    #: Worker default trailing stop (fraction below the high-water mark); None = only a
+    #: strategy's own.
+    trailing_stop_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: Worker default take-profit (fraction above the average cost); None = only a strategy's.
+    take_profit_pct: Decimal | None = Field(default=None, gt=0, le=Decimal(10))
+    #: Where protective orders rest: native at the OMS, emulated in the worker, or auto.
+    protection: ProtectionPlacement = ProtectionPlacement.AUTO
+    #: None: a triggered stop exits with a MARKET order; else a LIMIT this fraction below
+    #: the stop level (STOP_LIMIT; a trailing stop's limit offset).
+    protection_limit_offset_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: Seconds a native stop may stay unfilled after the worker's marks crossed its level
+    #: before the worker cancels it and exits itself.
+    protection_native_grace: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> RiskLimits:
@@ -111,4 +126,16 @@ class RiskLimits(BaseModel):
             update["stop_loss_pct"] = (
                 params.stop_loss_pct if current is None else min(current, params.stop_loss_pct)
             )
-        return self.model_copy(update=update) if update else self
+        for key in ("trailing_stop_pct", "take_profit_pct"):
+            theirs: Decimal | None = getattr(params, key)
+            if theirs is not None:
+                ours: Decimal | None = getattr(self, key)
+                update[key] = theirs if ours is None else min(ours, theirs)
+        changes: dict[str, object] = dict(update)
+        if (
+            params.protection is not None
+            and self.protection is not ProtectionPlacement.EMULATED
+            and params.protection is not self.protection
+        ):
+            changes["protection"] = params.protection
+        return self.model_copy(update=changes) if changes else self

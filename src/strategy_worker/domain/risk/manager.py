@@ -9,7 +9,8 @@ capacity limits (max order value, position size, cash: the order's reserved cost
 fill up to the slippage reserve worse plus the fee reserve) which RESIZE down when a smaller
 order still fits, then worker exposure and the rate limit, which DENY. For a SELL: trading
 state, the held quantity (long-only; resized down to what is held and not already being
-sold), order value (CLOSE/STOP_LOSS and whole-position sells are exempt), rate limit.
+sold), order value (closing sells -- CLOSE and the protective exits STOP_LOSS, TAKE_PROFIT,
+TRAILING_STOP -- and whole-position sells are exempt), rate limit.
 An approved decision consumes one token of the execution's and of the worker's bucket:
 call `check` exactly once per submission, right before recording the intent.
 """
@@ -130,7 +131,9 @@ class RiskContext:
 
 
 _BUY = Side.BUY
-_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
+#: CLOSE and every protective exit (`OrderPurpose.is_closing`): they reduce risk, so they
+#: pass in HALTED, skip the order-value bounds and are never throttled.
+_CLOSING = frozenset(p for p in OrderPurpose if p.is_closing)
 _APPROVED = APPROVED
 
 
@@ -292,7 +295,7 @@ class RiskManager:
         closing = order.purpose in _CLOSING
         if ex.halted and not closing:
             return _deny(
-                order, RiskReason.TRADING_HALTED, "trading HALTED: only CLOSE/STOP_LOSS pass"
+                order, RiskReason.TRADING_HALTED, "trading HALTED: only closing sells pass"
             )
         available = ctx.position_quantity - ctx.pending_sell_quantity
         if available <= 0:
@@ -328,7 +331,7 @@ class RiskManager:
     def _take(self, bucket: TokenBucket, now: float, *, forced: bool) -> bool:
         """Take a token from the execution's and the worker's bucket, both or neither.
 
-        A forced take (CLOSE/STOP_LOSS) always succeeds and may borrow: closing risk is never
+        A forced take (a closing sell) always succeeds and may borrow: closing risk is never
         throttled, but it delays the next ordinary orders.
         """
         worker = self._worker_bucket

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -207,6 +208,18 @@ def test_stop_loss_is_never_throttled_by_the_rate_limit() -> None:
     assert manager.check(stop, ctx(ex, position_quantity=D(10))) is APPROVED
 
 
+@pytest.mark.parametrize("purpose", [OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP])
+def test_protective_exits_pass_like_stop_losses_when_halted_throttled_or_large(
+    purpose: OrderPurpose,
+) -> None:
+    manager, ex, _ = setup(execution_orders_per_second=1.0, execution_order_burst=1)
+    manager.check(intent(quantity=10, price="100"), ctx(ex))  # empties the bucket
+    halted = ctx(ex, equity=D("95000"), position_quantity=D(5000))
+    exit_all = intent(side=Side.SELL, quantity=5000, price="100", purpose=purpose)
+
+    assert manager.check(exit_all, halted) is APPROVED
+
+
 def test_daily_loss_reached_at_check_halts_and_denies_buys_but_passes_closes() -> None:
     manager, ex, _ = setup()
     lossy = ctx(ex, equity=D("95000"))  # 5% of 100k = 5000 <= 50k
@@ -318,7 +331,12 @@ def test_no_approved_order_ever_breaches_any_limit(
     value = qty * price
     assert 0 < qty <= quantity
     assert qty == qty.to_integral_value()
-    closing = purpose in (OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS)
+    closing = purpose in (
+        OrderPurpose.CLOSE,
+        OrderPurpose.STOP_LOSS,
+        OrderPurpose.TAKE_PROFIT,
+        OrderPurpose.TRAILING_STOP,
+    )
     if side is Side.BUY:
         assert not halted
         assert not reducing

@@ -74,6 +74,16 @@ class OrderManagementServiceStub:
                 request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.SerializeToString,
                 response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.GetCapabilities = channel.unary_unary(
+                '/aipx.oms.v1.OrderManagementService/GetCapabilities',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.FromString,
+                _registered_method=True)
+        self.SubmitOrderGroup = channel.unary_unary(
+                '/aipx.oms.v1.OrderManagementService/SubmitOrderGroup',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.FromString,
+                _registered_method=True)
 
 
 class OrderManagementServiceServicer:
@@ -136,6 +146,21 @@ class OrderManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapabilities(self, request, context):
+        """Since 1.1: which order types and contingent features this OMS holds natively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitOrderGroup(self, request, context):
+        """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+        and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +203,16 @@ def add_OrderManagementServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.FromString,
                     response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.SerializeToString,
+            ),
+            'GetCapabilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapabilities,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.SerializeToString,
+            ),
+            'SubmitOrderGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitOrderGroup,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +431,60 @@ class OrderManagementService:
             '/aipx.oms.v1.OrderManagementService/Ping',
             aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.SerializeToString,
             aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapabilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/GetCapabilities',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitOrderGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/SubmitOrderGroup',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,14 @@ Rules every implementation keeps:
   A client resumes StreamExecutionReports with from_seq = the last seq it has seen and
   receives every later report exactly once.
 - Retryable status codes: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED.
+
+Version 1.1 (additive only: a 1.0 client or server keeps working unchanged) adds resting
+protective orders (STOP, STOP_LIMIT, TRAILING_STOP), reduce-only orders, contingent groups
+(OCO groups and brackets whose children follow the fills of their parent), the atomic
+SubmitOrderGroup and GetCapabilities. The rules (who triggers, on which price, a child's
+quantity after a partial parent fill, the scope of fill ids) are in docs/oms-contract.md.
+A 1.0 server answers GetCapabilities with UNIMPLEMENTED: the client then assumes MARKET and
+LIMIT only, no groups and no reduce-only, and emulates everything else itself.
 """
 
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2 as _oms_pb2
@@ -60,6 +68,12 @@ class OrderManagementServiceStub:
     """Every report with seq > from_seq, then live reports as they happen."""
     Ping: _grpc.UnaryUnaryMultiCallable[_oms_pb2.PingRequest, _oms_pb2.PingResponse]
     """Liveness and readiness."""
+    GetCapabilities: _grpc.UnaryUnaryMultiCallable[_oms_pb2.GetCapabilitiesRequest, _oms_pb2.GetCapabilitiesResponse]
+    """Since 1.1: which order types and contingent features this OMS holds natively."""
+    SubmitOrderGroup: _grpc.UnaryUnaryMultiCallable[_oms_pb2.SubmitOrderGroupRequest, _oms_pb2.SubmitOrderGroupResponse]
+    """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+    and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+    """
 
 @_typing.type_check_only
 class OrderManagementServiceAsyncStub(OrderManagementServiceStub):
@@ -82,6 +96,12 @@ class OrderManagementServiceAsyncStub(OrderManagementServiceStub):
     """Every report with seq > from_seq, then live reports as they happen."""
     Ping: _aio.UnaryUnaryMultiCallable[_oms_pb2.PingRequest, _oms_pb2.PingResponse]  # type: ignore[assignment]
     """Liveness and readiness."""
+    GetCapabilities: _aio.UnaryUnaryMultiCallable[_oms_pb2.GetCapabilitiesRequest, _oms_pb2.GetCapabilitiesResponse]  # type: ignore[assignment]
+    """Since 1.1: which order types and contingent features this OMS holds natively."""
+    SubmitOrderGroup: _aio.UnaryUnaryMultiCallable[_oms_pb2.SubmitOrderGroupRequest, _oms_pb2.SubmitOrderGroupResponse]  # type: ignore[assignment]
+    """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+    and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+    """
 
 class OrderManagementServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -149,5 +169,23 @@ class OrderManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_oms_pb2.PingResponse, _abc.Awaitable[_oms_pb2.PingResponse]]:
         """Liveness and readiness."""
+
+    @_abc_1.abstractmethod
+    def GetCapabilities(
+        self,
+        request: _oms_pb2.GetCapabilitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oms_pb2.GetCapabilitiesResponse, _abc.Awaitable[_oms_pb2.GetCapabilitiesResponse]]:
+        """Since 1.1: which order types and contingent features this OMS holds natively."""
+
+    @_abc_1.abstractmethod
+    def SubmitOrderGroup(
+        self,
+        request: _oms_pb2.SubmitOrderGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oms_pb2.SubmitOrderGroupResponse, _abc.Awaitable[_oms_pb2.SubmitOrderGroupResponse]]:
+        """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+        and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+        """
 
 def add_OrderManagementServiceServicer_to_server(servicer: OrderManagementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
