@@ -221,12 +221,13 @@ class Engine:
         plans = runner.model.plans
         if plans.deferred:
             # Orders wait for a rate token: look again when the next one is due.
-            self._once(runner, "token", self._wake(runner, _token_wait(runner)))
+            delay = _token_wait(runner)
+            self._once(runner, "token", lambda: self._wake(runner, delay))
         plan = plans.stop
         if plan is None:
             return
         if runner.is_flat():
-            self._once(runner, "finish", self._finish(runner))
+            self._once(runner, "finish", lambda: self._finish(runner))
         elif any(
             o.status is OrderStatus.PENDING and not o.oms_order_id and o.intent not in outgoing
             for o in runner.model.live_orders()
@@ -234,7 +235,7 @@ class Engine:
             self.on_unsent(runner)  # a buy the OMS may never have seen holds the stop up
         elif runner.model.portfolio.positions and plan.next_round_at > step.timestamp:
             delay = plan.next_round_at - step.timestamp
-            self._once(runner, "round", self._wake(runner, delay))
+            self._once(runner, "round", lambda: self._wake(runner, delay))
 
     async def send(self, runner: ExecutionRunner, intents: Sequence[OrderIntent]) -> None:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
@@ -274,20 +275,23 @@ class Engine:
                 error=str(exc)[:200],
             )
 
-    def _once(self, runner: ExecutionRunner, kind: str, work: Awaitable[None]) -> None:
+    def _once(
+        self, runner: ExecutionRunner, kind: str, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run `work()` for this runner unless the same kind is already pending."""
         key = (runner.execution_id, kind)
         if key in self._timers:
-            work.close()  # type: ignore[attr-defined]
             return
         self._timers.add(key)
 
         async def run() -> None:
             try:
-                await self.supervisor.guard(runner, work)
+                await self.supervisor.guard(runner, work())
             finally:
                 self._timers.discard(key)
 
-        self.supervisor.spawn(run(), f"{kind}-{runner.execution_id}")
+        if self.supervisor.spawn(run(), f"{kind}-{runner.execution_id}") is None:
+            self._timers.discard(key)
 
     async def _finish(self, runner: ExecutionRunner) -> None:
         """A stopping execution flat here: end it once the OMS confirms it flat too."""

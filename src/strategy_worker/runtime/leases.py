@@ -54,9 +54,11 @@ class LeaseKeeper:
         self._metrics = metrics
         self._reconcile = reconcile
         self._after_cycle = after_cycle
+        self._reclaimed = False
 
     async def cycle(self) -> None:
-        """Heartbeat: renew, drop what was lost, take over what is free."""
+        """Heartbeat: renew, drop what was lost, take over what is free (with `reclaim`
+        until a first acquisition succeeded: a previous process under our id is gone)."""
         owned = self._book.ids()
         if owned:
             held = await self._store.renew_leases(
@@ -67,7 +69,7 @@ class LeaseKeeper:
                 if runner is not None:
                     _log.warning("lease lost", execution_id=str(execution_id))
                     await self._book.remove(runner, release=False)
-        await self.acquire()
+        await self.acquire(reclaim=not self._reclaimed)
         self._after_cycle()
 
     async def acquire(self, *, reclaim: bool = False) -> None:
@@ -84,6 +86,7 @@ class LeaseKeeper:
             limit=limit,
             reclaim=reclaim,
         )
+        self._reclaimed = self._reclaimed or reclaim
         if records:
             await self.resume(records)
 

@@ -133,13 +133,26 @@ class Reconciler:
             finally:
                 self._retrying.discard(runner.execution_id)
 
-        self._supervisor.spawn(self._supervisor.guard(runner, run()), "retry-unsent")
+        async def guarded() -> None:
+            await self._supervisor.guard(runner, run())
+
+        if self._supervisor.spawn(guarded(), "retry-unsent") is None:
+            self._retrying.discard(runner.execution_id)
 
     # ------------------------------------------------------------------ the report stream
 
     async def pump(self) -> None:
         """Execution reports from the OMS stream, applied per batch in one commit."""
-        cursor = await self._store.get_report_cursor(self._cursor)
+        attempt = 0
+        while True:  # the cursor is read once; a store outage at start is waited out
+            try:
+                cursor = await self._store.get_report_cursor(self._cursor)
+                break
+            except StoreError as exc:
+                if not exc.retryable:
+                    raise
+                attempt += 1
+                await self._sleep(min(_RETRY_CAP_S, _RETRY_BASE_S * 2**attempt))
         queue: asyncio.Queue[ExecutionReport] = asyncio.Queue()
 
         async def pull() -> None:

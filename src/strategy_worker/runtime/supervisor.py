@@ -40,6 +40,7 @@ class Supervisor:
         self._loops: list[asyncio.Task[None]] = []
         self.stopping = False
         self.failure: BaseException | None = None
+        self.failed_loop = ""
         self._failed = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
@@ -95,6 +96,7 @@ class Supervisor:
             exc = t.exception()
             if exc is not None and self.failure is None:
                 self.failure = exc
+                self.failed_loop = t.get_name()
                 _log.error(
                     "background loop failed; stopping the worker", loop=t.get_name(), exc_info=exc
                 )

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.risk.manager import RiskManager
+from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, PriceFeed, PriceSource
@@ -155,8 +156,14 @@ class Worker:
 
     async def start(self) -> None:
         """Resume what this worker may own (a previous process under the same owner id is
-        gone), then start the loops."""
-        await self.leases.acquire(reclaim=True)
+        gone), then start the loops. A store that is briefly unreachable does not stop the
+        start: the lease loop reclaims as soon as it answers."""
+        try:
+            await self.leases.acquire(reclaim=True)
+        except StrategyWorkerError as exc:
+            if not exc.retryable:
+                raise
+            _log.warning("executions not resumed yet; the lease loop retries", error=str(exc))
         s = self.settings
         sup = self.supervisor
         sup.loop("monitor", s.position_check_interval, self.monitor.cycle, sleep=self._sleep)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class VirtualDeadlock(RuntimeError):
@@ -93,3 +96,14 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def run_in_virtual_time(main: Callable[[], Coroutine[Any, Any, T]], *, start: float = 0.0) -> T:
+    """Run `main()` to completion on a fresh virtual-time loop (then close it)."""
+    loop = VirtualTimeLoop(start)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

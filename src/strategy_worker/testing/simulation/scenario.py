@@ -37,7 +37,7 @@ from strategy_worker.runtime.wiring import App
 from strategy_worker.testing.memory_store import MemoryStore
 from strategy_worker.testing.rig import Rig, default_settings
 from strategy_worker.testing.simulation.invariants import Invariants, InvariantViolation
-from strategy_worker.testing.virtual_time import VirtualTimeLoop
+from strategy_worker.testing.virtual_time import run_in_virtual_time
 
 EPOCH = datetime(2024, 1, 2, 22, 0, tzinfo=UTC)
 """Two virtual hours before midnight UTC: every long run crosses a trading-day roll."""
@@ -172,7 +172,8 @@ class Simulation:
             failure = slot.app.worker.supervisor.failure
             if failure is not None:
                 raise InvariantViolation(
-                    f"seed {self.config.seed} step {step}: a loop of {slot.name} failed: "
+                    f"seed {self.config.seed} step {step}: loop "
+                    f"{slot.app.worker.supervisor.failed_loop} of {slot.name} failed: "
                     f"{type(failure).__name__}: {failure}"
                 ) from failure
         try:
@@ -228,6 +229,10 @@ class Simulation:
         slot.app = None
 
     def _alive(self) -> list[_Slot]:
+        for slot in self.slots:
+            if slot.alive and slot.task is not None and slot.task.done():
+                slot.alive = False  # the process exited (e.g. its start failed): a crash
+                slot.app = None
         return [s for s in self.slots if s.alive and s.app is not None]
 
     # ------------------------------------------------------------------ actions
@@ -415,6 +420,7 @@ class Simulation:
         return slot.name
 
     def _do_restart(self) -> str:
+        self._alive()
         dead = [s for s in self.slots if not s.alive and (s.task is None or s.task.done())]
         if not dead:
             return ""
@@ -477,6 +483,7 @@ class Simulation:
             if slot.store is not None:
                 slot.store.frozen_until = float("-inf")
         await asyncio.gather(*self._deliveries, return_exceptions=True)
+        self._alive()
         for slot in self.slots:
             if not slot.alive:
                 if slot.task is not None:
@@ -581,10 +588,4 @@ def _find(node: Any, key: str) -> Any:
 
 def run_simulation(config: SimConfig) -> SimReport:
     """Run one seed on its own virtual-time loop (deterministic)."""
-    loop = VirtualTimeLoop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(Simulation(config).run())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    return run_in_virtual_time(Simulation(config).run)
