@@ -59,4 +59,5 @@ def test_a_seed_replays_exactly() -> None:
 
     assert first.digest == second.digest
     assert (first.orders, first.fills, first.events) == (second.orders, second.fills, second.events)
-    assert first.orders > 0 and first.fills > 0
+    assert first.orders > 0
+    assert first.fills > 0
