@@ -198,7 +198,7 @@ class ApprovedStrategy:
     @property
     def execution_id(self) -> uuid.UUID:
         """Deterministic: the same message always maps to the same execution."""
-        return execution_id_for(self.strategy_id, self.timestamp)
+        return execution_id_for(self.strategy_id, self.approved_at)
 
 
 class _Reject(Exception):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_worker.domain.ids import execution_id_for
+from strategy_worker.domain.ids import NAMESPACE, execution_id_for
 from strategy_worker.domain.strategy import (
     ApprovedStrategy,
     Rejection,
@@ -52,7 +52,15 @@ def test_execution_id_is_derived_from_strategy_id_and_message_timestamp() -> Non
     first = parse_ok(json.dumps(sample()))
     again = parse_ok(sample())
     assert first.execution_id == again.execution_id
-    assert first.execution_id == execution_id_for(first.strategy_id, "2024-01-01T00:00:00Z")
+    assert first.execution_id == execution_id_for(first.strategy_id, first.approved_at)
+    # The instant, not its spelling: the same approval written with an offset.
+    respelled = sample()
+    respelled["timestamp"] = "2024-01-01T01:00:00+01:00"
+    assert parse_ok(respelled).execution_id == first.execution_id
+    # Ids of UTC timestamps are what they always were (they are persisted).
+    assert first.execution_id == uuid.uuid5(
+        NAMESPACE, f"execution:{first.strategy_id}:2024-01-01T00:00:00Z"
+    )
 
 
 def test_already_parsed_floats_become_their_shortest_decimal() -> None:

@@ -1,0 +1,104 @@
+"""Helpers for runtime tests on the in-memory world (`strategy_worker.testing.rig.Rig`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from strategy_worker.runtime.intake import IncomingStrategy
+from strategy_worker.runtime.wiring import App
+from strategy_worker.testing.rig import Rig
+from strategy_worker.testing.virtual_time import run_in_virtual_time
+
+T = TypeVar("T")
+
+PRICES: dict[str, Decimal] = {
+    "AAPL": Decimal("100.00"),
+    "MSFT": Decimal("200.00"),
+    "GOOGL": Decimal("50.00"),
+    "AMZN": Decimal("150.00"),
+}
+USER = uuid.UUID("660e8400-e29b-41d4-a716-446655440000")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a scenario on a fresh virtual-time loop (deterministic, instant)."""
+
+    async def wrapped() -> T:
+        return await main()
+
+    return run_in_virtual_time(wrapped)
+
+
+def approved(
+    allocation: Mapping[str, str],
+    *,
+    capital: str = "100000",
+    stop_loss: str | None = None,
+    strategy_id: uuid.UUID | None = None,
+    user_id: uuid.UUID = USER,
+    timestamp: str = "2024-01-02T14:00:00Z",
+    name: str = "test",
+) -> bytes:
+    """A `strategy.approved` message with money as exact JSON numbers."""
+    config: dict[str, Any] = {
+        "name": name,
+        "type": "MOMENTUM",
+        "symbols": sorted(allocation),
+        "allocation": {s: f"@{w}@" for s, w in allocation.items()},
+        "initial_capital": f"@{capital}@",
+    }
+    if stop_loss is not None:
+        config["risk_params"] = {"stop_loss_pct": f"@{stop_loss}@"}
+    message = {
+        "type": "strategy.approved",
+        "strategy_id": str(strategy_id or uuid.uuid4()),
+        "user_id": str(user_id),
+        "timestamp": timestamp,
+        "config": config,
+    }
+    return json.dumps(message).replace('"@', "").replace('@"', "").encode()
+
+
+def control(execution_id: uuid.UUID, action: str, *, user_id: uuid.UUID = USER) -> bytes:
+    return json.dumps(
+        {
+            "type": "strategy.control",
+            "request_id": str(uuid.uuid4()),
+            "execution_id": str(execution_id),
+            "user_id": str(user_id),
+            "action": action,
+            "timestamp": "2024-01-02T14:00:00Z",
+        }
+    ).encode()
+
+
+async def admit(app: App, *payloads: bytes) -> list[uuid.UUID]:
+    """Hand messages to the worker as one poll; returns the executions it created."""
+    before = set(app.worker.book.ids())
+    await app.worker.handle_strategies([IncomingStrategy(p, "test") for p in payloads])
+    return [e for e in app.worker.book.ids() if e not in before]
+
+
+def event_types(rig: Rig, execution_id: uuid.UUID) -> list[str]:
+    return [
+        p.event.event_type.removeprefix("strategy.execution.")
+        for p in rig.events.published
+        if p.event.execution_id == execution_id
+    ]
+
+
+def orders(rig: Rig, execution_id: uuid.UUID) -> Sequence[Any]:
+    ex = rig.db.executions[execution_id]
+    return sorted((rig.db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
+
+
+def risk_types(rig: Rig, execution_id: uuid.UUID) -> list[str]:
+    return [
+        r.event_type
+        for r in sorted(rig.db.risk_events.values(), key=lambda r: r.occurred_at)
+        if r.execution_id == execution_id
+    ]
