@@ -91,7 +91,8 @@ class OutboxRelay:
                 continue
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                async with asyncio.timeout(idle):
+                    await self._wake.wait()
             except TimeoutError:
                 idle = min(_IDLE_MAX_S, idle * 2)
             else:

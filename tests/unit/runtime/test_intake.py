@@ -100,7 +100,9 @@ def test_a_replay_is_counted_and_a_conflicting_body_is_dead_lettered() -> None:
     run(scenario)
 
 
-def test_re_approving_a_running_strategy_is_refused_so_control_by_strategy_id_is_unambiguous() -> None:
+def test_re_approving_a_running_strategy_is_refused_so_control_by_strategy_id_is_unambiguous() -> (
+    None
+):
     # Issue 12 item 11: a second approval started a second concurrent execution.
     async def scenario() -> None:
         rig = Rig(seed=14)
