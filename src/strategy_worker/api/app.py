@@ -37,6 +37,7 @@ from strategy_worker.api.stream import CursorExpired, StreamHub, decode_cursor
 from strategy_worker.api.views import execution_detail, fills_of, price_chart
 from strategy_worker.auth.tokens import AuthFailure, Principal, TokenVerifier
 from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.messages.control import ControlAction
 from strategy_worker.messages.jsonwire import encode_json
@@ -108,6 +109,23 @@ def bearer(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def caller(request: Request) -> Principal:
+    """The verified caller of a request, or 401 (the token itself is never echoed)."""
+    ctx: ApiContext = request.app.state.ctx
+    result = ctx.verifier.verify(bearer(request.headers.get("authorization")), now=ctx.clock())
+    if isinstance(result, AuthFailure):
+        raise HTTPException(
+            status_code=401,
+            detail={"error": str(result.code), "detail": result.detail},
+            headers={"WWW-Authenticate": f'Bearer error="{_www_error(result)}"'},
+        )
+    return result
+
+
+Caller = Annotated[Principal, Depends(caller)]
+OptionalControlBody = Annotated[ControlBody | None, Body()]
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="Strategy Worker API",
@@ -119,23 +137,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         redoc_url=None,
         openapi_url=f"{API}/openapi.json",
     )
+    app.state.ctx = ctx
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> Response:
         headers = dict(exc.headers or {})
         return ExactJSON(exc.detail, status_code=exc.status_code, headers=headers)
-
-    def caller(request: Request) -> Principal:
-        result = ctx.verifier.verify(bearer(request.headers.get("authorization")), now=ctx.clock())
-        if isinstance(result, AuthFailure):
-            raise HTTPException(
-                status_code=401,
-                detail={"error": str(result.code), "detail": result.detail},
-                headers={"WWW-Authenticate": f'Bearer error="{_www_error(result)}"'},
-            )
-        return result
-
-    Caller = Annotated[Principal, Depends(caller)]
 
     async def visible_execution(execution_id: str, who: Principal) -> uuid.UUID:
         try:
@@ -161,12 +168,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # ------------------------------------------------------------------ reads
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "stream": ctx.hub.source if ctx.hub else None}
+    async def healthz() -> ExactJSON:
+        return ExactJSON({"status": "ok", "stream": ctx.hub.source if ctx.hub else None})
 
     @app.get(f"{API}/me", summary="Who the token says you are")
-    async def me(who: Caller) -> dict[str, object]:
-        return {"user_id": who.user_id, "role": str(who.role)}
+    async def me(who: Caller) -> ExactJSON:
+        return ExactJSON({"user_id": who.user_id, "role": str(who.role)})
 
     @app.get(f"{API}/executions", summary="Executions, newest first (paged)")
     async def list_executions(
@@ -177,7 +184,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         strategy_id: uuid.UUID | None = None,
         limit: Annotated[int | None, Query(ge=1)] = None,
         page_token: str | None = None,
-    ) -> dict[str, object]:
+    ) -> ExactJSON:
         after = decode_page_token(page_token) if page_token else None
         if page_token and after is None:
             raise _error(400, "bad_page_token", "page_token is not one this API issued")
@@ -188,27 +195,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
             after=after,
             limit=page_size(limit),
         )
-        return {"executions": rows, "next_page_token": token}
+        return ExactJSON({"executions": rows, "next_page_token": token})
 
     @app.get(f"{API}/executions/{{execution_id}}", summary="One execution, at current marks")
-    async def get_execution(execution_id: str, who: Caller) -> dict[str, object]:
+    async def get_execution(execution_id: str, who: Caller) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         row = await ctx.reads.execution(eid, None)
         if row is None:
             raise _error(404, "not_found", "no such execution")
         state = row["positions"] if isinstance(row["positions"], Mapping) else {}
         symbols = sorted((state.get("positions") or {}).keys())
-        return execution_detail(row, await marks_for(symbols), ctx.worker_limits)
+        return ExactJSON(execution_detail(row, await marks_for(symbols), ctx.worker_limits))
 
     @app.get(f"{API}/executions/{{execution_id}}/orders", summary="Orders, by intent sequence")
-    async def orders(execution_id: str, who: Caller) -> dict[str, object]:
+    async def orders(execution_id: str, who: Caller) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
-        return {"orders": [row_dict(r) for r in await ctx.reads.orders(eid)]}
+        return ExactJSON({"orders": [row_dict(r) for r in await ctx.reads.orders(eid)]})
 
     @app.get(f"{API}/executions/{{execution_id}}/fills", summary="Fills, oldest first")
-    async def fills(execution_id: str, who: Caller) -> dict[str, object]:
+    async def fills(execution_id: str, who: Caller) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
-        return {"fills": [row_dict(r) for r in await ctx.reads.fills(eid)]}
+        return ExactJSON({"fills": [row_dict(r) for r in await ctx.reads.fills(eid)]})
 
     @app.get(f"{API}/executions/{{execution_id}}/risk-events", summary="Risk events, newest first")
     async def risk_events(
@@ -216,25 +223,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
         who: Caller,
         severity: Literal["INFO", "WARNING", "CRITICAL"] | None = None,
         limit: Annotated[int | None, Query(ge=1)] = None,
-    ) -> dict[str, object]:
+    ) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         rows = await ctx.reads.risk_events(eid, severity=severity, limit=page_size(limit))
-        return {"risk_events": rows}
+        return ExactJSON({"risk_events": rows})
 
     @app.get(f"{API}/executions/{{execution_id}}/decisions", summary="Signal decisions")
     async def decisions(
         execution_id: str, who: Caller, limit: Annotated[int | None, Query(ge=1)] = None
-    ) -> dict[str, object]:
+    ) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         rows = await ctx.reads.decisions(eid, limit=page_size(limit))
-        return {"available": rows is not None, "decisions": rows or []}
+        return ExactJSON({"available": rows is not None, "decisions": rows or []})
 
     @app.get(f"{API}/executions/{{execution_id}}/equity", summary="Equity curve (snapshots)")
     async def equity(
         execution_id: str,
         who: Caller,
         max_points: Annotated[int, Query(ge=2, le=20_000)] = 2_000,
-    ) -> dict[str, object]:
+    ) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         rows = await ctx.reads.snapshots(eid)
         step = max(1, -(-len(rows) // max_points))
@@ -242,10 +249,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if rows and picked[-1] is not rows[-1]:
             picked.append(rows[-1])
         points = [row_dict(r, skip=("positions",)) for r in picked]
-        return {"points": points, "total_snapshots": len(rows)}
+        return ExactJSON({"points": points, "total_snapshots": len(rows)})
 
     @app.get(f"{API}/executions/{{execution_id}}/performance", summary="Return, drawdown, ratios")
-    async def perf(execution_id: str, who: Caller) -> dict[str, object]:
+    async def perf(execution_id: str, who: Caller) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         row = await ctx.reads.execution(eid, None)
         assert row is not None
@@ -255,29 +262,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
             row, await marks_for(sorted({f["symbol"] for f in fill_rows})), ctx.worker_limits
         )
         marks = {p["symbol"]: p["mark"] for p in detail["positions"]}
-        return performance(
-            initial=row["initial_capital"],
-            final_equity=detail["at_marks"]["equity"],
-            curve=[EquityPoint(s["taken_at"], s["total_value"]) for s in snaps],
-            fills=fills_of(fill_rows),
-            marks=marks,
+        return ExactJSON(
+            performance(
+                initial=row["initial_capital"],
+                final_equity=detail["at_marks"]["equity"],
+                curve=[EquityPoint(s["taken_at"], s["total_value"]) for s in snaps],
+                fills=fills_of(fill_rows),
+                marks=marks,
+            )
         )
 
     @app.get(f"{API}/executions/{{execution_id}}/chart", summary="Prices seen and trade markers")
-    async def chart(execution_id: str, symbol: str, who: Caller) -> dict[str, object]:
+    async def chart(execution_id: str, symbol: str, who: Caller) -> ExactJSON:
         eid = await visible_execution(execution_id, who)
         row = await ctx.reads.execution(eid, None)
         assert row is not None
         marks = await marks_for([symbol])
         detail = execution_detail(row, marks, ctx.worker_limits)
         stop = next((p["stop_level"] for p in detail["positions"] if p["symbol"] == symbol), None)
-        return price_chart(
-            symbol,
-            await ctx.reads.orders(eid),
-            await ctx.reads.fills(eid),
-            marks.get(symbol),
-            ctx.clock(),
-            stop,
+        return ExactJSON(
+            price_chart(
+                symbol,
+                await ctx.reads.orders(eid),
+                await ctx.reads.fills(eid),
+                marks.get(symbol),
+                ctx.clock(),
+                stop,
+            )
         )
 
     # ------------------------------------------------------------------ actions
@@ -289,6 +300,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise _error(409, "request_id_reused", str(exc)) from None
         except ControlUnavailable as exc:
             raise _error(503, "control_unavailable", str(exc)) from None
+        except StrategyWorkerError as exc:  # Kafka refused or is away: nothing was recorded
+            raise _error(503, "control_publish_failed", str(exc)) from None
         body = {
             "request_id": done.request_id,
             "messages": done.messages,
@@ -315,8 +328,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 reason=body.reason,
             )
         )
-
-    OptionalControlBody = Annotated[ControlBody | None, Body()]
 
     @app.post(f"{API}/executions/{{execution_id}}/pause", status_code=202, summary="Pause")
     async def pause(execution_id: str, who: Caller, body: OptionalControlBody = None) -> Response:
@@ -348,7 +359,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
 
     @app.get(f"{API}/control-requests/{{request_id}}", summary="A control request's outcome")
-    async def control_status(request_id: str, who: Caller) -> dict[str, object]:
+    async def control_status(request_id: str, who: Caller) -> ExactJSON:
         try:
             rid = uuid.UUID(request_id)
         except ValueError:
@@ -356,7 +367,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         found = await ctx.controls.status(rid, who)
         if found is None:
             raise _error(404, "not_found", "no such control request")
-        return found
+        return ExactJSON(found)
 
     # ------------------------------------------------------------------ live
 
