@@ -78,7 +78,8 @@ async def seed_execution(
     await conn.execute(
         """INSERT INTO strategy_executions (execution_id, strategy_id, user_id, approved_at,
            status, config, positions, initial_capital, cash, realized_pnl, total_pnl,
-           started_at) VALUES ($1,$2,$3,$4,$5,$6,$7,100000.00,82450.00,-1.10,-1.10,$4::timestamptz)""",
+           started_at)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,100000.00,82450.00,-1.10,-1.10,$4::timestamptz)""",
         execution_id,
         strategy_id,
         user,
@@ -140,14 +141,14 @@ async def seed_execution(
 
 
 @pytest.fixture
-async def api_db(fresh_database_url: str) -> AsyncIterator[str]:
+async def api_db(fresh_database_url: str) -> str:
     await migrate(fresh_database_url)
     conn = await asyncpg.connect(fresh_database_url)
     try:
         await conn.execute(OUTBOX_DDL)
     finally:
         await conn.close()
-    yield fresh_database_url
+    return fresh_database_url
 
 
 @pytest.fixture
