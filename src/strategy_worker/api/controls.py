@@ -179,7 +179,7 @@ class ControlPublisher:
                 )
             if messages:
                 await sink.publish(messages)
-            await conn.execute(_MARK, order.request_id, now, jsoncodec.dumps(listed))
+            await conn.execute(_MARK, order.request_id, now, listed)  # the pool codec encodes
         return Submitted(order.request_id, True, len(messages))
 
     async def status(self, request_id: uuid.UUID, principal: Principal) -> dict[str, Any] | None:

@@ -92,13 +92,14 @@ class KafkaFollower:
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # metadata
         for _ in range(100):
-            partitions = consumer.partitions_for_topic(self._topic)
+            # A consumer without subscription keeps no metadata of its own topics: ask for
+            # the cluster's (aiokafka has no public call for the partitions of any topic).
+            metadata = await consumer._client.fetch_all_metadata()
+            partitions = metadata.partitions_for_topic(self._topic)
             if partitions:
                 break
             await asyncio.sleep(0.1)
-            await consumer.topics()
         else:
             raise RuntimeError(f"topic {self._topic} has no partitions")
         assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]

@@ -53,7 +53,7 @@ class CursorExpired(Exception):
     """The cursor is older than the buffer (or than this hub's start)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Client:
     """One subscriber: what it may see, and its bounded queue of frames."""
 
