@@ -33,7 +33,6 @@ from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.log import get_logger
 from strategy_worker.ports import PriceSource
-from strategy_worker.runtime.settings import risk_limits_from
 
 _log = get_logger(__name__)
 
@@ -151,6 +150,10 @@ async def api_service(
 
 
 def _limits(config: WorkerConfig) -> RiskLimits:
+    """The worker's limits as this config states them (the runtime's own mapping; imported
+    here, not at the top, so the runtime may import this module without a cycle)."""
+    from strategy_worker.runtime.settings import risk_limits_from
+
     return risk_limits_from(config.risk)
 
 

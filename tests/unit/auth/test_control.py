@@ -180,3 +180,23 @@ def test_config_requires_signatures_outside_development(
     assert signer is not None
     signed = signer.sign(request(), role=Role.USER, now=NOW)
     assert dev_verifier.verify(signed, now=NOW) == ControlIdentity(OWNER, Role.USER, "token")
+
+
+def test_keys_come_from_files_named_by_the_environment(tmp_path: Path) -> None:
+    from strategy_worker.auth.keys import private_pem
+
+    private, public = tmp_path / "api-control.pem", tmp_path / "api-control.pub"
+    private.write_text(private_pem(KEY))
+    public.write_text(public_pem(KEY.public_key()))
+    env = {
+        "ENVIRONMENT": "production",
+        "API_CONTROL_SIGNING_KEY_FILE": str(private),
+        "CONTROL_VERIFY_KEY_FILE": str(public),
+    }
+    config = load_config(env=env)
+
+    signer, verifier = control_signer_from(config), control_verifier_from(config)
+
+    assert signer is not None
+    signed = signer.sign(request(), role=Role.USER, now=NOW)
+    assert verifier.verify(signed, now=NOW) == ControlIdentity(OWNER, Role.USER, "token")
