@@ -7,13 +7,14 @@ requests once per request id (`controls`), and serves the routes and the dashboa
 `serve_dashboard` (paper mode, in-process, with a development token).
 """
 
-from strategy_worker.api.controls import ControlSink, KafkaControlSink
+from strategy_worker.api.controls import ControlSink, DirectControlSink, KafkaControlSink
 from strategy_worker.api.followers import EventFollower, KafkaFollower, OutboxFollower
 from strategy_worker.api.server import Dashboard, RunningApi, api_service, run_api, serve_dashboard
 
 __all__ = [
     "ControlSink",
     "Dashboard",
+    "DirectControlSink",
     "EventFollower",
     "KafkaControlSink",
     "KafkaFollower",

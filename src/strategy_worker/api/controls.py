@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -49,6 +49,21 @@ class KafkaControlSink:
 
     async def publish(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         await self._producer.send_batch(self._topic, [(value, key, ()) for key, value in messages])
+
+
+class DirectControlSink:
+    """Hands each control message to a handler in the same process (paper mode: the
+    worker's own control handling, e.g. `worker.handle_control(payload, source)`)."""
+
+    def __init__(
+        self, handle: Callable[[bytes, str], Awaitable[None]], *, source: str = "api"
+    ) -> None:
+        self._handle = handle
+        self._source = source
+
+    async def publish(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        for _key, value in messages:
+            await self._handle(value, self._source)
 
 
 class ControlConflict(Exception):
