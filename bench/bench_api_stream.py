@@ -161,7 +161,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(ready.wait(), 30)
 
         async def back_again(group: list[Client]) -> None:
-            await asyncio.gather(*(start(c) for c in group))
+            async def one(c: Client, delay: float) -> None:
+                await asyncio.sleep(delay)
+                await start(c)
+
+            # Reconnects spread over `--reconnect-spread` s, as clients with jittered backoff
+            # come back (0: all in the same instant, the worst case).
+            spread = args.reconnect_spread
+            await asyncio.gather(*(one(c, spread * i / len(group)) for i, c in enumerate(group)))
             back = time.perf_counter()
             for c in group:
                 c.away = (c.away[0], back)
@@ -212,7 +219,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if n == total // 3:  # forced disconnect of a share of the clients
                     for c in reconnect:
                         assert c.task is not None
-                        c.away = (time.perf_counter(), float("inf"))
+                        # Events sent shortly before the cut may still be in flight: they
+                        # come back in the replay, which is not live latency either.
+                        c.away = (time.perf_counter() - 1.0, float("inf"))
                         c.task.cancel()
                 if n == total // 2:  # ... and they come back with their cursor
                     rejoin = asyncio.create_task(back_again(reconnect))
@@ -246,6 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_samples": len(latencies),
             "rate_per_s": args.rate,
             "reconnected_clients": len(reconnect),
+            "reconnect_spread_s": args.reconnect_spread,
             "connect_all_s": round(connect_s, 2),
             "latency_ms": {
                 "p50": round(percentile(latencies, 50) * 1000, 2),
@@ -313,6 +323,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--reconnect", type=int, default=200, help="clients forced to reconnect")
+    parser.add_argument(
+        "--reconnect-spread", type=float, default=1.0, help="seconds the reconnects spread over"
+    )
     args = parser.parse_args()
     if not (1 <= args.clients <= 2000 and args.seconds <= 120 and args.rate <= 2000):
         parser.error("bounded: at most 2,000 clients, 120 s and 2,000 events/s")

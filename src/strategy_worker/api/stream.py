@@ -29,6 +29,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.messages.jsonwire import isoformat_z
 
 _log = get_logger(__name__)
+HEARTBEAT_SLOTS = 10
 
 
 def encode_cursor(position: Position) -> str:
@@ -61,6 +62,8 @@ class Client:
     execution_id: uuid.UUID | None
     queue: asyncio.Queue[str | None]
     lagging: bool = False
+    #: Which tenth of the heartbeat interval this client's heartbeat falls in.
+    slot: int = 0
 
     def wants(self, event: FollowedEvent) -> bool:
         if self.execution_id is not None and event.execution_id != self.execution_id:
@@ -106,6 +109,7 @@ class StreamHub:
         self._recent_ids: set[str] = set()
         self._clients: set[Client] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._next_slot = 0
         self.started = asyncio.Event()
         self.delivered = 0
 
@@ -171,11 +175,16 @@ class StreamHub:
                 self.delivered += 1
 
     async def _beat(self) -> None:
+        """Each client gets a heartbeat every `heartbeat_s`, spread over ten slots: a
+        thousand heartbeats at one instant would delay the events sent in that instant."""
+        tick = 0
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            await asyncio.sleep(self._heartbeat_s / HEARTBEAT_SLOTS)
+            tick = (tick + 1) % HEARTBEAT_SLOTS
             frame = self.heartbeat_frame()
             for client in list(self._clients):
-                client.offer(frame)
+                if client.slot == tick:
+                    client.offer(frame)
 
     def heartbeat_frame(self) -> str:
         now = isoformat_z(datetime.now(UTC))
@@ -186,7 +195,10 @@ class StreamHub:
     ) -> tuple[Client, list[str]]:
         """Register a client; returns it and the buffered frames it must get first.
         Raises CursorExpired when `cursor` is older than what the hub still holds."""
-        client = Client(principal, execution_id, asyncio.Queue(self._client_queue))
+        self._next_slot = (self._next_slot + 1) % HEARTBEAT_SLOTS
+        client = Client(
+            principal, execution_id, asyncio.Queue(self._client_queue), slot=self._next_slot
+        )
         replay: list[str] = []
         if cursor is not None:
             for partition, offset in cursor.items():
