@@ -158,7 +158,8 @@ LIMIT $2
 class OutboxFollower:
     """Follows the transactional outbox (`event_outbox`, migration 002) by `published_seq`:
     the relay assigns it gap-free in publication order, so `published_seq > cursor ORDER BY
-    published_seq` misses nothing and repeats nothing. Waits for the table to exist."""
+    published_seq` misses nothing and repeats nothing. Until migration 002 creates the
+    table, it polls for it (and then reads it from its first row)."""
 
     name = "outbox"
 
@@ -170,23 +171,21 @@ class OutboxFollower:
         self._closed = asyncio.Event()
 
     async def start(self) -> Position:
-        warned = False
-        while not self._closed.is_set():
-            try:
-                head = await self._pool.fetchval(_OUTBOX_HEAD)
-            except asyncpg.UndefinedTableError:
-                if not warned:
-                    _log.warning("event_outbox does not exist yet; waiting for migration 002")
-                    warned = True
-                await asyncio.sleep(max(self._poll, 1.0))
-                continue
-            self._next = int(head) + 1
-            break
+        try:
+            head = await self._pool.fetchval(_OUTBOX_HEAD)
+        except asyncpg.UndefinedTableError:
+            # Created empty by its migration: every row it will ever hold comes after now.
+            _log.warning("event_outbox does not exist yet; following it once it does")
+            head = 0
+        self._next = int(head) + 1
         return {0: self._next}
 
     async def events(self) -> AsyncIterator[FollowedEvent]:
         while not self._closed.is_set():
-            rows = await self._pool.fetch(_OUTBOX_AFTER, self._next, self._batch)
+            try:
+                rows = await self._pool.fetch(_OUTBOX_AFTER, self._next, self._batch)
+            except asyncpg.UndefinedTableError:
+                rows = []
             for row in rows:
                 seq = int(row["published_seq"])
                 if seq != self._next:

@@ -145,14 +145,20 @@ class StreamHub:
             client.end()
 
     async def _pump(self) -> None:
-        try:
-            async for event in self._follower.events():
-                self._publish(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _log.exception("event follower failed; the live stream stops")
-            raise
+        """Follow the source for ever; a failure (database or broker away) is logged and
+        retried with capped backoff from where the follower stood, so nothing is skipped."""
+        delay = 0.1
+        while True:
+            try:
+                async for event in self._follower.events():
+                    self._publish(event)
+                    delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("event follower failed; retrying", error=repr(exc), retry_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _publish(self, event: FollowedEvent) -> None:
         self._head[event.partition] = max(self._head.get(event.partition, 0), event.offset + 1)

@@ -204,3 +204,28 @@ async def test_kafka_stream_resumes_across_partitions_and_drops_repeated_event_i
         await producer.stop()
 
     assert sorted(e["n"] for e in got) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_the_outbox_follower_waits_for_its_table_and_then_reads_it_from_the_start(
+    fresh_database_url: str,
+) -> None:
+    from strategy_worker.api.followers import OutboxFollower
+
+    from .conftest import OUTBOX_DDL
+
+    pool = await asyncpg.create_pool(fresh_database_url, min_size=1, max_size=2)
+    try:
+        follower = OutboxFollower(pool, poll_interval=0.02)
+        assert await follower.start() == {0: 1}  # no table yet
+        events = follower.events()
+        pending = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.2)
+        await pool.execute(OUTBOX_DDL)
+        await Outbox(fresh_database_url).publish(event(uuid.uuid4(), OWNER, 7))
+        first = await asyncio.wait_for(pending, 5)
+        await follower.close()
+        await events.aclose()
+    finally:
+        await pool.close()
+
+    assert (first.offset, json.loads(first.raw)["n"]) == (1, 7)

@@ -162,3 +162,28 @@ async def test_a_client_that_falls_behind_is_cut_off_and_told_so() -> None:
     assert client.lagging
     assert len(received) == 9  # what fitted, then the end
     await hub.close()
+
+
+async def test_a_failing_follower_is_retried_from_where_it_stood() -> None:
+    class Flaky(FakeFollower):
+        def __init__(self) -> None:
+            super().__init__({0: 0})
+            self.calls = 0
+
+        async def events(self) -> AsyncIterator[FollowedEvent]:
+            self.calls += 1
+            if self.calls == 1:
+                yield ev(0, 0, ALICE)
+                raise ConnectionError("database away")
+            yield ev(0, 1, ALICE)
+            await asyncio.Event().wait()
+
+    hub = StreamHub(Flaky())
+    await hub.start()
+    client, _ = hub.subscribe(ALICE, cursor=None, execution_id=None)
+
+    first = await asyncio.wait_for(client.queue.get(), 2)
+    second = await asyncio.wait_for(client.queue.get(), 2)
+
+    assert [json.loads(f or "")["event"]["o"] for f in (first, second)] == [0, 1]
+    await hub.close()
