@@ -37,6 +37,13 @@ from strategy_worker.ports import PriceSource
 _log = get_logger(__name__)
 
 
+_UVICORN_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False}},
+}
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling: the process's owner decides when to stop."""
 
@@ -116,7 +123,9 @@ async def api_service(
         server = _EmbeddedServer(
             uvicorn.Config(
                 create_app(ctx),
-                log_config=None,  # our structlog handler (JSON, redacted) takes uvicorn's lines
+                # uvicorn's lines go to our structlog handler (JSON, redacted); its access
+                # log stays off whatever handlers a host process installs.
+                log_config=_UVICORN_LOGGING,
                 access_log=False,
                 lifespan="off",
                 ws="websockets-sansio",
