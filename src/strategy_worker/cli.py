@@ -1,4 +1,4 @@
-"""The `strategy-worker` command: run, paper, oms-sim, db migrate and bars import."""
+"""The `strategy-worker` command: run, api, token, paper, oms-sim, db migrate and bars import."""
 
 from __future__ import annotations
 
@@ -113,6 +113,63 @@ def run(config: ConfigOption = None, env_file: EnvFileOption = None) -> None:
     cfg = _load(config, env_file)
     _configure_logging(cfg)
     raise typer.Exit(_run(runtime_app.run_worker(cfg)))
+
+
+@app.command()
+def api(config: ConfigOption = None) -> None:
+    """Run the API and dashboard (REST, WebSocket); reads PostgreSQL, writes strategy.control."""
+    from strategy_worker.api.server import run_api
+
+    try:
+        cfg = load_config(config)
+    except StrategyWorkerError as exc:
+        _fail(exc)
+        raise typer.Exit(2) from None
+    _configure_logging(cfg)
+    raise typer.Exit(_run(run_api(cfg)))
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option("--user", help="The user id (UUID) the token is for.")],
+    operator: Annotated[bool, typer.Option(help="Grant the operator role.")] = False,
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 30m, 12h.")] = "12h",
+    key_file: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with, outside development.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a bearer token for the API (development: signed with the .dev-keys/ key)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from strategy_worker.auth.tokens import dev_signing_key, issue_token
+
+    try:
+        user_id = uuid.UUID(user)
+    except ValueError:
+        raise typer.BadParameter(f"not a UUID: {user!r}", param_hint="--user") from None
+    try:
+        cfg = load_config(config)
+        key = dev_signing_key(cfg, key_file)
+    except StrategyWorkerError as exc:
+        _fail(exc)
+        raise typer.Exit(2) from None
+    auth = cfg.api.auth
+    typer.echo(
+        issue_token(
+            user_id=user_id,
+            operator=operator,
+            key=key,
+            algorithm=auth.algorithm,
+            now=datetime.now(UTC),
+            ttl_s=parse_duration(ttl),
+            issuer=auth.issuer,
+            audience=auth.audience,
+            roles_claim=auth.roles_claim,
+            operator_role=auth.operator_role,
+        )
+    )
 
 
 @app.command()

@@ -293,12 +293,15 @@ class RetentionSection(_Section):
 
 class MetricsSection(_Section):
     enabled: bool = True
-    host: str = "0.0.0.0"  # the scraper connects from outside
+    #: Loopback by default: /metrics names which executions hold which symbols. A scraper
+    #: from outside needs an explicit host (e.g. the pod IP, or 0.0.0.0 behind a firewall).
+    host: str = "127.0.0.1"
     port: Port = 9091
 
 
 class HealthSection(_Section):
-    host: str = "0.0.0.0"  # probes come from the orchestrator
+    #: Loopback by default; an orchestrator probing from outside sets the pod's address.
+    host: str = "127.0.0.1"
     port: Port = 8080
     #: Each readiness check (Kafka, PostgreSQL, OMS) must answer within this.
     check_timeout: Seconds = 2.0
@@ -312,6 +315,99 @@ class LoggingSection(_Section):
 
 
 Environment = Literal["development", "staging", "production"]
+
+
+# --------------------------------------------------------------------------- api and control
+
+
+class ApiTls(_Section):
+    """PEM files; with both set, `strategy-worker api` serves HTTPS and WSS only."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class ApiAuth(_Section):
+    """How bearer tokens (JWT) are verified: `sub` is the user id."""
+
+    #: EdDSA / RS256 / ES256 verify with a public key (API_JWT_PUBLIC_KEY or public_key_file),
+    #: so the API cannot mint tokens; HS256 shares API_JWT_SECRET with the issuer.
+    algorithm: Literal["EdDSA", "RS256", "ES256", "HS256"] = "EdDSA"
+    public_key_file: Path | None = None
+    #: The public key's PEM text itself (API_JWT_PUBLIC_KEY); wins over public_key_file.
+    public_key: str | None = None
+    #: HS256 only, from API_JWT_SECRET (or API_JWT_SECRET_FILE), never from this file.
+    secret: SecretStr | None = None
+    #: When set, tokens must carry this `iss` / `aud`.
+    issuer: str | None = None
+    audience: str | None = None
+    #: The claim listing the caller's roles (a string or a list); `operator_role` in it
+    #: sees and steers every execution.
+    roles_claim: str = Field(default="roles", min_length=1)
+    operator_role: str = Field(default="operator", min_length=1)
+    #: Clock skew tolerated on `exp` / `nbf`.
+    leeway: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+
+
+class ApiStream(_Section):
+    """The live event stream (WebSocket) and where it follows the execution events."""
+
+    #: kafka: the `strategy.execution` topic; outbox: the `event_outbox` table (no Kafka).
+    source: Literal["kafka", "outbox"] = "kafka"
+    heartbeat: Seconds = 15.0
+    #: Recent events kept in memory; a client resuming from an older cursor is told to
+    #: reload (`reset`) instead of silently missing events.
+    buffer_events: int = Field(default=50_000, ge=100)
+    #: Frames queued per client; a client this far behind is disconnected and resumes.
+    client_queue: int = Field(default=2_000, ge=10)
+    outbox_poll_interval: Seconds = 0.1
+
+
+class ApiSection(_Section):
+    """`strategy-worker api`: the REST + WebSocket API and the dashboard (docs/api.md)."""
+
+    #: Loopback by default; put a TLS-terminating proxy or `tls` in front for others.
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    tls: ApiTls = ApiTls()
+    auth: ApiAuth = ApiAuth()
+    stream: ApiStream = ApiStream()
+    #: Ed25519 private key (PEM) signing control requests, from API_CONTROL_SIGNING_KEY or
+    #: this file; the workers verify with its public half (control_auth.verify_key_file).
+    control_signing_key_file: Path | None = None
+    control_signing_key: SecretStr | None = None
+    #: A control request's signature is valid this long (it waits for the owner worker).
+    control_token_ttl: Seconds = 86_400.0
+    default_page_size: int = Field(default=50, ge=1, le=1000)
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class ControlAuthSection(_Section):
+    """How the worker verifies who sent a control request (src/strategy_worker/auth/)."""
+
+    #: Refuse unsigned control requests (CRITICAL risk event). null: true unless
+    #: `environment` is development.
+    require_signed: bool | None = None
+    #: Ed25519 public key (PEM) of the API's control signing key, from CONTROL_VERIFY_KEY
+    #: or this file.
+    verify_key_file: Path | None = None
+    verify_key: str | None = None
+    #: Kafka principals trusted to send unsigned requests for the user they name (only
+    #: meaningful where the transport reports the writer's principal; see README).
+    trusted_principals: tuple[str, ...] = ()
+
+
+def is_development(environment: str) -> bool:
+    """Whether `environment` (ENVIRONMENT) is development, where defaults relax (unsigned
+    control requests accepted, development keys): the same reading as
+    `WorkerConfig.is_development`."""
+    return environment.strip().lower() == "development"
 
 
 class WorkerConfig(_Section):
@@ -335,6 +431,14 @@ class WorkerConfig(_Section):
     metrics: MetricsSection = MetricsSection()
     health: HealthSection = HealthSection()
     logging: LoggingSection = LoggingSection()
+    api: ApiSection = ApiSection()
+    control_auth: ControlAuthSection = ControlAuthSection()
+
+    @property
+    def require_signed_control(self) -> bool:
+        """`control_auth.require_signed`, defaulting to true outside development."""
+        explicit = self.control_auth.require_signed
+        return not is_development(self.environment) if explicit is None else explicit
 
     @property
     def is_development(self) -> bool:
@@ -376,12 +480,32 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "KAFKA_SASL_USERNAME": ("kafka", "sasl", "username"),
     "KAFKA_SASL_PASSWORD": ("kafka", "sasl", "password"),
+    "API_JWT_SECRET": ("api", "auth", "secret"),
+    "API_JWT_PUBLIC_KEY": ("api", "auth", "public_key"),
+    "API_CONTROL_SIGNING_KEY": ("api", "control_signing_key"),
+    "CONTROL_VERIFY_KEY": ("control_auth", "verify_key"),
 }
 # Secrets may also come from a file named by <VAR>_FILE (container secret mounts).
-_SECRET_ENV = ("DB_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD", "DATABASE_URL", "REDIS_URL")
+_SECRET_ENV = (
+    "DB_PASSWORD",
+    "REDIS_PASSWORD",
+    "KAFKA_SASL_PASSWORD",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_JWT_SECRET",
+    "API_JWT_PUBLIC_KEY",
+    "API_CONTROL_SIGNING_KEY",
+    "CONTROL_VERIFY_KEY",
+)
 # Keys that must never be written in the YAML file.
 _SECRET_PATHS = frozenset(
-    {("database", "password"), ("redis", "password"), ("kafka", "sasl", "password")}
+    {
+        ("database", "password"),
+        ("redis", "password"),
+        ("kafka", "sasl", "password"),
+        ("api", "auth", "secret"),
+        ("api", "control_signing_key"),
+    }
 )
 
 

@@ -101,7 +101,16 @@ async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
     finally:
         admin = await asyncpg.connect(database_url, timeout=10)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for attempt in range(50):
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except asyncpg.InsufficientPrivilegeError:
+                    # FORCE may not terminate an autovacuum worker (a superuser backend)
+                    # that just started on the new database; it ends within moments.
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
         finally:
             await admin.close()
 

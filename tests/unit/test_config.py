@@ -273,6 +273,11 @@ _NOT_IN_YAML = {
     ("redis", "password"),
     ("redis", "url"),
     ("kafka", "sasl", "password"),
+    # Keys and secrets of the API and of control signing: from the environment only.
+    ("api", "auth", "public_key"),
+    ("api", "auth", "secret"),
+    ("api", "control_signing_key"),
+    ("control_auth", "verify_key"),
 }
 
 

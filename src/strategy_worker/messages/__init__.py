@@ -9,7 +9,10 @@
 """
 
 from strategy_worker.messages.control import (
+    ALL_ACTIONS,
+    BASIC_ACTIONS,
     CONTROL_TYPE,
+    KILL_SWITCH_ACTIONS,
     MAX_CONTROL_BYTES,
     ControlAction,
     ControlRequest,
@@ -53,8 +56,11 @@ from strategy_worker.messages.jsonwire import (
 )
 
 __all__ = [
+    "ALL_ACTIONS",
+    "BASIC_ACTIONS",
     "CONTROL_TYPE",
     "DEAD_LETTER_TYPE",
+    "KILL_SWITCH_ACTIONS",
     "MAX_CONTROL_BYTES",
     "MAX_DEAD_LETTER_PAYLOAD",
     "ControlAction",
