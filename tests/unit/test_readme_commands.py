@@ -129,6 +129,8 @@ def _same_default(written: str, actual: object) -> bool:
         return first in {"null", "none", "off"}
     if isinstance(actual, bool):
         return first == str(actual).lower()
+    if isinstance(actual, tuple | list):
+        return first in {"[]", "none"} if not actual else first == str(list(actual))
     if isinstance(actual, time):
         return time.fromisoformat(first.strip('"')) == actual
     try:
