@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from strategy_worker.auth import ControlVerifier, control_verifier_from
 from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
@@ -107,6 +108,7 @@ async def build_worker(
     sleep: Sleep | None = None,
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
+    control_verifier: ControlVerifier | None = None,
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
@@ -114,7 +116,8 @@ async def build_worker(
     """Build the worker (see the module docstring). Each part given replaces the one the
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
-    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files)."""
+    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
+    `control_verifier` replaces the one the config describes (`control_auth`)."""
     async with contextlib.AsyncExitStack() as stack:
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
@@ -147,6 +150,7 @@ async def build_worker(
             sleep=sleep,
             price_feed=feed,
             housekeeping=_housekeeping(config, store, clock, settings),
+            control_verifier=control_verifier or control_verifier_from(config),
         )
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
+from strategy_worker.auth import ControlVerifier
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import StrategyWorkerError
@@ -59,6 +60,7 @@ class Worker:
         sleep: Sleep,
         real_sleep: Sleep = asyncio.sleep,
         price_feed: PriceFeed | None = None,
+        control_verifier: ControlVerifier,
         housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
     ) -> None:
         self.settings = settings
@@ -126,6 +128,7 @@ class Worker:
             supervisor=self.supervisor,
             clock=clock,
             reject=self.reject,
+            verifier=control_verifier,
         )
         self.leases = LeaseKeeper(
             settings=settings,

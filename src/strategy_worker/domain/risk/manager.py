@@ -204,7 +204,7 @@ class RiskManager:
             return _deny(order, RiskReason.INVALID_ORDER, "quantity and price must be positive")
         if order.side is not _BUY:
             return self._check_sell(order, context, ex, now, qty, price)
-        if ex.halted or ex.reducing or ex.stops.stopped_out:
+        if ex.halted or ex.reducing or ex.operator_reducing or ex.stops.stopped_out:
             denied = _buy_state_denial(order, ex)
             if denied is not None:
                 return denied
@@ -367,7 +367,7 @@ def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
 def _buy_state_denial(order: OrderIntent, ex: ExecutionRisk) -> RiskDecision | None:
     if ex.halted:
         return _deny(order, RiskReason.TRADING_HALTED, "trading HALTED: daily loss limit")
-    if ex.reducing:
+    if ex.reducing or ex.operator_reducing:
         return _deny(order, RiskReason.TRADING_REDUCING, "trading REDUCING: no buys")
     level = ex.stops.stopped_out.get(order.symbol)
     if level is not None:
