@@ -60,10 +60,14 @@ _CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
 
 
 class ExposureView(Protocol):
-    """The exposure every other execution holds (for the exposure limit)."""
+    """The exposure every other execution holds (for the exposure limits)."""
 
     def others(self, execution_id: uuid.UUID) -> Decimal:
         """Long market value plus buys in flight of every execution but this one."""
+        ...
+
+    def user_others(self, user_id: uuid.UUID, execution_id: uuid.UUID) -> Decimal:
+        """The same over the user's other executions."""
         ...
 
 
@@ -103,6 +107,10 @@ class Step:
         """Set by intake: this step creates the execution."""
         self.published_at: float | None = None
         """Set by intake: when the approved message was published (latency metric)."""
+        self.funded: Decimal = Decimal(1)
+        self.requested: Decimal = ZERO
+        """Set by intake: the fraction of the first orders the exposure capacity funds, of
+        what they would take with the capacity unlimited."""
         self.release = False
         self.touched = False
         """Something of the model changed that must be written even without rows."""
@@ -236,6 +244,7 @@ class Step:
             pending_buy_quantity=buy_qty,
             pending_sell_quantity=sell_qty,
             worker_exposure=self.ctx.exposure.others(self.execution_id) + own,
+            user_exposure=self.ctx.exposure.user_others(self.info.user_id, self.execution_id) + own,
         )
 
     def check(self, intent: OrderIntent, *, exclude: str | None = None) -> RiskDecision:
@@ -443,7 +452,17 @@ class Step:
             events=tuple(self._outbox()),
             controls=tuple(self.controls),
             release=self.release,
+            exposure=self.exposure(),
+            new_buys=sum((i.notional for i in self.intents if i.side is Side.BUY), ZERO),
         )
+
+    def exposure(self) -> Decimal:
+        """What the risk ledger must hold for the execution after this step: its long
+        market value at the known marks plus its live buys (nothing once it ended)."""
+        model = self.model
+        if not model.status.is_running:
+            return ZERO
+        return self.valuation().market_value + model.buys_in_flight()
 
     def _outbox(self) -> list[OutboxEvent]:
         """The events with ids derived from (execution, version, position): deterministic."""
