@@ -129,7 +129,9 @@ def release_deferred(step: Step) -> None:
     for intent in waiting:
         price = fresh.get(intent.symbol)
         candidate = replace(intent, price=price) if price is not None else intent
+        step.release_checking(intent)
         decision = step.check(candidate)
+        step.release_checking(None)
         if decision.approved:
             qty = decision.quantity_for(candidate)
             step.add([candidate if qty == candidate.quantity else replace(candidate, quantity=qty)])

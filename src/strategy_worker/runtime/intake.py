@@ -207,7 +207,7 @@ class Intake:
             if step.funded < minimum and step.requested > 0:
                 refused.append(_refusal(step, item, minimum))
                 continue
-            exposure.add(strategy.user_id, step.model.buys_in_flight())
+            exposure.add(strategy.user_id, step.exposure())
             steps.append(step)
         return steps, refused
 

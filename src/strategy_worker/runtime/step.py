@@ -116,6 +116,8 @@ class Step:
         """Something of the model changed that must be written even without rows."""
         self._copied: set[str] = set()
         self._valuation: Valuation | None = None
+        self._releasing = ZERO
+        """Notional of the waiting buy being checked for release (see `risk_context`)."""
 
     # ------------------------------------------------------------------ reading
 
@@ -232,7 +234,9 @@ class Step:
             elif intent.symbol == symbol:
                 sell_qty += remaining
         valuation = self.valuation()
-        own = valuation.market_value + buy_value
+        # Buys waiting for a token are reserved too; the one being released is re-checked
+        # itself, so it is left out of its own reservation here.
+        own = valuation.market_value + buy_value + model.deferred_buys() - self._releasing
         limits = self.info.limits
         in_flight = limits.reserved_buy_cost(buy_value) if buy_value else ZERO
         return RiskContext(
@@ -245,6 +249,15 @@ class Step:
             pending_sell_quantity=sell_qty,
             worker_exposure=self.ctx.exposure.others(self.execution_id) + own,
             user_exposure=self.ctx.exposure.user_others(self.info.user_id, self.execution_id) + own,
+        )
+
+    def release_checking(self, waiting: OrderIntent | None) -> None:
+        """The waiting buy about to be checked for release (None when done): its own
+        reservation must not count against it."""
+        self._releasing = (
+            waiting.quantity * waiting.price
+            if waiting is not None and waiting.side is Side.BUY
+            else ZERO
         )
 
     def check(self, intent: OrderIntent, *, exclude: str | None = None) -> RiskDecision:
@@ -453,16 +466,24 @@ class Step:
             controls=tuple(self.controls),
             release=self.release,
             exposure=self.exposure(),
-            new_buys=sum((i.notional for i in self.intents if i.side is Side.BUY), ZERO),
+            new_buys=self.new_buys(),
         )
+
+    def new_buys(self) -> Decimal:
+        """Buying power this step takes: its new buy intents plus buys it sets waiting for a
+        rate token, less the waiting ones it released (they were reserved already)."""
+        intents = sum((i.notional for i in self.intents if i.side is Side.BUY), ZERO)
+        waiting = self.model.deferred_buys() - self.runner.model.deferred_buys()
+        return max(ZERO, intents + waiting)
 
     def exposure(self) -> Decimal:
         """What the risk ledger must hold for the execution after this step: its long
-        market value at the known marks plus its live buys (nothing once it ended)."""
+        market value at the known marks, its live buys and the buys waiting for a rate
+        token (nothing once it ended)."""
         model = self.model
         if not model.status.is_running:
             return ZERO
-        return self.valuation().market_value + model.buys_in_flight()
+        return self.valuation().market_value + model.buys_in_flight() + model.deferred_buys()
 
     def _outbox(self) -> list[OutboxEvent]:
         """The events with ids derived from (execution, version, position): deterministic."""

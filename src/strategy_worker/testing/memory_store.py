@@ -60,7 +60,8 @@ RUNNING = (ExecutionStatus.ACTIVE, ExecutionStatus.PAUSED)
 
 def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord]) -> Decimal:
     """Exposure from a stored state: each held quantity at the state's stored mark (its last
-    fill price when it has none) plus the remaining notional of live buys."""
+    fill price when it has none) plus the remaining notional of live buys and of the buys
+    waiting for a rate token."""
     marks = positions.get("marks") or {}
     total = ZERO
     for symbol, row in (positions.get("positions") or {}).items():
@@ -69,6 +70,9 @@ def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord])
     for order in orders:
         if order.side is Side.BUY and not order.status.is_terminal:
             total += (order.quantity - order.filled_quantity) * order.price
+    for waiting in (positions.get("runtime") or {}).get("deferred") or ():
+        if waiting.get("side") == "BUY":
+            total += Decimal(str(waiting["quantity"])) * Decimal(str(waiting["price"]))
     return total
 
 

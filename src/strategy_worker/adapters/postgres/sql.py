@@ -487,7 +487,8 @@ WHERE scope = 'fleet' OR scope_key = ANY($1::text[])
 """
 
 # The audit: every running execution's exposure from its stored state (positions at the
-# state's marks, else the last fill price) and its live buys, and what the ledger holds.
+# state's marks, else the last fill price), its live buys and its buys waiting for a rate
+# token, and what the ledger holds.
 LEDGER_RECOMPUTED = """
 SELECT e.execution_id, e.user_id, e.ledger_exposure,
     CASE WHEN e.status IN ('active', 'paused') THEN
@@ -500,6 +501,11 @@ SELECT e.execution_id, e.user_id, e.ledger_exposure,
             FROM execution_orders AS o
             WHERE o.execution_id = e.execution_id AND o.side = 'BUY'
               AND o.status IN ('PENDING', 'ACCEPTED', 'PARTIALLY_FILLED')
+        ), 0) + COALESCE((
+            SELECT sum((d.value->>'quantity')::numeric * (d.value->>'price')::numeric)
+            FROM jsonb_array_elements(
+                COALESCE(e.positions->'runtime'->'deferred', '[]'::jsonb)) AS d
+            WHERE d.value->>'side' = 'BUY'
         ), 0)
     ELSE 0 END AS recomputed
 FROM strategy_executions AS e
