@@ -56,7 +56,7 @@ from strategy_worker.store import (
 )
 from strategy_worker.store import OrderUpdate as StoredOrderUpdate
 
-_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
+_CLOSING = frozenset(p for p in OrderPurpose if p.is_closing)
 
 
 class ExposureView(Protocol):

@@ -29,7 +29,14 @@ from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, PriceFeed, PriceSource
+from strategy_worker.ports import (
+    DeadLetterSink,
+    EventPublisher,
+    OmsGateway,
+    OrderRateLimit,
+    PriceFeed,
+    PriceSource,
+)
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.settings import RuntimeSettings, settings_from
@@ -109,6 +116,7 @@ async def build_worker(
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
     control_verifier: ControlVerifier | None = None,
+    order_rate: OrderRateLimit | None = None,
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
@@ -152,6 +160,8 @@ async def build_worker(
             housekeeping=_housekeeping(config, store, clock, settings),
             control_verifier=control_verifier or control_verifier_from(config),
         )
+        if order_rate is not None or config.risk.fleet_orders_per_second is not None:
+            worker.engine.order_rate = order_rate or _fleet_rate(config, stack)
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
         if serve_http:
@@ -274,6 +284,22 @@ def _dead_letters(producer: Any, topic: str, settings: RuntimeSettings) -> DeadL
     from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher
 
     return KafkaDeadLetterPublisher(producer, topic=topic, worker_id=settings.owner_id)
+
+
+def _fleet_rate(config: WorkerConfig, stack: contextlib.AsyncExitStack) -> OrderRateLimit:
+    from strategy_worker.adapters.redis_prices import redis_client
+    from strategy_worker.adapters.redis_rate_limit import RedisOrderRate
+
+    risk = config.risk
+    assert risk.fleet_orders_per_second is not None
+    limit = RedisOrderRate(
+        redis_client(config.redis),
+        key="strategy-worker:fleet-order-rate",
+        rate=float(risk.fleet_orders_per_second),
+        burst=risk.fleet_order_burst,
+    )
+    stack.push_async_callback(limit.close)
+    return limit
 
 
 def _housekeeping(
