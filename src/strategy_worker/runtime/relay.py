@@ -104,6 +104,8 @@ class OutboxRelay:
         if not rows:
             self._metrics.outbox_lag_seconds.set(0)
             return 0
+        lag = (self._now() - rows[0].created_at).total_seconds()
+        self._metrics.outbox_lag_seconds.set(max(0.0, lag))
         try:
             await self._publisher.publish([r.event for r in rows])
         except StrategyWorkerError as exc:
