@@ -79,3 +79,41 @@ async def test_batch_with_duplicates_and_bad_messages_creates_each_good_strategy
     assert after.oms_log == before.oms_log
     counts = assert_never_twice_never_lost(after)
     assert counts
+
+
+async def test_redelivered_message_of_a_stored_execution_is_a_counted_replay_not_a_conflict(
+    migrated_dsn: str, redis_url: str, price_prefix: str, oms_server: OmsSimServer
+) -> None:
+    # Arrange: an execution stored in PostgreSQL (whose JSONB keeps the config's keys in an
+    # order of its own), then the same message again (a consumer redelivery) and the same
+    # strategy id and timestamp with other content.
+    run = unique("replay")
+    message = strategy_message(1, run=run)
+    changed = strategy_message(1, run=run, capital="50000.00")
+    rig = await open_rig(
+        dsn=migrated_dsn,
+        oms_port=oms_server.port,
+        redis_url=redis_url,
+        price_prefix=price_prefix,
+        owner_id=f"{run}-w",
+    )
+    try:
+        await rig.worker.handle_strategy(encode(message), "approved/0@1")
+
+        # Act
+        await rig.worker.handle_strategy(encode(message), "approved/0@1")
+        after_replay = [d["code"] for d in rig.sink.dead_letters]
+        await rig.worker.handle_strategy(encode(changed), "approved/0@2")
+    finally:
+        await rig.close()
+
+    # Assert
+    assert after_replay == []
+    assert [d["code"] for d in rig.sink.dead_letters] == ["duplicate_conflict"]
+    kinds = {
+        kind: rig.registry.get_sample_value("strategy_messages_duplicate_total", {"kind": kind})
+        for kind in ("replay", "conflict")
+    }
+    assert kinds == {"replay": 1.0, "conflict": 1.0}
+    executions = await fetch_all(migrated_dsn, "SELECT count(*) AS n FROM strategy_executions")
+    assert executions[0]["n"] == 1
