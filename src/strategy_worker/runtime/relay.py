@@ -91,7 +91,10 @@ class OutboxRelay:
                 continue
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                # arrives as the nudge lands, and the relay would outlive its shutdown.
+                async with asyncio.timeout(idle):
+                    await self._wake.wait()
             except TimeoutError:
                 idle = min(_IDLE_MAX_S, idle * 2)
             else:
