@@ -428,8 +428,16 @@ async def test_metrics_count_what_happened_and_readiness_follows_the_oms(
     ready_url = worker.health_url.replace("/health", "/ready")
     status, body = await worker.get(ready_url)
     assert status == 200, body
-    # Every dependency an execution needs to stay protected, and the executions themselves.
-    assert set(json.loads(body)["checks"]) == {"kafka", "postgres", "oms", "redis", "executions"}
+    # Every dependency an execution needs to stay protected (the price feed too: it is how
+    # a stop-loss hears a price at once), and the executions themselves.
+    assert set(json.loads(body)["checks"]) == {
+        "kafka",
+        "postgres",
+        "oms",
+        "redis",
+        "price-feed",
+        "executions",
+    }
 
     await oms.stop(grace=0)
     try:
