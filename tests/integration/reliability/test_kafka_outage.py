@@ -190,18 +190,25 @@ async def _events_cover(bootstrap: str, topic: str, fill_ids: set[str]) -> bool:
 
 
 async def _read_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every event on the topic so far (no group, from the beginning)."""
+    """Every event on the topic so far (no group, from the beginning), each once: the
+    outbox relay delivers at least once, and consumers drop repeats by `event-id`."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     try:
         events: list[dict[str, Any]] = []
+        seen: set[bytes] = set()
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             if not batch:
                 return events
             for records in batch.values():
-                events.extend(json.loads(r.value) for r in records if r.value is not None)
+                for record in records:
+                    event_id = dict(record.headers or ()).get("event-id")
+                    assert event_id, "an event without its event-id header"
+                    if record.value is not None and event_id not in seen:
+                        seen.add(event_id)
+                        events.append(json.loads(record.value))
     finally:
         await consumer.stop()
