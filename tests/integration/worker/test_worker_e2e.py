@@ -344,6 +344,10 @@ async def test_stop_request_on_control_topic_then_everything_closed_and_stopped(
     assert stopped["execution_id"] == str(EXECUTION_ID)
     assert stopped["request_id"] == str(request_id)
     assert stopped["reason"]
+    # A stop is a plan (issue 12): announced as `stopping`, ended as `stopped` once flat.
+    kinds = [e["type"].rsplit(".", 1)[-1] for e in events.json()]
+    assert kinds.count("stopping") == 1
+    assert kinds.index("stopping") < kinds.index("stopped")
 
     (execution,) = await db.executions()
     assert execution["status"] == "stopped"
