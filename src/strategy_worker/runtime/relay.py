@@ -91,6 +91,8 @@ class OutboxRelay:
                 continue
             self._wake.clear()
             try:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                # arrives as the nudge lands, and the relay would outlive its shutdown.
                 async with asyncio.timeout(idle):
                     await self._wake.wait()
             except TimeoutError:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from strategy_worker.adapters.oms_grpc.config import BreakerConfig, OmsClientCon
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore
 from strategy_worker.adapters.redis_prices import RedisPriceSource
 from strategy_worker.config import WorkerConfig
+from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig
@@ -43,6 +44,7 @@ from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
 from strategy_worker.runtime.worker import Worker
+from strategy_worker.store import OutboxEvent
 
 from ..servers import SERVICES_DIR
 
@@ -100,6 +102,13 @@ def strategy_message(
             "risk_params": {"max_position_size": "0.30", "max_daily_loss": "0.05"},
         },
     }
+
+
+def execution_of(message: Mapping[str, Any]) -> uuid.UUID:
+    """The execution a `strategy.approved` message creates (strategy id, approval instant)."""
+    return execution_id_for(
+        uuid.UUID(message["strategy_id"]), datetime.fromisoformat(message["timestamp"])
+    )
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -178,6 +187,36 @@ def oms_client_config(port: int, **overrides: Any) -> OmsClientConfig:
 # --------------------------------------------------------------------------- in process
 
 
+class RecordingSink(JsonLinesSink):
+    """Events and dead letters in memory, events kept with their ids too.
+
+    Events leave through the outbox relay, after their commit and at least once (a relay
+    cancelled between the publisher's ack and its mark publishes them again): tests wait
+    for them and count `unique_events()`, deduplicated by event id as consumers do."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.published: list[OutboxEvent] = []
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        self.published.extend(events)
+        await super().publish(events)
+
+    def unique_events(self) -> list[Mapping[str, Any]]:
+        """Each event's payload once (its first delivery), in delivery order."""
+        seen: set[uuid.UUID] = set()
+        out: list[Mapping[str, Any]] = []
+        for event in self.published:
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                out.append(event.payload)
+        return out
+
+    def repeats(self) -> int:
+        """Deliveries beyond the first of an event (allowed: at least once)."""
+        return len(self.published) - len({e.event_id for e in self.published})
+
+
 @dataclass
 class Rig:
     """One in-process worker on the real adapters (events and dead letters in memory),
@@ -187,7 +226,7 @@ class Rig:
     store: PostgresStore
     oms: OmsGrpcClient
     prices: RedisPriceSource
-    sink: JsonLinesSink
+    sink: RecordingSink
     registry: CollectorRegistry
     stack: contextlib.AsyncExitStack
     started: bool = False
@@ -256,7 +295,7 @@ async def open_rig(
             metrics=WorkerMetrics(CollectorRegistry()),
         )
         stack.push_async_callback(prices.close)
-        sink = JsonLinesSink(None)
+        sink = RecordingSink()
         app = await stack.enter_async_context(
             build_worker(
                 WorkerConfig(),

@@ -41,6 +41,10 @@ TopicFactory = Callable[..., Awaitable[str]]
 KILLS = 20
 
 
+RESUBMIT = "orders the OMS never saw: checked again"
+"""Logged by reconciliation as it re-checks recorded orders the OMS does not know, before
+the step that resends them commits (runtime/reconcile.py)."""
+
 # Where each kill lands: (log event to wait for, how many of them, extra delay in seconds).
 # "spawn" counts from the process start (imports, migrations, connections).
 KILL_POINTS: tuple[tuple[str, int, float], ...] = (
@@ -49,7 +53,7 @@ KILL_POINTS: tuple[tuple[str, int, float], ...] = (
     ("worker running", 1, 0.3),
     ("execution resumed", 1, 0.0),  # mid-resume
     ("execution started", 1, 0.05),
-    ("resubmitting orders the OMS never saw", 1, 0.0),  # mid-resubmission
+    (RESUBMIT, 1, 0.0),  # mid-resubmission
     ("worker running", 1, 1.0),  # reports, reconciliation, lease cycles
     ("execution resumed", 3, 0.0),
     ("execution started", 3, 0.0),
@@ -58,7 +62,7 @@ KILL_POINTS: tuple[tuple[str, int, float], ...] = (
     ("execution resumed", 5, 0.0),
     ("worker running", 1, 0.1),
     ("execution started", 2, 0.0),
-    ("resubmitting orders the OMS never saw", 1, 0.01),
+    (RESUBMIT, 1, 0.01),
     ("execution resumed", 2, 0.03),
     ("worker running", 1, 2.0),
     ("spawn", 1, 3.0),

@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from strategy_worker.adapters.redis_prices import write_price
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.oms_sim.server import OmsSimServer
 
 from ..servers import SharedKafka
@@ -29,6 +28,7 @@ from .harness import (
     assert_never_twice_never_lost,
     encode,
     eventually,
+    execution_of,
     fetch_all,
     ledger,
     record_figures,
@@ -62,7 +62,7 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
     names = await topics(make_topic)
     messages = [strategy_message(i, run=run) for i in range(2)]
     payloads = [_with_stop_loss(encode(m)) for m in messages]
-    ids = [execution_id_for(uuid.UUID(m["strategy_id"]), m["timestamp"]) for m in messages]
+    ids = [execution_of(m) for m in messages]
     await produce(kafka_bootstrap, names["approved"], payloads)
     config = worker_config_file(
         tmp_path / "worker.yaml",
@@ -190,18 +190,25 @@ async def _events_cover(bootstrap: str, topic: str, fill_ids: set[str]) -> bool:
 
 
 async def _read_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every event on the topic so far (no group, from the beginning)."""
+    """Every event on the topic so far (no group, from the beginning), each once: the
+    outbox relay delivers at least once, and consumers drop repeats by `event-id`."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     try:
         events: list[dict[str, Any]] = []
+        seen: set[bytes] = set()
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             if not batch:
                 return events
             for records in batch.values():
-                events.extend(json.loads(r.value) for r in records if r.value is not None)
+                for record in records:
+                    event_id = dict(record.headers or ()).get("event-id")
+                    assert event_id, "an event without its event-id header"
+                    if record.value is not None and event_id not in seen:
+                        seen.add(event_id)
+                        events.append(json.loads(record.value))
     finally:
         await consumer.stop()

@@ -3,6 +3,15 @@ drops repeats by event id, whatever the broker or the relaying worker does."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.runtime.relay import OutboxRelay
+from strategy_worker.testing.memory_store import MemoryDatabase
+from strategy_worker.testing.ports import MemoryPublisher
 from strategy_worker.testing.rig import Rig
 
 from .world import PRICES, admit, approved, run
@@ -78,3 +87,32 @@ def test_when_the_relaying_worker_dies_another_publishes_what_it_left() -> None:
             assert list(rig.events.unique()) == _committed(rig)
 
     run(scenario)
+
+
+async def test_relay_cancelled_in_the_tick_a_commit_nudged_it_stops() -> None:
+    # Arrange: a relay idle on an empty outbox, waiting to be nudged.
+    database = MemoryDatabase(now=lambda: datetime(2024, 1, 2, 14, 30, tzinfo=UTC))
+    relay = OutboxRelay(
+        store=database.handle(),
+        publisher=MemoryPublisher(),
+        metrics=WorkerMetrics(CollectorRegistry()),
+        sleep=asyncio.sleep,
+        now=lambda: datetime(2024, 1, 2, 14, 30, tzinfo=UTC),
+    )
+    task = asyncio.create_task(relay.run())
+    for _ in range(5):
+        await asyncio.sleep(0)  # let it claim nothing and wait for a nudge
+
+    # Act: a commit nudges it, and shutdown cancels it before it runs again (as
+    # `Supervisor.stop_loops` / `abort` do right after the last commit).
+    relay.nudge()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2.0)
+
+    # Assert: the cancellation was not swallowed (the relay would run on, and shutdown,
+    # which awaits every cancelled loop, would hang).
+    if not done:
+        task.cancel()
+        await asyncio.wait([task], timeout=2.0)
+    assert done == {task}
+    assert task.cancelled()
