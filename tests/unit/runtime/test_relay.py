@@ -89,6 +89,25 @@ def test_when_the_relaying_worker_dies_another_publishes_what_it_left() -> None:
     run(scenario)
 
 
+def test_a_graceful_shutdown_publishes_each_event_once() -> None:
+    # Shutdown cancelled the relay between the broker's ack and the mark; its final flush
+    # then sent the same batch again (repeats a JSON-lines reader cannot tell apart).
+    async def scenario() -> None:
+        rig = Rig(seed=64)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            rig.events.ack_delay = 0.5
+            await admit(app, approved({"AAPL": "0.3", "MSFT": "0.3"}))
+            await rig.run_for(0.1)  # the relay has sent the batch, its ack is on the way
+            await app.worker.shutdown("handover")
+        ids = [p.event.event_id for p in rig.events.published]
+        assert len(ids) == len(set(ids))
+        assert set(ids) == set(_committed(rig))
+
+    run(scenario)
+
+
 async def test_relay_cancelled_in_the_tick_a_commit_nudged_it_stops() -> None:
     # Arrange: a relay idle on an empty outbox, waiting to be nudged.
     database = MemoryDatabase(now=lambda: datetime(2024, 1, 2, 14, 30, tzinfo=UTC))
@@ -96,7 +115,6 @@ async def test_relay_cancelled_in_the_tick_a_commit_nudged_it_stops() -> None:
         store=database.handle(),
         publisher=MemoryPublisher(),
         metrics=WorkerMetrics(CollectorRegistry()),
-        sleep=asyncio.sleep,
         now=lambda: datetime(2024, 1, 2, 14, 30, tzinfo=UTC),
     )
     task = asyncio.create_task(relay.run())
