@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import yaml
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -444,9 +445,11 @@ def worker_config_file(
     group: str,
     oms_port: int,
     price_prefix: str,
+    risk: Mapping[str, Any] | None = None,
     **execution: Any,
 ) -> Path:
-    """A YAML config for `strategy-worker run` against the harness (secrets stay in env)."""
+    """A YAML config for `strategy-worker run` against the harness (secrets stay in env);
+    `risk` overrides the shipped limits."""
     exec_section: dict[str, Any] = {
         "lease_seconds": 2,
         "heartbeat": 0.5,
@@ -472,6 +475,7 @@ def worker_config_file(
             "breaker": {"failure_threshold": 5, "reset_timeout_s": 1},
         },
         "execution": exec_section,
+        **({"risk": dict(risk)} if risk else {}),
         "redis": {"key_prefix": price_prefix, "price_max_age": 3600},
         "metrics": {"port": 0},
         "health": {"port": 0},
@@ -531,3 +535,27 @@ def fills_by_execution(book: Ledger) -> dict[str, int]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def read_events(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """Every event on the topic so far (no group, from the beginning), by event id, each
+    once (its first delivery, in delivery order): the outbox relay delivers at least once,
+    and consumers drop repeats by the `event-id` header."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        events: dict[str, dict[str, Any]] = {}
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                return events
+            for records in batch.values():
+                for record in records:
+                    event_id = dict(record.headers or ()).get("event-id")
+                    assert event_id, "an event without its event-id header"
+                    if record.value is not None:
+                        events.setdefault(event_id.decode(), json.loads(record.value))
+    finally:
+        await consumer.stop()

@@ -12,11 +12,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from strategy_worker.adapters.redis_prices import write_price
@@ -31,6 +29,7 @@ from .harness import (
     execution_of,
     fetch_all,
     ledger,
+    read_events,
     record_figures,
     spawn_worker,
     strategy_message,
@@ -117,7 +116,7 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
             60,
             "every fill's event on strategy.execution after the broker is back",
         )
-        events = await _read_events(kafka_bootstrap, names["execution"])
+        events = list((await read_events(kafka_bootstrap, names["execution"])).values())
         statuses = await fetch_all(
             migrated_dsn,
             "SELECT status FROM strategy_executions WHERE execution_id = ANY($1::uuid[])",
@@ -183,32 +182,7 @@ async def _db_fill_ids(dsn: str, ids: list[uuid.UUID]) -> set[str]:
 async def _events_cover(bootstrap: str, topic: str, fill_ids: set[str]) -> bool:
     seen = {
         str(e.get("fill_id"))
-        for e in await _read_events(bootstrap, topic)
+        for e in (await read_events(bootstrap, topic)).values()
         if e["type"] == "strategy.execution.order_filled"
     }
     return fill_ids <= seen
-
-
-async def _read_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every event on the topic so far (no group, from the beginning), each once: the
-    outbox relay delivers at least once, and consumers drop repeats by `event-id`."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        events: list[dict[str, Any]] = []
-        seen: set[bytes] = set()
-        while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                return events
-            for records in batch.values():
-                for record in records:
-                    event_id = dict(record.headers or ()).get("event-id")
-                    assert event_id, "an event without its event-id header"
-                    if record.value is not None and event_id not in seen:
-                        seen.add(event_id)
-                        events.append(json.loads(record.value))
-    finally:
-        await consumer.stop()
