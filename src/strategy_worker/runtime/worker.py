@@ -181,6 +181,7 @@ class Worker:
         sup.loop("rebalance", s.rebalance_interval, self.monitor.rebalance_cycle, sleep=self._sleep)
         sup.loop("reconcile", s.reconcile_interval, self.reconciler.cycle, sleep=self._sleep)
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
+        sup.loop("oms-probe", s.heartbeat, self.reconciler.probe, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
         sup.loop("ledger", s.heartbeat, self._ledger_totals, sleep=self._real_sleep)
