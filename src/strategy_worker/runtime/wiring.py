@@ -112,6 +112,7 @@ async def build_worker(
     publisher: EventPublisher | None = None,
     dead_letters: DeadLetterSink | None = None,
     clock: Clock | None = None,
+    token_clock: Clock | None = None,
     sleep: Sleep | None = None,
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
@@ -125,7 +126,9 @@ async def build_worker(
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
     accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
-    `control_verifier` replaces the one the config describes (`control_auth`)."""
+    `control_verifier` replaces the one the config describes (`control_auth`);
+    `token_clock` is what control tokens' validity is checked against (left out: `clock`;
+    paper mode's clock is simulated, its tokens expire in real time)."""
     async with contextlib.AsyncExitStack() as stack:
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
@@ -159,6 +162,7 @@ async def build_worker(
             price_feed=feed,
             housekeeping=_housekeeping(config, store, clock, settings),
             control_verifier=control_verifier or control_verifier_from(config),
+            token_clock=token_clock or clock,
         )
         if order_rate is not None or config.risk.fleet_orders_per_second is not None:
             worker.engine.order_rate = order_rate or _fleet_rate(config, stack)
