@@ -41,18 +41,22 @@ async def _get(session: aiohttp.ClientSession, url: str, token: str) -> Any:
         return await response.json()
 
 
+def _start_paper(log: Path) -> subprocess.Popen[str]:
+    """The README's paper command with the dashboard (the example strategies and prices)."""
+    return subprocess.Popen(
+        [str(CLI), "paper", "--dashboard", "--json", "--duration", "2h", "--speed", "60"],
+        cwd=ROOT,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+
+
 async def test_paper_dashboard_lists_the_executions_and_its_pause_button_pauses_one(
     tmp_path: Path,
 ) -> None:
-    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-    proc = subprocess.Popen(
-        [str(CLI), "paper", "--dashboard", "--json", "--duration", "2h", "--speed", "60"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "paper.log").open("w"),
-        text=True,
-    )
+    proc = _start_paper(tmp_path / "paper.log")
     try:
         link = await _link(proc, 120)
         base, token = link.split("/#token=")
