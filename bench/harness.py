@@ -401,6 +401,10 @@ def oms_process(prices: Mapping[str, Decimal]) -> Iterator[OmsProcess]:
             proc.join(timeout=5)
 
 
+GC_TUNING = os.environ.get("SW_BENCH_GC_TUNING", "on") != "off"
+"""The worker's GC policy as in production (runtime/gc_tuning.py); SW_BENCH_GC_TUNING=off
+measures CPython's defaults instead (the policy's effect)."""
+
 #: Worker config overrides from `run.py --set section.key=value` (applied to every phase).
 CONFIG_OVERRIDES: dict[str, str] = {}
 
@@ -513,6 +517,7 @@ def _worker_main(
 
     from strategy_worker.config import WorkerConfig
     from strategy_worker.log import configure_logging
+    from strategy_worker.runtime.gc_tuning import GcPolicy
     from strategy_worker.runtime.wiring import build_worker
 
     cfg = WorkerConfig.model_validate(config)
@@ -523,6 +528,9 @@ def _worker_main(
     async def main() -> tuple[int, dict[str, Any]]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        if GC_TUNING:  # as run_worker does (runtime/app.py)
+            gc_policy = GcPolicy.install()
+            thaw = asyncio.create_task(gc_policy.thaw_forever())
         async with build_worker(cfg) as app:
 
             async def stats() -> dict[str, Any]:
@@ -554,6 +562,8 @@ def _worker_main(
             loop.run_in_executor(None, commands)
             conn.send("started")
             code = await app.run(stop)
+            if GC_TUNING:
+                thaw.cancel()
             return code, _stats(app, gc_pauses)
 
     if profile_path:
