@@ -35,6 +35,7 @@ from harness import (
     worker_config,
     write_prices,
 )
+from stalls import attribute
 
 LOGS = ROOT / "bench" / "results" / "logs"
 _PROGRESS_SQL = """
@@ -222,6 +223,9 @@ async def bench_throughput(
             result["event_loop_lag"] = lag_between(before["lag_buckets"], after["lag_buckets"])
             result["gc"] = gc_between(before["gc_pauses"], after["gc_pauses"])
             result["submit_batches"] = after["batches"] - before["batches"]
+            result["stalls"] = attribute(
+                before["stall_probe"], after["stall_probe"], window_s=metered
+            )
             cpu = ph.worker.cpu_seconds() - cpu0
             wall = time.perf_counter() - wall0
             result["worker_rss_mib"] = round(ph.worker.rss_bytes() / 2**20, 1)
@@ -323,6 +327,9 @@ async def bench_latency(
         result["event_loop_lag"] = lag_between(before["lag_buckets"], after["lag_buckets"])
         result["gc"] = gc_between(before["gc_pauses"], after["gc_pauses"])
         result["submit_batches"] = after["batches"] - before["batches"]
+        result["stalls"] = attribute(
+            before["stall_probe"], after["stall_probe"], window_s=time.time() - wall0
+        )
         orders = await _order_times(ph.oms_port, list(sent))
         rows = await ph.pool.fetch(
             "SELECT execution_id, started_at FROM strategy_executions"

@@ -55,6 +55,14 @@ def _lag_rows(add: Any, section: dict[str, Any]) -> None:
             f"{_num(lag.get('p50_ms'), 2)} / {_num(lag.get('p99_ms'), 2)}",
             f"{lag.get('samples')} samples, {share}% > 10 ms",
         )
+    stalls = section.get("stalls") or {}
+    if stalls:
+        top = list(stalls.items())[:4]
+        add(
+            "  loop stalls > 5 ms by cause (n, s, longest ms)",
+            "",
+            "; ".join(f"{k} {v['count']:.0f}/{v['seconds']:.2f}/{v['max_ms']:.0f}" for k, v in top),
+        )
     gc_ = section.get("gc") or {}
     if gc_:
         add(

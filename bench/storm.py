@@ -21,6 +21,7 @@ from typing import Any
 
 from harness import Services, Universe, WorkerProcess, gc_between, lag_between, strategy_payload
 from pipeline import LOGS, phase
+from stalls import attribute
 
 SYMBOLS = tuple(f"STORM{i}" for i in range(5))
 _PRICE = Decimal("100.00")
@@ -100,4 +101,7 @@ async def bench_storm(
     result["event_loop_lag"] = lag_between(before["lag_buckets"], after["lag_buckets"])
     result["gc"] = gc_between(before["gc_pauses"], after["gc_pauses"])
     result["submit_batches"] = after["batches"] - before["batches"]
+    result["stalls"] = attribute(
+        before["stall_probe"], after["stall_probe"], window_s=max(1e-9, times[-1] if times else 1)
+    )
     return result
