@@ -71,6 +71,9 @@ def _lag_rows(add: Any, section: dict[str, Any]) -> None:
                 f"{_get(gc_, g, 'count')} ({_num(_get(gc_, g, 'max_ms'), 1)})"
                 for g in ("gen0", "gen1", "gen2")
             ),
+            "total "
+            + _num(sum(_get(gc_, g, "total_ms") or 0 for g in ("gen0", "gen1", "gen2")), 0)
+            + " ms",
         )
 
 

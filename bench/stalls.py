@@ -6,7 +6,7 @@ thread used meanwhile; the garbage collections (gc.callbacks) and the spans of t
 runtime's periodic and batch work (wrapped on the built worker) are recorded with their
 times. `attribute` then names each stall, first match wins:
 
-- `gc`: a collection ran during it;
+- `gc`: collections took at least half of it;
 - `descheduled`: the thread used under half the stall's time on CPU (another process had
   the core: the two cores are shared with PostgreSQL, Kafka, the OMS and other tenants);
 - the runtime work that was running during it (`monitor`, `reconcile`, `leases`,
@@ -100,7 +100,10 @@ def attribute(before: dict[str, Any], after: dict[str, Any], *, window_s: float)
     for due, lag, cpu in stalls:
         end = due + lag
         cause = "other"
-        if any(g0 < end and g0 + d > due for g0, d, _ in gcs):
+        in_gc = sum(
+            min(end, g0 + d) - max(due, g0) for g0, d, _ in gcs if g0 < end and g0 + d > due
+        )
+        if in_gc >= lag / 2:
             cause = "gc"
         elif cpu < lag / 2:
             cause = "descheduled"
