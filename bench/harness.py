@@ -595,6 +595,7 @@ def _worker_main(
             probing.cancel()
             if GC_TUNING:
                 thaw.cancel()
+                gc_policy.uninstall()
             return code, _stats(app, gc_pauses)
 
     if profile_path:

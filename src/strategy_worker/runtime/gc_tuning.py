@@ -70,7 +70,7 @@ class GcPolicy:
             self.thaw()
 
     def _after_collection(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "stop" and info.get("generation") == 2:
+        if phase == "stop" and info.get("generation") == 2 and not self._loop.is_closed():
             # After the collection, in the loop (a collection may run in any thread).
             self.frozen_after += 1
             self._loop.call_soon_threadsafe(self._freeze)
