@@ -175,7 +175,16 @@ async def scratch_database(database_url: str, tag: str) -> AsyncIterator[str]:
     finally:
         admin = await asyncpg.connect(database_url, timeout=10)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for attempt in range(30):
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                    # An autovacuum worker (a superuser backend FORCE cannot end) is in it:
+                    # it leaves within seconds.
+                    if attempt == 29:
+                        raise
+                    await asyncio.sleep(1.0)
         finally:
             await admin.close()
 
