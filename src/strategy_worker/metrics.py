@@ -13,6 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # Order round trips and publish-to-order latency: milliseconds to tens of seconds.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Event-loop lag: fine below 10 ms, where a p99 of publish-to-order latency must stay.
+_LAG_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
 
 
 class WorkerMetrics:
@@ -105,6 +110,13 @@ class WorkerMetrics:
             "strategy_order_round_trip_seconds",
             "OMS submit call round trip",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.event_loop_lag_seconds = Histogram(
+            "strategy_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 50 ms: how long ready work "
+            "waited behind synchronous work (runtime/loop_lag.py)",
+            buckets=_LAG_BUCKETS,
             registry=registry,
         )
         self.monitor_cycle_seconds = Histogram(

@@ -15,7 +15,28 @@ from typing import Protocol
 from strategy_worker.domain.orders import ExecutionReport, OmsCapabilities, OmsOrder, OrderIntent
 from strategy_worker.domain.rejection import Rejection
 from strategy_worker.domain.signals.bars import Bar
+from strategy_worker.errors import OmsError
 from strategy_worker.store import OutboxEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitEntry:
+    """One entry of a submission batch: one order, or (`group`) orders the OMS accepts
+    atomically (a bracket, an OCO group). Entries of one batch may belong to any
+    executions and accounts."""
+
+    intents: tuple[OrderIntent, ...]
+    account_id: str
+    group: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What became of one entry: the OMS's view of each of its orders (entry order), or
+    `error` when the OMS refused the entry (then none of its orders exists there)."""
+
+    orders: tuple[OmsOrder, ...] = ()
+    error: OmsError | None = None
 
 
 class OmsGateway(Protocol):
@@ -36,6 +57,14 @@ class OmsGateway(Protocol):
     ) -> list[OmsOrder]:
         """Submit orders atomically (a bracket, an OCO group): all accepted or none; same
         idempotency as `submit`. Only when `capabilities().order_groups`."""
+        ...
+
+    async def submit_batch(self, entries: Sequence[SubmitEntry]) -> list[SubmitOutcome]:
+        """Submit the orders of many executions at once (contract 1.2's OrderBatch on one
+        shared stream where the OMS takes batches, else its per-order path): one outcome
+        per entry, in order, each with `submit`'s idempotency (a group `submit_group`'s
+        atomicity). Raises OmsError when the batch as a whole was not answered; whether
+        any of it reached the OMS is then unknown (retryable: resubmit the same ids)."""
         ...
 
     async def capabilities(self) -> OmsCapabilities:

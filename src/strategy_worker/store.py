@@ -325,6 +325,9 @@ class OutboxEvent:
     """The Kafka key: the strategy id."""
     event_type: str
     payload: JsonObject
+    encoded: str | None = field(default=None, compare=False)
+    """The payload's wire JSON as committed, when the store read it back as text: the
+    relay publishes it as it is (encoded once, at the commit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -228,6 +228,13 @@ class OmsCapabilities:
     reduce_only: bool = False
     order_groups: bool = False
     contract_version: str = "1.0"
+    #: Contract 1.2: SubmitOrders takes OrderBatch requests of up to `max_batch_orders`
+    #: orders, `max_batches_in_flight` of them unanswered per stream at most.
+    order_batches: bool = False
+    max_batch_orders: int = 0
+    max_batches_in_flight: int = 0
+    #: Contract 1.2: StreamExecutionReportBatches is served.
+    report_batches: bool = False
 
     @classmethod
     def baseline(cls) -> OmsCapabilities:

@@ -65,13 +65,27 @@ class OrderLike(Protocol):
 
 
 def _base(event_type: EventType, ctx: EventContext, at: datetime) -> dict[str, object]:
+    execution_id, strategy_id, user_id = _ids(ctx)
     return {
         "type": str(event_type),
-        "execution_id": str(ctx.execution_id),
-        "strategy_id": str(ctx.strategy_id),
-        "user_id": str(ctx.user_id),
+        "execution_id": execution_id,
+        "strategy_id": strategy_id,
+        "user_id": user_id,
         "timestamp": isoformat_z(at),
     }
+
+
+_LAST_IDS: list[tuple[EventContext, tuple[str, str, str]]] = []
+"""The ids of the last context as text: the events of one step share their context."""
+
+
+def _ids(ctx: EventContext) -> tuple[str, str, str]:
+    last = _LAST_IDS[0] if _LAST_IDS else None
+    if last is not None and last[0] is ctx:
+        return last[1]
+    text = (str(ctx.execution_id), str(ctx.strategy_id), str(ctx.user_id))
+    _LAST_IDS[:] = [(ctx, text)]
+    return text
 
 
 def _order_line(order: OrderLike) -> dict[str, object]:

@@ -13,6 +13,7 @@ import structlog
 
 from strategy_worker.domain.orders import OrderType
 from strategy_worker.errors import ConfigError
+from strategy_worker.oms_sim.batches import BatchLimits
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig, ServerTlsConfig
 from strategy_worker.oms_sim.faults import FaultSwitches
 from strategy_worker.oms_sim.prices import RandomWalkPrices, ReplayPrices
@@ -92,6 +93,10 @@ class OmsSimServer:
             faults=self.faults,
             now=self.clock.now,
             latency_s=config.latency_ms / 1000,
+            batch_limits=BatchLimits(config.max_batch_orders, config.max_batches_in_flight)
+            if config.order_batches
+            else None,
+            report_batches=config.report_batches,
         )
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None

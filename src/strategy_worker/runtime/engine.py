@@ -3,8 +3,9 @@
 `act(runner, decide)` takes the runner's lock, forks a `Step`, lets `decide` fill it,
 settles it (`decide.settle`), and commits it in one transaction; only after that commit
 does the runner adopt the new model, and only then does the engine act on the decision:
-orders to the OMS, cancel requests, a stop's finish once flat, a timer for what is due
-later. `act_many` does the same for many executions in one transaction.
+orders to the OMS (through the worker's submission queue, `runtime/submit.py`, which
+batches the orders of every execution), cancel requests, a stop's finish once flat, a timer
+for what is due later. `act_many` does the same for many executions in one transaction.
 
 A commit whose outcome is unknown (the connection broke, the task was cancelled) marks its
 runners dirty: nothing acts on them until they are reloaded from the store. A commit that
@@ -15,7 +16,6 @@ the runner: another worker owns the execution now.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
@@ -28,6 +28,7 @@ from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.step import Step, StepContext, is_closing
+from strategy_worker.runtime.submit import SubmitQueue
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
 from strategy_worker.store import LedgerCaps, LedgerRefusedError, OutboxEvent, Store
 
@@ -72,6 +73,15 @@ class Engine:
         self.on_unsent: Callable[[ExecutionRunner], None] = lambda runner: None
         """Called when orders could not be sent (or the OMS must be asked about some):
         the wiring points it at reconciliation with backoff."""
+        self.submitter = SubmitQueue(
+            oms=oms,
+            act_many=self.act_many,
+            unsent=lambda runner: self.on_unsent(runner),
+            may_leave=_may_leave,
+            spawn=supervisor.spawn,
+            metrics=metrics,
+        )
+        """Where `send` hands orders over: one queue, shared batches, for the worker."""
 
     # ------------------------------------------------------------------ stepping
 
@@ -260,7 +270,7 @@ class Engine:
             return
         outgoing = [*step.resend, *step.intents]
         if outgoing:
-            self.supervisor.spawn(self.send(runner, outgoing), f"send-{runner.execution_id}")
+            await self.send(runner, outgoing)
         for coid in step.cancels:
             self.supervisor.spawn(self._cancel(coid), "cancel")
         plans = runner.model.plans
@@ -284,32 +294,14 @@ class Engine:
 
     async def send(self, runner: ExecutionRunner, intents: Sequence[OrderIntent]) -> None:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
-        answers through the order state machine. A failure leaves them recorded: the OMS
-        is asked about each before anything is sent again."""
+        answers through the order state machine: handed to the submission queue, which
+        sends them with other executions' orders in one batch, checks each with
+        `_may_leave` as it leaves, and applies the answers in one commit. A failure leaves
+        them recorded: the OMS is asked about each before anything is sent again. The
+        fleet-wide rate limit is asked first (`_fleet_rate`)."""
         intents = await self._fleet_rate(runner, intents)
-        held_back = [i for i in intents if not _may_leave(runner, i)]
-        if held_back:
-            # The state changed between the commit and now (a halt, a pause, a stop):
-            # those buys stay recorded, unsent; reconciliation cancels them with an event.
-            intents = [i for i in intents if i not in held_back]
-            self.on_unsent(runner)
-        if not intents:
-            return
-        started = time.perf_counter()
-        try:
-            views = await self.oms.submit_many(intents, account_id=runner.info.account_id)
-        except OmsError as exc:
-            _log.warning(
-                "oms submit failed; orders stay recorded for reconciliation",
-                execution_id=str(runner.execution_id),
-                orders=len(intents),
-                error=str(exc)[:200],
-                retryable=exc.retryable,
-            )
-            self.on_unsent(runner)
-            return
-        self.metrics.order_round_trip_seconds.observe(time.perf_counter() - started)
-        await self.supervisor.guard(runner, self.act(runner, lambda s: s.apply_views(views)))
+        if intents:
+            self.submitter.put(runner, intents)
 
     async def _fleet_rate(
         self, runner: ExecutionRunner, intents: Sequence[OrderIntent]

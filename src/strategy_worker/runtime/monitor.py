@@ -10,6 +10,7 @@ that never overwrites a newer commit.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -31,6 +32,9 @@ _log = get_logger(__name__)
 
 BATCH = 500
 """Executions per monitor commit (and per batched quiet write)."""
+_RAMP = (8, 16, 32, 64, 128, 256)
+"""The first monitor commits of a cycle or a price update, before BATCH: the first orders
+leave after 8 executions were decided, not 500 (a stop-loss storm's first close)."""
 _ONE = Decimal(1)
 _CENT = Decimal("0.01")  # margin on the loss floor: at the edge the full step decides
 
@@ -70,8 +74,9 @@ class Monitor:
         acting = self._observe(runners, prices)
         moved = {r.execution_id for r in acting}
         quiet = [r for r in runners if r.execution_id not in moved]
-        for chunk in _chunks(acting):
+        for chunk in _ramp(acting):
             await self._engine.act_many(chunk, _monitor_and_snapshot)
+            await asyncio.sleep(0)  # what was just committed leaves before the next chunk
         for chunk in _chunks(quiet):
             await self._quiet(chunk)
         self._metrics.monitor_cycle_seconds.observe(time.perf_counter() - started)
@@ -89,10 +94,7 @@ class Monitor:
         marks = prices
         if missing:  # never valued since resumed: its other marks come from the source
             marks = {**(await self._prices.get_prices(missing)), **prices}
-        acting = self._observe(runners, marks)
-        for chunk in _chunks(acting):
-            await self._engine.act_many(chunk, rules.monitor)
-        return len(acting)
+        return await self._observe_and_act(runners, marks)
 
     async def rebalance_cycle(self) -> None:
         """Every rebalance_interval: plan a rebalance where drift exceeds the threshold.
@@ -109,6 +111,35 @@ class Monitor:
         self._metrics.rebalance_seconds.observe(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ helpers
+
+    async def _observe_and_act(
+        self, runners: Sequence[ExecutionRunner], prices: Mapping[str, Decimal]
+    ) -> int:
+        """Give each runner its marks and run the monitor step for those they can affect,
+        in chunks that start small and grow (`_RAMP`), yielding after each: when one price
+        crosses thousands of stops, the first closes leave after a few executions were
+        decided and committed, not after all of them."""
+        now = self._clock.now().timestamp()
+        sizes = iter(_RAMP)
+        want = next(sizes)
+        acting: list[ExecutionRunner] = []
+        done = 0
+        for runner in runners:
+            own = _own(runner, prices)
+            if may_act(runner, own, now):
+                acting.append(runner)
+            runner.observe(own, now)
+            self._book.refresh(runner)
+            if len(acting) >= want:
+                await self._engine.act_many(acting, rules.monitor)
+                done += len(acting)
+                acting = []
+                want = next(sizes, BATCH)
+                await asyncio.sleep(0)  # the closes just committed leave first
+        if acting:
+            await self._engine.act_many(acting, rules.monitor)
+            done += len(acting)
+        return done
 
     def _observe(
         self, runners: Sequence[ExecutionRunner], prices: Mapping[str, Decimal]
@@ -206,3 +237,15 @@ def _symbols(runners: Sequence[ExecutionRunner]) -> list[str]:
 
 def _chunks(runners: Sequence[ExecutionRunner]) -> list[Sequence[ExecutionRunner]]:
     return [runners[i : i + BATCH] for i in range(0, len(runners), BATCH)]
+
+
+def _ramp(runners: Sequence[ExecutionRunner]) -> list[Sequence[ExecutionRunner]]:
+    """Chunks of `_RAMP`'s growing sizes, then of BATCH."""
+    out: list[Sequence[ExecutionRunner]] = []
+    sizes = iter(_RAMP)
+    i = 0
+    while i < len(runners):
+        n = next(sizes, BATCH)
+        out.append(runners[i : i + n])
+        i += n
+    return out

@@ -74,6 +74,7 @@ class Reconciler:
         self._seq_written: int | None = None
         self._written_at = 0.0
         self._retrying: set[uuid.UUID] = set()
+        self._again: set[uuid.UUID] = set()
         self._oms_back = asyncio.Event()
         self._oms_up = True
 
@@ -120,8 +121,10 @@ class Reconciler:
         self._oms_up = up
 
     def retry_unsent(self, runner: ExecutionRunner) -> None:
-        """Orders could not be sent: ask the OMS again with capped backoff until it answers."""
+        """Orders could not be sent: ask the OMS again with capped backoff until it answers.
+        Asked again while retrying (a resend held back in turn), the retry goes on."""
         if runner.execution_id in self._retrying:
+            self._again.add(runner.execution_id)
             return
         self._retrying.add(runner.execution_id)
 
@@ -144,9 +147,12 @@ class Reconciler:
                         if getattr(exc, "retryable", False):
                             continue
                         raise
-                    return
+                    if runner.execution_id not in self._again:
+                        return
+                    self._again.discard(runner.execution_id)
             finally:
                 self._retrying.discard(runner.execution_id)
+                self._again.discard(runner.execution_id)
 
         async def guarded() -> None:
             await self._supervisor.guard(runner, run())

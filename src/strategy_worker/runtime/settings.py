@@ -40,6 +40,9 @@ class RuntimeSettings:
     """Seconds a mark stays current enough to size an order at it (`redis.price_max_age`)."""
     max_executions: int = 100_000
     """Upper bound on executions one worker takes over (lease acquisition batch limit)."""
+    loop_lag_interval: float | None = 0.05
+    """Seconds between event-loop lag samples (`strategy_event_loop_lag_seconds`); None
+    samples nothing (a virtual-time loop has no lag to see)."""
 
 
 def risk_limits_from(section: RiskSection) -> RiskLimits:

@@ -28,6 +28,7 @@ from strategy_worker.runtime.engine import Engine
 from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.intake import IncomingStrategy, Intake
 from strategy_worker.runtime.leases import LeaseKeeper
+from strategy_worker.runtime.loop_lag import watch_loop_lag
 from strategy_worker.runtime.monitor import Monitor
 from strategy_worker.runtime.price_watch import watch_prices
 from strategy_worker.runtime.reconcile import Reconciler
@@ -194,6 +195,11 @@ class Worker:
         sup.watch(asyncio.create_task(self.reconciler.pump(), name="oms-reports"))
         self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
         sup.watch(self._relay_task)
+        if s.loop_lag_interval is not None:
+            lag = watch_loop_lag(
+                self.metrics.event_loop_lag_seconds.observe, interval=s.loop_lag_interval
+            )
+            sup.watch(asyncio.create_task(lag, name="loop-lag"))
         if self._price_feed is not None:
             sup.watch(
                 asyncio.create_task(

@@ -35,8 +35,11 @@ EPOCH = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def default_settings(owner_id: str, **changes: Any) -> RuntimeSettings:
-    """The worker's settings for a rig: the shipped defaults, quick stops."""
-    base = RuntimeSettings(owner_id=owner_id, limits=RiskLimits(), close_timeout=10.0)
+    """The worker's settings for a rig: the shipped defaults, quick stops, no loop-lag
+    sampling (virtual time has no lag, and the sampler's wake-ups would slow it)."""
+    base = RuntimeSettings(
+        owner_id=owner_id, limits=RiskLimits(), close_timeout=10.0, loop_lag_interval=None
+    )
     return replace(base, **changes)
 
 

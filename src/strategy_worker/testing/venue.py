@@ -32,7 +32,16 @@ from strategy_worker.domain.orders import (
     OrderIntent,
 )
 from strategy_worker.errors import OmsError
-from strategy_worker.oms_sim.venue import OrderRequest, PaperVenue, SimOrder, VenueRules
+from strategy_worker.oms_sim.venue import (
+    ClientOrderIdReusedError,
+    OrderRequest,
+    PaperVenue,
+    SimOrder,
+    VenueRules,
+)
+from strategy_worker.ports import SubmitEntry, SubmitOutcome
+
+_NO_GROUPS = "order groups are not supported by this OMS"
 
 
 class SimOms:
@@ -84,41 +93,61 @@ class SimOms:
     async def submit_many(
         self, intents: Sequence[OrderIntent], *, account_id: str
     ) -> list[OmsOrder]:
+        outcomes = await self.submit_batch([SubmitEntry((i,), account_id) for i in intents])
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+        return [o.orders[0] for o in outcomes]
+
+    async def submit_batch(self, entries: Sequence[SubmitEntry]) -> list[SubmitOutcome]:
+        """Every entry in order, in one call (the faults apply to the call as a whole,
+        as to one OrderBatch: down, the whole batch fails; stalled, all of it was
+        processed and the answer is lost). Groups are refused (`capabilities()`)."""
         self._enter()
         now = self._now()
-        out: list[OmsOrder] = []
-        for intent in intents:
-            request = OrderRequest(
-                client_order_id=intent.client_order_id,
-                execution_id=intent.execution_id,
-                account_id=account_id,
-                symbol=intent.symbol,
-                side=intent.side,
-                order_type=intent.order_type,
-                quantity=intent.quantity,
-                limit_price=intent.limit_price,
-                purpose=intent.purpose.value,
-            )
-            known = self.venue.get(client_order_id=intent.client_order_id) is not None
-            if not known:
-                self.on_receive(intent)
-                self.received.append((now.timestamp(), intent))
-            price = self._price(intent.symbol)
-            if not known and self.reject_rate and self._rng.random() < self.reject_rate:
-                price = None  # the venue rejects it (NO_PRICE), as an OMS may at any time
-            order, _ = self.venue.submit(request, price=price, now=now)
-            out.append(self._view(order))
+        out: list[SubmitOutcome] = []
+        for entry in entries:
+            if entry.group:
+                out.append(SubmitOutcome(error=OmsError(_NO_GROUPS, retryable=False)))
+                continue
+            try:
+                out.append(SubmitOutcome(orders=(self._submit_one(entry, now),)))
+            except ClientOrderIdReusedError as exc:
+                out.append(SubmitOutcome(error=OmsError(str(exc), retryable=False)))
         self._changed.set()
         if self.stall_s > 0:
             await asyncio.sleep(self.stall_s)
             raise OmsError("deadline exceeded after processing (simulated)", retryable=True)
         return out
 
+    def _submit_one(self, entry: SubmitEntry, now: datetime) -> OmsOrder:
+        [intent] = entry.intents
+        request = OrderRequest(
+            client_order_id=intent.client_order_id,
+            execution_id=intent.execution_id,
+            account_id=entry.account_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=intent.order_type,
+            quantity=intent.quantity,
+            limit_price=intent.limit_price,
+            purpose=intent.purpose.value,
+        )
+        known = self.venue.get(client_order_id=intent.client_order_id) is not None
+        if not known:
+            self.on_receive(intent)
+            self.received.append((now.timestamp(), intent))
+        price = self._price(intent.symbol)
+        if not known and self.reject_rate and self._rng.random() < self.reject_rate:
+            price = None  # the venue rejects it (NO_PRICE), as an OMS may at any time
+        order, _ = self.venue.submit(request, price=price, now=now)
+        return self._view(order)
+
     async def submit_group(
         self, intents: Sequence[OrderIntent], *, account_id: str
     ) -> list[OmsOrder]:
         """Groups are not held here (`capabilities()` says so): the worker emulates them."""
-        raise OmsError("order groups are not supported by this OMS", retryable=False)
+        raise OmsError(_NO_GROUPS, retryable=False)
 
     async def capabilities(self) -> OmsCapabilities:
         """A contract 1.0 OMS: MARKET and LIMIT; every protective order is emulated."""

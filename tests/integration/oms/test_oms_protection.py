@@ -93,7 +93,7 @@ async def test_capabilities_say_what_the_paper_oms_holds_natively_in_each_mode(
         True,
         True,
     )
-    assert full.contract_version == "1.1"
+    assert full.contract_version == "1.2"
     assert bare.order_types == {OrderType.MARKET, OrderType.LIMIT}
     assert not bare.oco_groups
     assert not bare.brackets

@@ -124,14 +124,16 @@ class KafkaProducer:
 
 
 def event_record(event: OutboxEvent) -> Record:
-    """An outbox event as a Kafka record: the payload as exact JSON (Decimals as numbers),
-    keyed by the strategy id, with the `event-id` (consumers drop the repeats of an
-    at-least-once relay by it) and `event-type` headers."""
+    """An outbox event as a Kafka record: the payload as exact JSON (Decimals as numbers; the
+    committed text itself when the store handed it back), keyed by the strategy id, with
+    the `event-id` (consumers drop the repeats of an at-least-once relay by it) and
+    `event-type` headers."""
     headers = [
         ("event-id", str(event.event_id).encode()),
         ("event-type", event.event_type.encode()),
     ]
-    return encode_event(event.payload), event.key.encode(), headers
+    value = event.encoded.encode() if event.encoded is not None else encode_event(event.payload)
+    return value, event.key.encode(), headers
 
 
 class KafkaEventPublisher:

@@ -248,12 +248,18 @@ def capabilities_to_pb(caps: OmsCapabilities) -> pb.GetCapabilitiesResponse:
         brackets=caps.brackets,
         reduce_only=caps.reduce_only,
         order_groups=caps.order_groups,
+        order_batches=caps.order_batches,
+        max_batch_orders=caps.max_batch_orders,
+        max_batches_in_flight=caps.max_batches_in_flight,
+        report_batches=caps.report_batches,
     )
 
 
 def capabilities_from_pb(msg: pb.GetCapabilitiesResponse) -> OmsCapabilities:
-    """What the OMS holds natively; order types this client does not know are ignored."""
+    """What the OMS holds natively; order types this client does not know are ignored.
+    Batches count only with a positive size and window (a 1.1 server leaves both 0)."""
     known = {_TYPE_FROM_PB[t] for t in msg.order_types if t in _TYPE_FROM_PB}
+    batches = msg.order_batches and msg.max_batch_orders > 0 and msg.max_batches_in_flight > 0
     return OmsCapabilities(
         order_types=frozenset(known),
         oco_groups=msg.oco_groups,
@@ -261,4 +267,8 @@ def capabilities_from_pb(msg: pb.GetCapabilitiesResponse) -> OmsCapabilities:
         reduce_only=msg.reduce_only,
         order_groups=msg.order_groups,
         contract_version=msg.contract_version or "1.1",
+        order_batches=batches,
+        max_batch_orders=msg.max_batch_orders if batches else 0,
+        max_batches_in_flight=msg.max_batches_in_flight if batches else 0,
+        report_batches=msg.report_batches,
     )

@@ -308,12 +308,16 @@ def control_from_row(row: Row) -> ControlRequestRecord:
 
 
 def outbox_from_row(row: Row) -> OutboxRow:
+    """A claimed event; the payload arrives as the committed JSON text (CLAIM_OUTBOX), kept
+    as `encoded` so the relay publishes it without encoding it again."""
+    text = row["payload"]
     event = OutboxEvent(
         event_id=row["event_id"],
         execution_id=row["execution_id"],
         user_id=row["user_id"],
         key=row["key"],
         event_type=row["event_type"],
-        payload=row["payload"],
+        payload=jsoncodec.loads(text) if isinstance(text, str) else text,
+        encoded=text if isinstance(text, str) else None,
     )
     return OutboxRow(seq=row["seq"], event=event, created_at=row["created_at"])

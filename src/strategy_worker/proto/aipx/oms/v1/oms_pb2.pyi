@@ -20,6 +20,14 @@ SubmitOrderGroup and GetCapabilities. The rules (who triggers, on which price, a
 quantity after a partial parent fill, the scope of fill ids) are in docs/oms-contract.md.
 A 1.0 server answers GetCapabilities with UNIMPLEMENTED: the client then assumes MARKET and
 LIMIT only, no groups and no reduce-only, and emulates everything else itself.
+
+Version 1.2 (additive only, like 1.1) adds batches on the SubmitOrders stream: a request
+may carry an OrderBatch (many orders and groups of any executions and accounts) instead of
+one order, answered by ONE response carrying an acknowledgement per entry; and
+StreamExecutionReportBatches, the report stream with many reports per message. A client
+sends either only to an OMS whose GetCapabilities says so (order_batches, report_batches);
+a 1.1 OMS says neither (its answer lacks the fields), so the client keeps the per-order
+path. Rules: docs/oms-contract.md, "Batches".
 """
 
 from collections import abc as _abc
@@ -423,20 +431,153 @@ class SubmitOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order(self) -> Global___NewOrder: ...
+    @_builtins.property
+    def batch(self) -> Global___OrderBatch:
+        """Since 1.2: many entries in one request, instead of `order` (set one of the two)."""
+
     def __init__(
         self,
         *,
         order: Global___NewOrder | None = ...,
+        batch: Global___OrderBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitOrderRequest: _TypeAlias = SubmitOrderRequest  # noqa: Y015
+
+@_typing.final
+class OrderBatch(_message.Message):
+    """Since 1.2. Each entry keeps the rules of its own RPC: an order those of SubmitOrder
+    (idempotent on client_order_id), a group those of SubmitOrderGroup (atomic). Entries are
+    processed in order; a later entry sees the orders of the earlier ones (a child may name
+    a parent placed earlier in the batch).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """chosen by the client, unique among its unanswered"""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchEntry]:
+        """batches on the stream; echoed in the acknowledgement
+        1..max_batch_orders orders in all
+        """
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        entries: _abc.Iterable[Global___BatchEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderBatch: _TypeAlias = OrderBatch  # noqa: Y015
+
+@_typing.final
+class BatchEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___NewOrder: ...
+    @_builtins.property
+    def group(self) -> Global___SubmitOrderGroupRequest: ...
+    def __init__(
+        self,
+        *,
+        order: Global___NewOrder | None = ...,
+        group: Global___SubmitOrderGroupRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "group", b"group", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "group", b"group", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["order", "group"]  # noqa: Y015
+    _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
+
+Global___BatchEntry: _TypeAlias = BatchEntry  # noqa: Y015
+
+@_typing.final
+class OrderBatchAck(_message.Message):
+    """Since 1.2: the answer to one OrderBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchEntryAck]:
+        """one per entry, in request order"""
+
+    @_builtins.property
+    def error(self) -> Global___Error:
+        """set when the whole batch was refused (none of its"""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        acks: _abc.Iterable[Global___BatchEntryAck] | None = ...,
+        error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch_id", b"batch_id", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderBatchAck: _TypeAlias = OrderBatchAck  # noqa: Y015
+
+@_typing.final
+class BatchEntryAck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    GROUP_ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___SubmitOrdersResponse:
+        """An order entry: as SubmitOrders answers one order (`error` set when it was refused)."""
+
+    @_builtins.property
+    def group(self) -> Global___SubmitOrderGroupResponse:
+        """A group entry accepted (or already held): as SubmitOrderGroup answers it."""
+
+    @_builtins.property
+    def group_error(self) -> Global___Error:
+        """A group entry refused: none of its orders exists."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___SubmitOrdersResponse | None = ...,
+        group: Global___SubmitOrderGroupResponse | None = ...,
+        group_error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "group_error", b"group_error", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "group_error", b"group_error", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchEntryAck: _TypeAlias = BatchEntryAck  # noqa: Y015
 
 @_typing.final
 class SubmitOrderResponse(_message.Message):
@@ -493,6 +634,7 @@ class SubmitOrdersResponse(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     duplicate: _builtins.bool
     @_builtins.property
@@ -503,6 +645,10 @@ class SubmitOrdersResponse(_message.Message):
     def error(self) -> Global___Error:
         """set when the request itself was refused; the stream goes on"""
 
+    @_builtins.property
+    def batch(self) -> Global___OrderBatchAck:
+        """since 1.2: the answer to an OrderBatch request (1-4 unset)"""
+
     def __init__(
         self,
         *,
@@ -510,10 +656,11 @@ class SubmitOrdersResponse(_message.Message):
         order: Global___Order | None = ...,
         duplicate: _builtins.bool = ...,
         error: Global___Error | None = ...,
+        batch: Global___OrderBatchAck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "duplicate", b"duplicate", "error", b"error", "order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "client_order_id", b"client_order_id", "duplicate", b"duplicate", "error", b"error", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -853,6 +1000,30 @@ class ExecutionReport(_message.Message):
 Global___ExecutionReport: _TypeAlias = ExecutionReport  # noqa: Y015
 
 @_typing.final
+class ExecutionReportBatch(_message.Message):
+    """Since 1.2: consecutive reports of the stream (ascending seq), as StreamExecutionReports
+    would have sent them one by one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecutionReport]: ...
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___ExecutionReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionReportBatch: _TypeAlias = ExecutionReportBatch  # noqa: Y015
+
+@_typing.final
 class PingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -940,8 +1111,12 @@ class GetCapabilitiesResponse(_message.Message):
     BRACKETS_FIELD_NUMBER: _builtins.int
     REDUCE_ONLY_FIELD_NUMBER: _builtins.int
     ORDER_GROUPS_FIELD_NUMBER: _builtins.int
+    ORDER_BATCHES_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_ORDERS_FIELD_NUMBER: _builtins.int
+    MAX_BATCHES_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    REPORT_BATCHES_FIELD_NUMBER: _builtins.int
     contract_version: _builtins.str
-    """"1.1" """
+    """"1.2" ("1.1" from a 1.1 server)"""
     oco_groups: _builtins.bool
     """NewOrder.oco_group_id is honoured"""
     brackets: _builtins.bool
@@ -950,6 +1125,19 @@ class GetCapabilitiesResponse(_message.Message):
     """NewOrder.reduce_only is honoured"""
     order_groups: _builtins.bool
     """SubmitOrderGroup is served"""
+    order_batches: _builtins.bool
+    """Since 1.2 (a 1.1 server leaves them unset: false / 0).
+    SubmitOrders takes OrderBatch requests
+    """
+    max_batch_orders: _builtins.int
+    """orders per batch at most (groups count their orders)"""
+    max_batches_in_flight: _builtins.int
+    """unanswered batches per stream the OMS works on at"""
+    report_batches: _builtins.bool
+    """once; it reads no further request until one is
+    answered (flow control)
+    StreamExecutionReportBatches is served
+    """
     @_builtins.property
     def order_types(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderType.ValueType]:
         """the types this OMS rests and triggers itself"""
@@ -963,10 +1151,14 @@ class GetCapabilitiesResponse(_message.Message):
         brackets: _builtins.bool = ...,
         reduce_only: _builtins.bool = ...,
         order_groups: _builtins.bool = ...,
+        order_batches: _builtins.bool = ...,
+        max_batch_orders: _builtins.int = ...,
+        max_batches_in_flight: _builtins.int = ...,
+        report_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brackets", b"brackets", "contract_version", b"contract_version", "oco_groups", b"oco_groups", "order_groups", b"order_groups", "order_types", b"order_types", "reduce_only", b"reduce_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brackets", b"brackets", "contract_version", b"contract_version", "max_batch_orders", b"max_batch_orders", "max_batches_in_flight", b"max_batches_in_flight", "oco_groups", b"oco_groups", "order_batches", b"order_batches", "order_groups", b"order_groups", "order_types", b"order_types", "reduce_only", b"reduce_only", "report_batches", b"report_batches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,6 +69,11 @@ class OrderManagementServiceStub:
                 request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
                 response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReport.FromString,
                 _registered_method=True)
+        self.StreamExecutionReportBatches = channel.unary_stream(
+                '/aipx.oms.v1.OrderManagementService/StreamExecutionReportBatches',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/aipx.oms.v1.OrderManagementService/Ping',
                 request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.SerializeToString,
@@ -99,6 +104,9 @@ class OrderManagementServiceServicer:
     def SubmitOrders(self, request_iterator, context):
         """High-rate submission: one response per request, correlated by client_order_id
         (responses may come back in any order). Same idempotency as SubmitOrder.
+        Since 1.2 a request may carry an OrderBatch instead, answered by one response whose
+        `batch` acknowledges every entry (correlated by batch_id; batches of one stream may be
+        processed concurrently and answered in any order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +142,13 @@ class OrderManagementServiceServicer:
 
     def StreamExecutionReports(self, request, context):
         """Every report with seq > from_seq, then live reports as they happen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamExecutionReportBatches(self, request, context):
+        """Since 1.2: the same reports, the same rules (seq, from_seq, filters), many per message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +213,11 @@ def add_OrderManagementServiceServicer_to_server(servicer, server):
                     servicer.StreamExecutionReports,
                     request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.FromString,
                     response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReport.SerializeToString,
+            ),
+            'StreamExecutionReportBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExecutionReportBatches,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.SerializeToString,
             ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
@@ -404,6 +424,33 @@ class OrderManagementService:
             '/aipx.oms.v1.OrderManagementService/StreamExecutionReports',
             aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
             aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExecutionReportBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/StreamExecutionReportBatches',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.FromString,
             options,
             channel_credentials,
             insecure,
