@@ -16,6 +16,8 @@ the runner: another worker owns the execution now.
 from __future__ import annotations
 
 import contextlib
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
@@ -71,6 +73,9 @@ class Engine:
         self.on_committed: Callable[[], None] = lambda: None
         """Called after every commit with events (the wiring nudges the outbox relay)."""
         self.on_unsent: Callable[[ExecutionRunner], None] = lambda runner: None
+        self._first_order: dict[uuid.UUID, float] = {}
+        """Executions created from a message with a publish time, until their first order
+        is at the OMS (`strategy_publish_to_order_seconds`) or refused."""
         """Called when orders could not be sent (or the OMS must be asked about some):
         the wiring points it at reconciliation with backoff."""
         self.submitter = SubmitQueue(
@@ -244,13 +249,20 @@ class Engine:
 
     def _count(self, step: Step) -> None:
         metrics = self.metrics
+        execution_id = step.runner.execution_id
+        if step.create is not None and step.published_at is not None:
+            self._first_order[execution_id] = step.published_at
         for row in step.risk_rows:
             metrics.record_risk_event(row.event_type, row.severity.value)
         for event in step.events:
             kind = str(event.get("type"))
             if kind.endswith(".order_submitted"):
                 metrics.orders_submitted.inc()
+                published = self._first_order.pop(execution_id, None)
+                if published is not None and (elapsed := time.time() - published) >= 0:
+                    metrics.publish_to_order_seconds.observe(elapsed)
             elif kind.endswith(".order_rejected"):
+                self._first_order.pop(execution_id, None)
                 metrics.orders_rejected.labels(source=str(event.get("source"))).inc()
         for order in step.changed.values():
             if order.status is OrderStatus.FILLED:

@@ -14,7 +14,6 @@ commit the offsets.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -376,11 +375,3 @@ def _keys_sorted(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_keys_sorted(item) for item in value]
     return value
-
-
-def seconds_since(published_at: float | None) -> float | None:
-    """Publish-to-now in seconds, or None when the producer's stamp is unknown or ahead."""
-    if published_at is None:
-        return None
-    elapsed = time.time() - published_at
-    return elapsed if elapsed >= 0 else None

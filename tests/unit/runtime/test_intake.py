@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from strategy_worker.domain.orders import OrderStatus
+from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.testing.rig import Rig
 
 from .world import PRICES, admit, approved, event_types, orders, risk_types, run
@@ -118,5 +120,30 @@ def test_re_approving_a_running_strategy_is_refused_so_control_by_strategy_id_is
             assert await admit(app, again) == []
             assert [code for code, *_ in rig.dead_letters.letters] == ["strategy_running"]
             assert set(rig.db.executions) == {first}
+
+    run(scenario)
+
+
+def test_the_first_order_at_the_oms_is_timed_from_the_message_s_publication() -> None:
+    # strategy_publish_to_order_seconds was never observed by the new runtime.
+    async def scenario() -> None:
+        rig = Rig(seed=36)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            published = time.time() - 0.5  # the producer's stamp, half a second ago
+            payload = approved({"AAPL": "0.3", "MSFT": "0.3"})
+            await app.worker.handle_strategies([IncomingStrategy(payload, "test", published)])
+            await rig.run_for(2)
+
+            samples = {
+                s.name: s.value
+                for m in app.metrics.publish_to_order_seconds.collect()
+                for s in m.samples
+            }
+            count = samples["strategy_publish_to_order_seconds_count"]
+            total = samples["strategy_publish_to_order_seconds_sum"]
+            assert count == 1  # one execution, timed at its first order only
+            assert 0.5 <= total < 30
 
     run(scenario)
