@@ -11,7 +11,7 @@ that never overwrites a newer commit.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from strategy_worker.domain.clock import Clock
@@ -56,6 +56,9 @@ class Monitor:
         self._clock = clock
         self._metrics = metrics
         self._threshold = drift_threshold
+        self.observed: Callable[[Mapping[str, Decimal]], None] = lambda prices: None
+        """Sees every batch of prices the monitor reads (the wiring points it at the signal
+        desk, which builds bars from them when no bar topic is configured)."""
 
     # ------------------------------------------------------------------ the cycles
 
@@ -114,6 +117,7 @@ class Monitor:
         self, runners: Sequence[ExecutionRunner], prices: Mapping[str, Decimal]
     ) -> list[ExecutionRunner]:
         """Give each runner its marks; returns those the marks can affect."""
+        self.observed(prices)
         now = self._clock.now().timestamp()
         acting: list[ExecutionRunner] = []
         for runner in runners:

@@ -38,6 +38,9 @@ class RuntimeSettings:
     """Seconds a mark stays current enough to size an order at it (`redis.price_max_age`)."""
     max_executions: int = 100_000
     """Upper bound on executions one worker takes over (lease acquisition batch limit)."""
+    bar_clock_skew: float = 5.0
+    """Seconds a bar's end may be ahead of the clock and still count as closed
+    (`signals.max_clock_skew`)."""
 
 
 def risk_limits_from(section: RiskSection) -> RiskLimits:
@@ -84,4 +87,5 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         max_message_bytes=config.kafka.max_message_bytes,
         close_timeout=ex.close_timeout,
         price_max_age=config.redis.price_max_age,
+        bar_clock_skew=config.signals.max_clock_skew,
     )

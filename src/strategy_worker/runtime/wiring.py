@@ -28,7 +28,15 @@ from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, PriceFeed, PriceSource
+from strategy_worker.ports import (
+    BarFeed,
+    BarStore,
+    DeadLetterSink,
+    EventPublisher,
+    OmsGateway,
+    PriceFeed,
+    PriceSource,
+)
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.settings import RuntimeSettings, settings_from
@@ -110,11 +118,19 @@ async def build_worker(
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
+    market: BarStore | None = _UNSET,
+    bar_feed: BarFeed | None = _UNSET,
+    bar_source: str = "kafka",
 ) -> AsyncIterator[App]:
     """Build the worker (see the module docstring). Each part given replaces the one the
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
-    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files)."""
+    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files).
+
+    Signals (runtime/signals.py): `market` is where bars are stored (left out: the
+    PostgreSQL store's pool; None: rules are not evaluated); `bar_feed` the closed bars
+    (left out: the bar topic when `kafka.topics.bars` is set and Kafka is consumed; None:
+    bars are built from the prices the worker reads), `bar_source` what they are stored as."""
     async with contextlib.AsyncExitStack() as stack:
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
@@ -135,6 +151,12 @@ async def build_worker(
         dead_letters = dead_letters or _dead_letters(producer, topics.dead_letter, settings)
         clock = clock or SystemClock()
         sleep = sleep or _clock_sleep(clock)
+        if market is _UNSET:
+            market = _market_of(store)
+        if bar_feed is _UNSET:
+            bar_feed = None
+            if consume and topics.bars is not None and market is not None:
+                bar_feed = await _open_bar_feed(config, market, metrics, clock, settings)
         worker = Worker(
             settings=settings,
             store=store,
@@ -146,7 +168,10 @@ async def build_worker(
             clock=clock,
             sleep=sleep,
             price_feed=feed,
-            housekeeping=_housekeeping(config, store, clock, settings),
+            housekeeping=_housekeeping(config, store, clock, settings, market),
+            market=market,
+            bar_feed=bar_feed,
+            bar_source=bar_source,
         )
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
@@ -272,14 +297,64 @@ def _dead_letters(producer: Any, topic: str, settings: RuntimeSettings) -> DeadL
     return KafkaDeadLetterPublisher(producer, topic=topic, worker_id=settings.owner_id)
 
 
+def _market_of(store: Store) -> BarStore | None:
+    """Bars and decisions on the PostgreSQL store's own pool (None for other stores)."""
+    from strategy_worker.adapters.postgres import PostgresStore
+    from strategy_worker.adapters.postgres.market_data import MarketDataStore
+
+    return MarketDataStore(store.pool) if isinstance(store, PostgresStore) else None
+
+
+async def _open_bar_feed(
+    config: WorkerConfig,
+    market: BarStore,
+    metrics: WorkerMetrics,
+    clock: Clock,
+    settings: RuntimeSettings,
+) -> BarFeed:
+    """The bar topic, read from shortly before the newest bar this topic gave any worker
+    (within the last 8 days): bars published while no worker read them are not lost; the
+    repeats are duplicates the engines skip."""
+    from strategy_worker.adapters.kafka.bars import KafkaBarFeed
+
+    start_from = None
+    last = getattr(market, "last_received", None)
+    if last is not None:
+        now = clock.now()
+        newest = await last("kafka", since=now - timedelta(days=8))
+        if newest is not None:
+            start_from = newest - timedelta(seconds=settings.bar_clock_skew + 60.0)
+    return KafkaBarFeed(config.kafka, start_from=start_from, metrics=metrics)
+
+
 def _housekeeping(
-    config: WorkerConfig, store: Store, clock: Clock, settings: RuntimeSettings
+    config: WorkerConfig,
+    store: Store,
+    clock: Clock,
+    settings: RuntimeSettings,
+    market: BarStore | None = None,
 ) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
-    """Periodic jobs of the store itself: snapshot retention where the store has it."""
-    thin = getattr(store, "thin_snapshots", None)
+    """Periodic jobs of the stores themselves: snapshot retention where the store has it,
+    and the retention of signal decisions and bars (docs/signals.md) every
+    `retention.interval`."""
+    jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = []
     section = config.retention
+    if market is not None:
+        signals = config.signals
+
+        async def prune_signals() -> None:
+            now = clock.now()
+            bar_days = signals.bar_retention_days
+            pruned = await market.prune(
+                decisions_before=now - timedelta(days=signals.decision_retention_days),
+                bars_before=None if bar_days is None else now - timedelta(days=bar_days),
+            )
+            _log.debug("signal retention ran", pruned=str(pruned))
+
+        jobs.append(("signal-retention", section.interval, prune_signals))
+    thin = getattr(store, "thin_snapshots", None)
     if thin is None or not section.enabled:
-        return []
+        return jobs
 
     async def retention() -> None:
         deleted = await thin(
@@ -293,7 +368,7 @@ def _housekeeping(
         if deleted:
             _log.info("position snapshots thinned", deleted=deleted)
 
-    return [("snapshot-retention", section.interval, retention)]
+    return [*jobs, ("snapshot-retention", section.interval, retention)]
 
 
 def _consumer(

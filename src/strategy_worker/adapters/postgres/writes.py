@@ -11,8 +11,9 @@ one `unnest` statement for the whole batch, skipping the kinds the batch does no
    version - 1;
 5. the intents, 6. the order updates, 7. the fills, 8. the control completions,
    9. risk events, snapshots, outbox events and the report cursor (one statement),
+   10. the signal decisions (one statement),
    all for the writes that were created or held only;
-10. COMMIT.
+11. COMMIT.
 
 A replayed intent or fill costs one more read (the stored rows, compared in Python).
 
@@ -34,6 +35,10 @@ from strategy_worker.adapters.postgres import jsoncodec
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.base import StoreBase
+from strategy_worker.adapters.postgres.market_data import (
+    DECISIONS_BATCH_INSERT_SQL,
+    batch_decision_params,
+)
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
@@ -229,6 +234,7 @@ class CommitWrites(StoreBase):
             await self._insert_fills(conn, live)
             await self._complete_controls(conn, live)
             await self._insert_history(conn, live, cursor)
+            await self._insert_decisions(conn, live)
         return CommitOutcome(
             created=frozenset(created),
             existed=frozenset(w.execution_id for w in plan.creations) - created,
@@ -381,6 +387,13 @@ class CommitWrites(StoreBase):
             name,
             seq,
         )
+
+    async def _insert_decisions(
+        self, conn: asyncpg.Connection, live: Sequence[ExecutionWrite]
+    ) -> None:
+        rows = [(w.execution_id, d) for w in live for d in w.decisions]
+        if rows:
+            await conn.execute(DECISIONS_BATCH_INSERT_SQL, *batch_decision_params(rows))
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
         """Valuation-only writes (state_version unchanged) in one transaction: the rows are

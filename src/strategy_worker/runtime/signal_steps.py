@@ -1,0 +1,289 @@
+"""What a strategy's own rules make an execution do, decided inside a step (no I/O).
+
+Like `runtime/decide.py`, every function here works on a `Step` (a fork of the committed
+model) and records what it decided there, so the decisions, the orders they caused and
+their events are committed together or not at all (docs/signals.md):
+
+- `entered_symbols(model, info)`: which symbols are *entered* as far as signals are
+  concerned, derived from the committed orders and positions and never stored on their
+  own, so a restart, a takeover or a reload restores them exactly. With an entry rule: a
+  symbol held and not being sold in full, or being bought (a live buy, or one waiting for
+  a rate token). With exit rules only: every symbol but those an `EXIT` order closed (live,
+  or filled in part or whole) and that are no longer held.
+- `rebalance_targets(step)`: the target weights rebalancing keeps, those of entered symbols
+  (every target without rules).
+- `awaiting_at_intake(info)` and `without_symbols(strategy, symbols)`: what intake leaves
+  for the entry signal (every symbol, with an entry rule).
+- `apply_bars(step, engine, bars)`: closed bars through the execution's `SignalEngine`;
+  each decision it returns is recorded (`step.decisions`, a `signal_decision` event) and a
+  fired one becomes an order through the usual risk gate, or records the gate that blocked
+  it: an entry is sized then, at the symbol's fresh mark (`size_entry`); an exit closes
+  what is held and not already being sold (purpose `EXIT`).
+
+Stop-loss, daily loss, trading states, pause and stop keep priority: a paused execution
+acts on no signal (`paused`), a stopping one neither (`trading_state`: the stop closes
+everything), HALTED and REDUCING block entries (`trading_state`), a stopped-out symbol's
+entry waits for its block to lift (`reentry_blocked`); an exit is a closing sell, which
+passes in HALTED and REDUCING like any close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from strategy_worker import messages as msg
+from strategy_worker.domain.events import RiskEvent
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.manager import RiskDecision, RiskReason
+from strategy_worker.domain.signals.bars import Bar
+from strategy_worker.domain.signals.decisions import (
+    Action,
+    Gate,
+    Outcome,
+    SignalDecision,
+    gate_for_risk_reason,
+)
+from strategy_worker.domain.signals.engine import SignalEngine
+from strategy_worker.domain.sizing import reserved_quantity, sized_orders
+from strategy_worker.domain.strategy import ApprovedStrategy
+from strategy_worker.runtime.facts import ExecutionInfo
+from strategy_worker.runtime.model import ExecutionModel
+from strategy_worker.runtime.step import Step, closing
+from strategy_worker.store import ExecutionStatus
+
+_STATUS_GATES: dict[RiskReason, Gate] = {
+    RiskReason.EXECUTION_PAUSED: Gate.PAUSED,
+    RiskReason.EXECUTION_STOPPING: Gate.TRADING_STATE,
+}
+
+
+# ---------------------------------------------------------------------- phases
+
+
+def has_entry_rule(info: ExecutionInfo) -> bool:
+    return info.rules is not None and info.rules.entry is not None
+
+
+def entered_symbols(model: ExecutionModel, info: ExecutionInfo) -> set[str]:
+    """The symbols entered as far as signals are concerned (see the module docstring)."""
+    pending = model.pending_sells()
+    held = {
+        sym
+        for sym, pos in model.portfolio.positions.items()
+        if pos.quantity - pending.get(sym, ZERO) > 0
+    }
+    if has_entry_rule(info) or info.rules_problem is not None:
+        buying = {
+            o.intent.symbol
+            for o in model.orders.values()
+            if o.is_live and o.intent.side is Side.BUY
+        }
+        buying.update(i.symbol for i in model.plans.deferred if i.side is Side.BUY)
+        return held | buying
+    exited = {
+        o.intent.symbol
+        for o in model.orders.values()
+        if o.intent.purpose is OrderPurpose.EXIT and (o.is_live or o.filled_quantity > 0)
+    }
+    return set(info.targets) - (exited - held)
+
+
+def rebalance_targets(step: Step) -> Mapping[str, Decimal]:
+    """The target weights a rebalance brings the portfolio back to: every target without
+    rules, else only those of entered symbols (an awaiting or exited symbol has none)."""
+    info = step.info
+    if info.rules is None and info.rules_problem is None:
+        return info.targets
+    entered = entered_symbols(step.model, info)
+    return {sym: weight for sym, weight in info.targets.items() if sym in entered}
+
+
+def awaiting_at_intake(info: ExecutionInfo) -> tuple[str, ...]:
+    """Symbols intake buys nothing of: with an entry rule every one waits for its signal."""
+    return info.symbols if has_entry_rule(info) else ()
+
+
+def without_symbols(strategy: ApprovedStrategy, symbols: Sequence[str]) -> ApprovedStrategy:
+    """The strategy as initial sizing should see it: `symbols` left out of the allocation
+    (each is sized when its entry signal fires)."""
+    if not symbols:
+        return strategy
+    gone = set(symbols)
+    config = strategy.config
+    allocation = {s: w for s, w in config.allocation.items() if s not in gone}
+    kept = tuple(s for s in config.symbols if s not in gone)
+    return dataclasses.replace(
+        strategy, config=dataclasses.replace(config, allocation=allocation, symbols=kept)
+    )
+
+
+# ---------------------------------------------------------------------- bars
+
+
+def apply_bars(step: Step, engine: SignalEngine, bars: Sequence[Bar]) -> None:
+    """Closed bars (oldest first) through `engine` in this step: before each bar the
+    engine's phases are set from the step's model, so an order recorded for one bar is seen
+    by the next; every decision is recorded and a fired one acted on."""
+    for bar in bars:
+        if not engine.wants(bar):
+            continue
+        engine.restore(entered=entered_symbols(step.model, step.info))
+        # The bar gate already took it as closed (its end within the clock skew).
+        now = max(step.now, bar.end)
+        for decision in engine.on_bar(bar, now=now):
+            record(step, decision)
+
+
+def record(step: Step, decision: SignalDecision) -> SignalDecision:
+    """Act on a fired decision (order or gate), then record it: a `signal_decisions` row
+    and its event, placed before the events of the orders it caused."""
+    at = len(step.events)
+    if decision.outcome is Outcome.FIRED:
+        if decision.action is Action.OPEN:
+            gate = open_position(step, decision)
+        else:
+            gate = close_position(step, decision)
+        decision = decision.with_gate(gate)
+    step.decisions.append(decision)
+    step.events.insert(
+        at, msg.signal_decision(step.runner.context, at=decision.decided_at, decision=decision)
+    )
+    return decision
+
+
+def _status_gate(step: Step) -> Gate | None:
+    model = step.model
+    if model.plans.stop is not None or not model.running:
+        return Gate.TRADING_STATE
+    if model.status is ExecutionStatus.PAUSED:
+        return Gate.PAUSED
+    return None
+
+
+def open_position(step: Step, decision: SignalDecision) -> Gate | None:
+    """An entry fired: size the symbol's buy now and put it through the gate; returns what
+    blocked it (None: an order was recorded, or waits for a rate token)."""
+    symbol = decision.symbol
+    model = step.model
+    gate = _status_gate(step)
+    if gate is not None:
+        return gate
+    if model.risk.state.value != "ACTIVE":
+        return Gate.TRADING_STATE
+    if model.risk.stops.is_blocked(symbol):
+        return Gate.REENTRY_BLOCKED
+    price = step.fresh_marks().get(symbol)
+    if price is None:
+        return Gate.NO_PRICE
+    ctx = step.risk_context(symbol)
+    limits = step.info.limits
+    sized = size_entry(
+        symbol=symbol,
+        weight=step.info.targets.get(symbol, ZERO),
+        price=price,
+        equity=step.valuation().equity,
+        cash=ctx.cash,
+        exposure_room=limits.max_total_exposure - ctx.worker_exposure,
+        limits=limits,
+        execution_id=step.execution_id,
+    )
+    for event in sized.events:
+        step.risk(event)
+    if sized.gate is not None:
+        return sized.gate
+    before, waiting = len(step.intents), len(model.plans.deferred)
+    denials = step.gate(sized.intents)
+    if len(step.intents) > before or len(step.model.plans.deferred) > waiting:
+        return None
+    return _denial_gate(denials)
+
+
+def close_position(step: Step, decision: SignalDecision) -> Gate | None:
+    """An exit fired: sell what is held and not already being sold (purpose EXIT)."""
+    symbol = decision.symbol
+    model = step.model
+    gate = _status_gate(step)
+    if gate is not None:
+        return gate
+    pos = model.portfolio.positions.get(symbol)
+    quantity = (pos.quantity if pos else ZERO) - model.pending_sells().get(symbol, ZERO)
+    if pos is None or quantity <= 0:
+        return Gate.NO_POSITION
+    price = step.fresh_marks().get(symbol) or step.runner.marks.get(symbol) or pos.last_price
+    intent = closing(symbol, quantity, price, step.execution_id, OrderPurpose.EXIT)
+    before = len(step.intents)
+    denials = step.gate([intent], defer_rate_limited=False)
+    return None if len(step.intents) > before else _denial_gate(denials)
+
+
+def _denial_gate(denials: Sequence[RiskDecision]) -> Gate | None:
+    for denial in denials:
+        if denial.reason is None:
+            continue
+        gate = _STATUS_GATES.get(denial.reason) or gate_for_risk_reason(str(denial.reason))
+        if gate is not None:
+            return gate
+    return None
+
+
+# ---------------------------------------------------------------------- sizing
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySize:
+    """The buy(s) an entry asks for, the sizing events, or the gate that leaves none."""
+
+    intents: tuple[OrderIntent, ...]
+    events: tuple[RiskEvent, ...]
+    gate: Gate | None
+
+
+def size_entry(
+    *,
+    symbol: str,
+    weight: Decimal,
+    price: Decimal,
+    equity: Decimal,
+    cash: Decimal,
+    exposure_room: Decimal,
+    limits: RiskLimits,
+    execution_id: uuid.UUID,
+) -> EntrySize:
+    """Size an entry buy at `price` (the symbol's fresh mark) by the usual exact rules:
+    the budget is `weight x equity` (the symbol's effective target weight of the current
+    equity), bounded by the cash free of what buys in flight reserve and by the room left
+    under the worker's exposure limit; whole shares whose reserved cost fits it (fees and
+    slippage reserved, `RiskLimits.affordable_quantity`), split above `max_order_value`.
+    A budget that buys less than `min_order_value` is no order: its gate says which bound
+    made it so (`cash`, `exposure`, else `min_value`)."""
+    budget, why = weight * equity, Gate.MIN_VALUE
+    if cash < budget:
+        budget, why = cash, Gate.CASH
+    if exposure_room < budget:
+        budget, why = exposure_room, Gate.EXPOSURE
+    if budget <= 0:
+        return EntrySize((), (), why)
+    quantity = reserved_quantity(budget, price, limits)
+    if quantity <= 0 or quantity * price < limits.min_order_value:
+        return EntrySize((), (), why)
+    events: list[RiskEvent] = []
+    intents = sized_orders(
+        execution_id=execution_id,
+        seq=1,  # placeholder: renumbered below, then by `Step.add`
+        symbol=symbol,
+        side=Side.BUY,
+        quantity=quantity,
+        price=price,
+        purpose=OrderPurpose.INITIAL,
+        limits=limits,
+        events=events,
+    )
+    # Unnumbered, like every intent before `Step.add` (client order ids stay consecutive).
+    unnumbered = tuple(dataclasses.replace(i, intent_seq=0, client_order_id="") for i in intents)
+    return EntrySize(unnumbered, tuple(events), None if unnumbered else Gate.MIN_VALUE)
