@@ -128,6 +128,11 @@ class RiskSection(_Section):
     """The spec's risk limits; money in Decimal, ratios as fractions of the portfolio."""
 
     max_total_exposure: PositiveDecimal = Decimal("1000000.00")
+    #: Per user (all of one user_id's executions, fleet-wide); null = no per-user cap.
+    max_user_exposure: PositiveDecimal | None = None
+    #: A strategy the remaining capacity funds below this fraction is refused; else it
+    #: starts scaled down (README "Exposure limits").
+    min_funded_fraction: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     max_position_size: Decimal = Decimal("0.30")
     max_daily_loss: Decimal = Decimal("0.05")
     max_daily_loss_amount: PositiveDecimal = Decimal("50000.00")

@@ -157,6 +157,18 @@ class WorkerMetrics:
             "Executions waiting to be reloaded after a commit of unknown outcome",
             registry=registry,
         )
+        self.ledger_difference = Gauge(
+            "strategy_risk_ledger_difference",
+            "Sum of |ledger - recomputation| the last audit found (then repaired; expected 0)",
+            registry=registry,
+        )
+        self.strategies_unfunded = Counter(
+            "strategy_unfunded_total",
+            "Strategies the remaining exposure capacity could not fund in full, by outcome "
+            "(scaled: started scaled down; refused: insufficient_capacity)",
+            ["outcome"],
+            registry=registry,
+        )
         self.stops_incomplete = Gauge(
             "strategy_stops_incomplete",
             "Stopping executions still holding positions after several closing rounds",

@@ -14,6 +14,7 @@ the runner: another worker owns the execution now.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -24,14 +25,17 @@ from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import OmsGateway
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime.book import ExecutionBook
+from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.step import Step, StepContext
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
-from strategy_worker.store import Store
+from strategy_worker.store import LedgerCaps, LedgerRefusedError, OutboxEvent, Store
 
 _log = get_logger(__name__)
 
 Decide = Callable[[Step], object]
+LEDGER_ATTEMPTS = 3
+"""Commits refused by the risk ledger before new buys are denied outright."""
 
 
 class Engine:
@@ -44,6 +48,7 @@ class Engine:
         oms: OmsGateway,
         book: ExecutionBook,
         ctx: StepContext,
+        exposure: FleetExposure,
         supervisor: Supervisor,
         metrics: WorkerMetrics,
         sleep: Sleep,
@@ -52,6 +57,10 @@ class Engine:
         self.oms = oms
         self.book = book
         self.ctx = ctx
+        self.exposure = exposure
+        self.caps = LedgerCaps(
+            fleet=ctx.risk.limits.max_total_exposure, user=ctx.risk.limits.max_user_exposure
+        )
         self.supervisor = supervisor
         self.metrics = metrics
         self._sleep = sleep
@@ -70,13 +79,7 @@ class Engine:
     async def act(self, runner: ExecutionRunner, decide: Decide) -> Step | None:
         """One step of one execution, committed; None when it was not acted on (no longer
         ours, dirty, or nothing to write)."""
-        async with runner.lock:
-            if not self.book.is_current(runner) or runner.dirty:
-                return None
-            step = self.step(runner)
-            decide(step)
-            rules.settle(step)
-            done = await self.commit([step])
+        done = await self.act_many([runner], decide)
         return done[0] if done else None
 
     async def act_many(
@@ -86,38 +89,72 @@ class Engine:
         *,
         cursor: tuple[str, int] | None = None,
     ) -> list[Step]:
-        """One step for each runner, committed together (locks taken in id order)."""
+        """One step for each runner, committed together (locks taken in id order). When the
+        risk ledger refuses the commit (another worker took the capacity meanwhile), the
+        steps are decided again at the totals it returned; after `LEDGER_ATTEMPTS`, once
+        more with every new buy denied, so the rest of the decision still happens."""
         ordered = sorted({id(r): r for r in runners}.values(), key=lambda r: r.execution_id)
         held: list[ExecutionRunner] = []
         failed: list[tuple[ExecutionRunner, Exception]] = []
         done: list[Step] = []
         try:
-            steps: list[Step] = []
             for runner in ordered:
                 await runner.lock.acquire()
                 held.append(runner)
-                if not self.book.is_current(runner) or runner.dirty:
-                    continue
-                step = self.step(runner)
+            for attempt in range(LEDGER_ATTEMPTS + 1):
+                failed.clear()
+                steps = self._decide(held, decide, failed)
                 try:
-                    decide(step)
-                    rules.settle(step)
-                except Exception as bug:  # one execution's bug never holds up the others
-                    failed.append((runner, bug))
-                    continue
-                steps.append(step)
-            done = await self.commit(steps, cursor=cursor)
+                    done = await self.commit(steps, cursor=cursor)
+                    break
+                except LedgerRefusedError as refusal:
+                    await self._refused(refusal, last=attempt == LEDGER_ATTEMPTS - 1)
+            else:  # pragma: no cover - the last attempt denies every buy: never refused
+                raise StoreError("the risk ledger refused a commit without new buys")
         finally:
+            self.exposure.full = False
             for runner in held:
                 runner.lock.release()
         for runner, error in failed:
             self.supervisor.spawn(self.fault(runner, error), f"fault-{runner.execution_id}")
         return done
 
+    def _decide(
+        self,
+        runners: Sequence[ExecutionRunner],
+        decide: Callable[[Step], object],
+        failed: list[tuple[ExecutionRunner, Exception]],
+    ) -> list[Step]:
+        steps: list[Step] = []
+        for runner in runners:
+            if not self.book.is_current(runner) or runner.dirty:
+                continue
+            step = self.step(runner)
+            try:
+                decide(step)
+                rules.settle(step)
+            except Exception as bug:  # one execution's bug never holds up the others
+                failed.append((runner, bug))
+                continue
+            steps.append(step)
+        return steps
+
+    async def _refused(self, refusal: LedgerRefusedError, *, last: bool) -> None:
+        """Learn the totals the ledger holds, to decide again at them."""
+        _log.info("risk ledger refused a commit; deciding again", reason=str(refusal))
+        self.exposure.observe({refusal.scope: refusal.exposure})
+        with contextlib.suppress(StoreError):
+            self.exposure.observe(await self.store.ledger_totals(self.book.user_ids()))
+        self.exposure.full = last
+
     # ------------------------------------------------------------------ committing
 
     async def commit(
-        self, steps: Sequence[Step], *, cursor: tuple[str, int] | None = None
+        self,
+        steps: Sequence[Step],
+        *,
+        cursor: tuple[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> list[Step]:
         """Write the steps in one transaction and adopt the committed ones; the caller holds
         each step's runner lock. Returns the committed steps (then acted on)."""
@@ -125,10 +162,14 @@ class Engine:
         steps = [s for s in steps if s.has_effects]
         for step in actions_only:  # nothing to write: only orders to (re)send or cancel
             await self._after(step)
-        if not steps and cursor is None:
+        if not steps and cursor is None and not events:
             return actions_only
         try:
-            outcome = await self.store.commit([s.write() for s in steps], cursor=cursor)
+            outcome = await self.store.commit(
+                [s.write() for s in steps], cursor=cursor, caps=self.caps, events=events
+            )
+        except LedgerRefusedError:
+            raise  # certainly not written: the caller decides again
         except StoreError as exc:
             if not exc.retryable:
                 if len(steps) > 1:
@@ -139,6 +180,7 @@ class Engine:
         except BaseException as exc:
             self._unknown(steps, exc)
             raise
+        self.exposure.observe(outcome.ledger)
         if any(step.events for step in steps):
             self.on_committed()
         done: list[Step] = []
@@ -152,6 +194,7 @@ class Engine:
                 continue
             step.model.version = step.version
             runner.adopt(step.model)
+            runner.ledger_exposure = step.exposure()
             if step.create is not None:
                 self.book.add(runner)
             self.book.refresh(runner)

@@ -147,6 +147,8 @@ class Monitor:
                     snapshot=snapshot_of(
                         runner.execution_id, model.portfolio, val, at, model.version
                     ),
+                    exposure=runner.exposure(),
+                    marks={s: p.mark for s, p in val.positions.items()},
                 )
             )
         if writes:

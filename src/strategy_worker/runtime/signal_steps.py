@@ -4,21 +4,13 @@ Like `runtime/decide.py`, every function here works on a `Step` (a fork of the c
 model) and records what it decided there, so the decisions, the orders they caused and
 their events are committed together or not at all (docs/signals.md):
 
-- `entered_symbols(model, info)`: which symbols are *entered* as far as signals are
-  concerned, derived from the committed orders and positions and never stored on their
-  own, so a restart, a takeover or a reload restores them exactly. With an entry rule: a
-  symbol held and not being sold in full, or being bought (a live buy, or one waiting for
-  a rate token). With exit rules only: every symbol but those an `EXIT` order closed (live,
-  or filled in part or whole) and that are no longer held.
-- `rebalance_targets(step)`: the target weights rebalancing keeps, those of entered symbols
-  (every target without rules).
-- `awaiting_at_intake(info)` and `without_symbols(strategy, symbols)`: what intake leaves
-  for the entry signal (every symbol, with an entry rule).
-- `apply_bars(step, engine, bars)`: closed bars through the execution's `SignalEngine`;
-  each decision it returns is recorded (`step.decisions`, a `signal_decision` event) and a
-  fired one becomes an order through the usual risk gate, or records the gate that blocked
-  it: an entry is sized then, at the symbol's fresh mark (`size_entry`); an exit closes
-  what is held and not already being sold (purpose `EXIT`).
+- `apply_evaluations(step, evaluations)`: the bars an execution's `SignalEngine` evaluated,
+  decided in each symbol's phase (derived from the step's model, `signal_phases.py`); each
+  decision is recorded (`step.decisions`, a `signal_decision` event placed before the
+  events of the orders it caused) and a fired one becomes an order through the usual risk
+  gate, or records the gate that blocked it;
+- `open_position`: an entry is sized then (`size_entry`), at the symbol's fresh mark;
+- `close_position`: an exit sells what is held and not already being sold (purpose `EXIT`).
 
 Stop-loss, daily loss, trading states, pause and stop keep priority: a paused execution
 acts on no signal (`paused`), a stopping one neither (`trading_state`: the stop closes
@@ -31,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -41,7 +33,6 @@ from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.manager import RiskDecision, RiskReason
-from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.domain.signals.decisions import (
     Action,
     Gate,
@@ -49,11 +40,10 @@ from strategy_worker.domain.signals.decisions import (
     SignalDecision,
     gate_for_risk_reason,
 )
-from strategy_worker.domain.signals.engine import SignalEngine
+from strategy_worker.domain.signals.engine import BarEvaluation
 from strategy_worker.domain.sizing import reserved_quantity, sized_orders
-from strategy_worker.domain.strategy import ApprovedStrategy
-from strategy_worker.runtime.facts import ExecutionInfo
-from strategy_worker.runtime.model import ExecutionModel
+from strategy_worker.runtime.decide import available_exposure
+from strategy_worker.runtime.signal_phases import entered_symbols, phase_of
 from strategy_worker.runtime.step import Step, closing
 from strategy_worker.store import ExecutionStatus
 
@@ -63,80 +53,19 @@ _STATUS_GATES: dict[RiskReason, Gate] = {
 }
 
 
-# ---------------------------------------------------------------------- phases
-
-
-def has_entry_rule(info: ExecutionInfo) -> bool:
-    return info.rules is not None and info.rules.entry is not None
-
-
-def entered_symbols(model: ExecutionModel, info: ExecutionInfo) -> set[str]:
-    """The symbols entered as far as signals are concerned (see the module docstring)."""
-    pending = model.pending_sells()
-    held = {
-        sym
-        for sym, pos in model.portfolio.positions.items()
-        if pos.quantity - pending.get(sym, ZERO) > 0
-    }
-    if has_entry_rule(info) or info.rules_problem is not None:
-        buying = {
-            o.intent.symbol
-            for o in model.orders.values()
-            if o.is_live and o.intent.side is Side.BUY
-        }
-        buying.update(i.symbol for i in model.plans.deferred if i.side is Side.BUY)
-        return held | buying
-    exited = {
-        o.intent.symbol
-        for o in model.orders.values()
-        if o.intent.purpose is OrderPurpose.EXIT and (o.is_live or o.filled_quantity > 0)
-    }
-    return set(info.targets) - (exited - held)
-
-
-def rebalance_targets(step: Step) -> Mapping[str, Decimal]:
-    """The target weights a rebalance brings the portfolio back to: every target without
-    rules, else only those of entered symbols (an awaiting or exited symbol has none)."""
-    info = step.info
-    if info.rules is None and info.rules_problem is None:
-        return info.targets
-    entered = entered_symbols(step.model, info)
-    return {sym: weight for sym, weight in info.targets.items() if sym in entered}
-
-
-def awaiting_at_intake(info: ExecutionInfo) -> tuple[str, ...]:
-    """Symbols intake buys nothing of: with an entry rule every one waits for its signal."""
-    return info.symbols if has_entry_rule(info) else ()
-
-
-def without_symbols(strategy: ApprovedStrategy, symbols: Sequence[str]) -> ApprovedStrategy:
-    """The strategy as initial sizing should see it: `symbols` left out of the allocation
-    (each is sized when its entry signal fires)."""
-    if not symbols:
-        return strategy
-    gone = set(symbols)
-    config = strategy.config
-    allocation = {s: w for s, w in config.allocation.items() if s not in gone}
-    kept = tuple(s for s in config.symbols if s not in gone)
-    return dataclasses.replace(
-        strategy, config=dataclasses.replace(config, allocation=allocation, symbols=kept)
-    )
-
-
 # ---------------------------------------------------------------------- bars
 
 
-def apply_bars(step: Step, engine: SignalEngine, bars: Sequence[Bar]) -> None:
-    """Closed bars (oldest first) through `engine` in this step: before each bar the
-    engine's phases are set from the step's model, so an order recorded for one bar is seen
-    by the next; every decision is recorded and a fired one acted on."""
-    for bar in bars:
-        if not engine.wants(bar):
-            continue
-        engine.restore(entered=entered_symbols(step.model, step.info))
-        # The bar gate already took it as closed (its end within the clock skew).
-        now = max(step.now, bar.end)
-        for decision in engine.on_bar(bar, now=now):
+def apply_evaluations(step: Step, evaluations: Sequence[BarEvaluation]) -> None:
+    """Bars the execution's engine evaluated (oldest first) decided in this step: each in
+    the symbol's phase derived from the step's model, so an order recorded for one bar is
+    seen by the next; every decision is recorded and a fired one acted on. Pure on the
+    evaluations: a step decided again (the risk ledger refused its commit) decides the
+    same bars again, the same way or at the new totals."""
+    for evaluation in evaluations:
+        entered = entered_symbols(step.model, step.info)
+        phase = phase_of(evaluation.bar.symbol, entered, step.info)
+        for decision in evaluation.decisions(phase):
             record(step, decision)
 
 
@@ -189,7 +118,7 @@ def open_position(step: Step, decision: SignalDecision) -> Gate | None:
         price=price,
         equity=step.valuation().equity,
         cash=ctx.cash,
-        exposure_room=limits.max_total_exposure - ctx.worker_exposure,
+        exposure_room=available_exposure(step),
         limits=limits,
         execution_id=step.execution_id,
     )

@@ -5,7 +5,7 @@ One `SignalDesk` per worker (docs/signals.md, "What rules do to an execution"):
     bar topic (KafkaBarFeed) ─┐
     prices seen (BarBuilder) ─┴─▶ BarGate ─▶ market_bars ─▶ SignalEngine per execution
                                                               └─▶ one step per execution
-                                                                  (signal_steps.apply_bars)
+                                                            (signal_steps.apply_evaluations)
 
 - **Sources.** With a bar feed (`kafka.topics.bars`, or a paper bar file) its batches are
   ingested as they come (`pump`). Without one, bars are built from every batch of prices
@@ -25,12 +25,14 @@ One `SignalDesk` per worker (docs/signals.md, "What rules do to an execution"):
   restart, a takeover or a reload (a new runner), so the rebuilt engine has read the same
   bars in the same order as the live one and decides the same on the next bar. Phases are
   never stored: they are derived from the committed model before each bar
-  (`signal_steps.entered_symbols`).
-- **Decisions.** The bars of one batch are evaluated for every execution that reads them
-  in ONE `Engine.act_many` per 500 executions: the decisions, the orders they caused and
-  their events are committed together. An engine whose step did not run or did not commit
-  (the runner was dirty, the commit failed) is rebuilt from the store before its next bar;
-  the decisions of that batch are then not made again (the next bar on which a rule holds
+  (`signal_phases.entered_symbols`).
+- **Decisions.** Each engine evaluates the batch's bars once (`SignalEngine.evaluate`);
+  then ONE `Engine.act_many` per 500 executions decides on those evaluations
+  (`signal_steps.apply_evaluations`, pure, so a step the risk ledger makes decide again
+  decides the same bars again): the decisions, the orders they caused and their events are
+  committed together. An engine whose step did not run or whose commit's outcome is
+  unknown (the runner was dirty or replaced) is rebuilt from the store before its next
+  bar; that batch's decisions are then not made again (the next bar on which a rule holds
   fires again).
 
 Everything here runs in one task at a time (`_lock`): bars are used in the order they were
@@ -50,7 +52,7 @@ from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.signals.acceptance import BarGate
 from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.domain.signals.builder import BarBuilder
-from strategy_worker.domain.signals.engine import SignalEngine
+from strategy_worker.domain.signals.engine import BarEvaluation, SignalEngine
 from strategy_worker.domain.signals.timeframes import Timeframe
 from strategy_worker.errors import StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
@@ -59,7 +61,7 @@ from strategy_worker.ports import BarFeed, BarStore, PriceSource
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
 from strategy_worker.runtime.runner import ExecutionRunner
-from strategy_worker.runtime.signal_steps import apply_bars
+from strategy_worker.runtime.signal_steps import apply_evaluations
 from strategy_worker.runtime.step import Step
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
 
@@ -257,6 +259,17 @@ class SignalDesk:
                 by_execution.setdefault(execution_id, []).append(bar)
         if not by_execution:
             return
+        ids = sorted(by_execution)
+        runners = [self._entries[e].runner for e in ids]
+        # The engines move once per bar, here; the steps decide on what they found (and
+        # may do so again when the risk ledger refuses a commit).
+        now = self._clock.now()
+        evaluated: dict[uuid.UUID, list[BarEvaluation]] = {}
+        for execution_id in ids:
+            engine = self._entries[execution_id].engine
+            found = (engine.evaluate(b, now=max(now, b.end)) for b in by_execution[execution_id])
+            evaluated[execution_id] = [e for e in found if e is not None]
+        await self._mark(runners, {b.symbol for b in bars})
         fed: set[uuid.UUID] = set()
 
         def decide(step: Step) -> None:
@@ -264,15 +277,8 @@ class SignalDesk:
             if entry is None or entry.runner is not step.runner:
                 return
             fed.add(step.execution_id)
-            try:
-                apply_bars(step, entry.engine, by_execution[step.execution_id])
-            except Exception:
-                entry.stale = True  # part of the bars went in: rebuild from the store
-                raise
+            apply_evaluations(step, evaluated[step.execution_id])
 
-        ids = sorted(by_execution)
-        runners = [self._entries[e].runner for e in ids]
-        await self._mark(runners, {b.symbol for b in bars})
         for i in range(0, len(runners), BATCH):
             chunk = runners[i : i + BATCH]
             try:
@@ -387,7 +393,6 @@ class SignalDesk:
             "signal engine ready",
             execution_id=str(info.execution_id),
             warm_bars=len(history),
-            awaiting_entry=len(engine.awaiting_entry()),
         )
         return _Entry(runner=runner, engine=engine)
 

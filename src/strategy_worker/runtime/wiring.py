@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from strategy_worker.auth import ControlVerifier, control_verifier_from
 from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
@@ -115,6 +116,7 @@ async def build_worker(
     sleep: Sleep | None = None,
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
+    control_verifier: ControlVerifier | None = None,
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
@@ -125,7 +127,8 @@ async def build_worker(
     """Build the worker (see the module docstring). Each part given replaces the one the
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
-    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files).
+    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
+    `control_verifier` replaces the one the config describes (`control_auth`).
 
     Signals (runtime/signals.py): `market` is where bars are stored (left out: the
     PostgreSQL store's pool; None: rules are not evaluated); `bar_feed` the closed bars
@@ -169,6 +172,7 @@ async def build_worker(
             sleep=sleep,
             price_feed=feed,
             housekeeping=_housekeeping(config, store, clock, settings, market),
+            control_verifier=control_verifier or control_verifier_from(config),
             market=market,
             bar_feed=bar_feed,
             bar_source=bar_source,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from functools import partial
 
+from strategy_worker.auth import ControlVerifier
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import StrategyWorkerError
@@ -29,7 +31,9 @@ from strategy_worker.ports import (
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.control import ControlDesk
+from strategy_worker.runtime.decide import ledger_repaired
 from strategy_worker.runtime.engine import Engine
+from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.intake import IncomingStrategy, Intake
 from strategy_worker.runtime.leases import LeaseKeeper
 from strategy_worker.runtime.monitor import Monitor
@@ -69,6 +73,7 @@ class Worker:
         sleep: Sleep,
         real_sleep: Sleep = asyncio.sleep,
         price_feed: PriceFeed | None = None,
+        control_verifier: ControlVerifier,
         housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
         market: BarStore | None = None,
         bar_feed: BarFeed | None = None,
@@ -89,14 +94,19 @@ class Worker:
         )
         self.supervisor = Supervisor(on_fault=self._fault, on_lost=self._lost)
         self.risk = RiskManager(settings.limits, clock)
+        self.exposure = FleetExposure(self.book)
         ctx = StepContext(
-            clock=clock, risk=self.risk, exposure=self.book, price_max_age=settings.price_max_age
+            clock=clock,
+            risk=self.risk,
+            exposure=self.exposure,
+            price_max_age=settings.price_max_age,
         )
         self.engine = Engine(
             store=store,
             oms=oms,
             book=self.book,
             ctx=ctx,
+            exposure=self.exposure,
             supervisor=self.supervisor,
             metrics=metrics,
             sleep=sleep,
@@ -126,7 +136,7 @@ class Worker:
             settings=settings,
             store=store,
             prices=prices,
-            book=self.book,
+            exposure=self.exposure,
             engine=self.engine,
             risk=self.risk,
             metrics=metrics,
@@ -139,6 +149,7 @@ class Worker:
             supervisor=self.supervisor,
             clock=clock,
             reject=self.reject,
+            verifier=control_verifier,
         )
         self.leases = LeaseKeeper(
             settings=settings,
@@ -204,6 +215,8 @@ class Worker:
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
+        sup.loop("ledger", s.heartbeat, self._ledger_totals, sleep=self._real_sleep)
+        sup.loop("ledger-audit", s.ledger_audit_interval, self.audit_ledger, sleep=self._real_sleep)
         sup.loop("outbox-prune", _PRUNE_S, self.relay.prune, sleep=self._real_sleep)
         for name, interval, job in self._housekeeping:
             sup.loop(name, interval, job, sleep=self._real_sleep)
@@ -338,3 +351,29 @@ class Worker:
 
     async def _fleet_pnl(self) -> None:
         self.metrics.set_pnl_total(await self.store.fleet_pnl())
+
+    async def _ledger_totals(self) -> None:
+        """What other workers' commits moved: the totals this worker's checks start from."""
+        self.exposure.observe(await self.store.ledger_totals(self.book.user_ids()))
+
+    async def audit_ledger(self) -> None:
+        """Recompute the ledger from orders and positions; export and repair a difference
+        (each repaired execution gets a risk event from its owner's next step)."""
+        audit = await self.store.audit_ledger()
+        self.metrics.ledger_difference.set(float(audit.difference))
+        if audit.difference or audit.repaired:
+            _log.error(
+                "risk ledger repaired",
+                difference=str(audit.difference),
+                executions=len(audit.repaired),
+            )
+        for execution_id, (held, recomputed) in audit.repaired.items():
+            runner = self.book.get(execution_id)
+            if runner is not None:
+                runner.ledger_exposure = recomputed
+                self.supervisor.spawn(
+                    self.engine.act(
+                        runner, partial(ledger_repaired, held=held, recomputed=recomputed)
+                    ),
+                    f"ledger-repaired-{execution_id}",
+                )

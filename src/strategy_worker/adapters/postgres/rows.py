@@ -218,6 +218,7 @@ def execution_from_row(row: Row) -> ExecutionRecord:
         state=state,
         next_intent_seq=row["next_intent_seq"],
         version=row["state_version"],
+        ledger_exposure=row["ledger_exposure"],
         owner_id=row["owner_id"],
         lease_epoch=row["lease_epoch"],
         lease_expires_at=row["lease_expires_at"],

@@ -34,6 +34,7 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
 from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.wiring import App
+from strategy_worker.store import LedgerCaps
 from strategy_worker.testing.memory_store import MemoryStore
 from strategy_worker.testing.rig import Rig, default_settings
 from strategy_worker.testing.simulation.invariants import Invariants, InvariantViolation
@@ -53,6 +54,8 @@ SYMBOLS = {
 }
 USERS = [uuid.UUID(int=0xA11CE + i) for i in range(3)]
 LEASE_S = 15.0
+CAPS = LedgerCaps(fleet=Decimal("1500000"), user=Decimal("700000"))
+"""Caps that bind: the scenario approves more than they fund."""
 HEARTBEAT_S = 5.0
 
 
@@ -129,7 +132,7 @@ class Simulation:
             lease_seconds=LEASE_S,
             epoch=EPOCH,
         )
-        self.inv = Invariants(db=rig.db, oms=rig.oms, events=rig.events)
+        self.inv = Invariants(db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS)
         rig.oms.on_receive = self.inv.on_receipt
         rig.set_prices(SYMBOLS)
         self.slots = [_Slot(f"w{i + 1}") for i in range(self.config.workers)]
@@ -193,7 +196,8 @@ class Simulation:
             slot.name,
             limits=RiskLimits(
                 stop_loss_pct=Decimal("0.05"),
-                max_total_exposure=Decimal("2000000"),
+                max_total_exposure=CAPS.fleet,
+                max_user_exposure=CAPS.user,
                 execution_orders_per_second=1.0,
                 execution_order_burst=5,
             ),
