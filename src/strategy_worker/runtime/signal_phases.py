@@ -10,8 +10,12 @@ it, so a restart, a takeover or a reload restores it exactly:
   part or whole) that are no longer held (those are out for good);
 - without rules: every symbol (no signal ever decides anything).
 
-Rebalancing keeps the targets of entered symbols only (`rebalance_targets`), and intake buys
-nothing of a symbol that awaits its entry (`awaiting_at_intake`, `without_symbols`).
+A symbol still held after its exit (a buy that filled after the exit's sell, an exit the
+OMS rejected) stays entered, so its exit rule sells the rest; but it is *exiting*: its last
+`EXIT` order is newer than its last opening buy, and rebalancing never buys it back up.
+Rebalancing keeps the targets of entered symbols that are not exiting (`rebalance_targets`),
+and intake buys nothing of a symbol that awaits its entry (`awaiting_at_intake`,
+`without_symbols`).
 """
 
 from __future__ import annotations
@@ -67,8 +71,22 @@ def rebalance_targets(info: ExecutionInfo, model: ExecutionModel) -> Mapping[str
     rules, else only those of entered symbols (an awaiting or exited symbol has none)."""
     if info.rules is None and info.rules_problem is None:
         return info.targets
-    entered = entered_symbols(model, info)
-    return {sym: weight for sym, weight in info.targets.items() if sym in entered}
+    kept = entered_symbols(model, info) - exiting_symbols(model)
+    return {sym: weight for sym, weight in info.targets.items() if sym in kept}
+
+
+def exiting_symbols(model: ExecutionModel) -> set[str]:
+    """Symbols whose last `EXIT` order (not rejected unfilled) is newer than their last
+    opening buy: closed by their exit rule, whatever is still held of them."""
+    last_exit: dict[str, int] = {}
+    last_open: dict[str, int] = {}
+    for order in model.orders.values():
+        intent = order.intent
+        if intent.purpose is OrderPurpose.EXIT and (order.is_live or order.filled_quantity > 0):
+            last_exit[intent.symbol] = max(last_exit.get(intent.symbol, 0), intent.intent_seq)
+        elif intent.purpose is OrderPurpose.INITIAL and intent.side is Side.BUY:
+            last_open[intent.symbol] = max(last_open.get(intent.symbol, 0), intent.intent_seq)
+    return {sym for sym, seq in last_exit.items() if seq > last_open.get(sym, 0)}
 
 
 def awaiting_at_intake(info: ExecutionInfo) -> tuple[str, ...]:

@@ -134,12 +134,15 @@ def open_position(step: Step, decision: SignalDecision) -> Gate | None:
 
 
 def close_position(step: Step, decision: SignalDecision) -> Gate | None:
-    """An exit fired: sell what is held and not already being sold (purpose EXIT)."""
+    """An exit fired: the symbol's buys still working are cancelled (at the OMS, as a stop
+    does; those waiting for a rate token are dropped) and what is held and not already
+    being sold is sold (purpose EXIT)."""
     symbol = decision.symbol
     model = step.model
     gate = _status_gate(step)
     if gate is not None:
         return gate
+    _cancel_buys(step, symbol)
     pos = model.portfolio.positions.get(symbol)
     quantity = (pos.quantity if pos else ZERO) - model.pending_sells().get(symbol, ZERO)
     if pos is None or quantity <= 0:
@@ -149,6 +152,35 @@ def close_position(step: Step, decision: SignalDecision) -> Gate | None:
     before = len(step.intents)
     denials = step.gate([intent], defer_rate_limited=False)
     return None if len(step.intents) > before else _denial_gate(denials)
+
+
+def _cancel_buys(step: Step, symbol: str) -> None:
+    model = step.model
+    for order in list(model.orders.values()):
+        intent = order.intent
+        if order.is_live and intent.side is Side.BUY and intent.symbol == symbol:
+            live = step.order(order.client_order_id)
+            if live is not None and not live.cancel_requested and live.request_cancel():
+                step.cancels.append(live.client_order_id)
+                step.touched = True
+    waiting = model.plans.deferred
+    kept = tuple(i for i in waiting if not (i.side is Side.BUY and i.symbol == symbol))
+    if len(kept) == len(waiting):
+        return
+    for intent in waiting:
+        if intent not in kept:
+            step.emit(
+                msg.order_rejected(
+                    step.runner.context,
+                    at=step.now,
+                    order=intent,
+                    client_order_id=None,
+                    source="risk",
+                    reason_code="EXIT_SIGNAL",
+                    reason=f"the exit rule closed {symbol}: the waiting buy is not sent",
+                )
+            )
+    step.set_plans(deferred=kept)
 
 
 def _denial_gate(denials: Sequence[RiskDecision]) -> Gate | None:

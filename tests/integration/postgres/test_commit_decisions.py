@@ -73,7 +73,7 @@ async def test_decisions_are_written_with_the_intents_they_caused_for_many_execu
         ("AAPL", "fired", None),
         ("MSFT", "fired", "cash"),
     ]
-    assert rows[0].details["close"] == Decimal("185.64")
+    assert Decimal(rows[0].details["close"]) == Decimal("185.64")  # exact, as text
     assert rows[0].details["conditions"][0]["left"] == "RSI(14)"
     # Same transaction: the decision and the order it caused share one xmin.
     same = await raw_conn.fetchval(

@@ -11,6 +11,10 @@
 - a worker's runner equals what the store holds (memory is never ahead of the store);
 - every published event was committed first (the outbox), and at the end every committed
   event was published, once after dropping repeats by event id, in commit order per key;
+- a strategy's own rules: no buy of a symbol gated by an entry rule before a fired entry
+  decision for it that nothing blocked (committed at or before the buy); no buy of a
+  symbol an exit rule closed (an `EXIT` order that filled or works) in a strategy without
+  entry rules; no decision of an execution without rules;
 - the risk ledger: every commit that recorded new buys carried the caps and left every total
   within them; every total is the sum of what its executions hold, and what an execution
   holds is its exposure recomputed from its stored positions and orders.
@@ -51,6 +55,7 @@ class Invariants:
     _published_seen: int = 0
     _versions: dict[uuid.UUID, int] = field(default_factory=dict)
     _buy_commits: int = 0
+    _orders_judged: set[str] = field(default_factory=set)
     caps: LedgerCaps | None = None
     checks: int = 0
 
@@ -109,6 +114,7 @@ class Invariants:
         self._replays()
         self._memory_is_the_store(books)
         self._published_were_committed()
+        self._signals()
         self._ledger()
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
@@ -200,6 +206,49 @@ class Invariants:
             if item.event.event_id not in committed:
                 self.violations.append(f"event {item.event.event_id} published, never committed")
         self._published_seen = len(published)
+
+    def _signals(self) -> None:
+        fired: dict[tuple[uuid.UUID, str], list[Any]] = {}
+        for (eid, symbol, *_), decision in self.db.decisions.items():
+            opened = decision.action is not None and decision.action.value == "open"
+            if opened and decision.gate is None:
+                fired.setdefault((eid, symbol), []).append(decision.decided_at)
+        ruled: set[uuid.UUID] = set()
+        for eid, ex in self.db.executions.items():
+            config = ex.record.config
+            entry, exits = config.get("entry_rules"), config.get("exit_rules")
+            if entry or exits:
+                ruled.add(eid)
+            new = [c for c in ex.order_ids if c not in self._orders_judged]
+            if not new or not (entry or exits):
+                self._orders_judged.update(new)
+                continue
+            rows = [self.db.orders[c] for c in ex.order_ids]
+            for coid in new:
+                order = self.db.orders[coid]
+                if order.side is not Side.BUY:
+                    continue
+                if entry:
+                    times = fired.get((eid, order.symbol), [])
+                    if not any(at <= order.created_at for at in times):
+                        self.violations.append(
+                            f"BUY {coid} of {order.symbol} ({order.purpose}) with no entry "
+                            "signal fired before it"
+                        )
+                elif any(
+                    o.symbol == order.symbol
+                    and o.purpose.value == "EXIT"
+                    and (o.filled_quantity > 0 or not o.status.is_terminal)
+                    and o.intent_seq < order.intent_seq
+                    for o in rows
+                ):
+                    self.violations.append(
+                        f"BUY {coid} of {order.symbol} after an exit rule closed it"
+                    )
+            self._orders_judged.update(new)
+        stray = {eid for eid, *_ in self.db.decisions} - ruled
+        if stray:
+            self.violations.append(f"signal decisions of executions without rules: {stray}")
 
     def _ledger(self) -> None:
         for caps, after in self.db.buy_commits[self._buy_commits :]:
