@@ -433,3 +433,46 @@ def test_an_engine_rebuilt_from_stored_bars_after_a_crash_decides_as_the_live_on
     assert len({d[2] for d in continuous}) >= 2
     assert [d for d in continuous if d[1] == "exit" and d[2] == "fired"]
     assert restarted == continuous
+
+
+def test_an_exit_cancels_the_working_buy_and_nothing_is_bought_back_up_after_it() -> None:
+    # Found by the simulation: an exit that fired while the opening buy was still filling
+    # sold only what was held; the rest of the buy filled, and rebalancing bought the
+    # exited symbol back to its target.
+    async def scenario() -> None:
+        from strategy_worker.oms_sim.venue import VenueRules
+
+        rig = Rig(seed=32, rules=VenueRules(partial_fill_slices=2))
+        rig.oms.late_fill_on_cancel = 1.0  # and the rest fills although cancelled
+        rig.set_prices({"AAPL": Decimal("100")})
+        async with rig.worker("w1", bar_topic=True) as app:
+            await app.start()
+            execution = await started(app, approved({"AAPL": "0.3"}, exit_rules=BELOW_95))
+            await rig.run_for(61)
+            (buy,) = orders(rig, execution)
+            assert buy.status is OrderStatus.PARTIALLY_FILLED
+            rig.bar_topic.publish([bar("AAPL", 0, "94")])
+            await rig.run_for(2)
+            rig.set_prices({"AAPL": Decimal("100")})
+            await rig.run_for(2)
+            await app.worker.monitor.rebalance_cycle()
+            await rig.run_for(3)
+
+            rows = orders(rig, execution)
+            assert [(o.side, o.purpose) for o in rows] == [
+                (Side.BUY, OrderPurpose.INITIAL),
+                (Side.SELL, OrderPurpose.EXIT),
+            ]
+            assert (
+                rig.oms.venue.get(client_order_id=buy.client_order_id).status
+                is OrderStatus.CANCELLED
+            )  # type: ignore[union-attr]
+            # What filled after the cancel is still held: the exit rule sells it next time.
+            await close_minute(rig, "AAPL", 1, "94")
+            assert [(o.side, o.purpose) for o in orders(rig, execution)][-1] == (
+                Side.SELL,
+                OrderPurpose.EXIT,
+            )
+            assert not [o for o in orders(rig, execution) if o.side is Side.BUY][1:]
+
+    run(scenario)
