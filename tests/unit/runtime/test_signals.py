@@ -463,10 +463,9 @@ def test_an_exit_cancels_the_working_buy_and_nothing_is_bought_back_up_after_it(
                 (Side.BUY, OrderPurpose.INITIAL),
                 (Side.SELL, OrderPurpose.EXIT),
             ]
-            assert (
-                rig.oms.venue.get(client_order_id=buy.client_order_id).status
-                is OrderStatus.CANCELLED
-            )  # type: ignore[union-attr]
+            sent = rig.oms.venue.get(client_order_id=buy.client_order_id)
+            assert sent is not None
+            assert sent.status is OrderStatus.CANCELLED
             # What filled after the cancel is still held: the exit rule sells it next time.
             await close_minute(rig, "AAPL", 1, "94")
             assert [(o.side, o.purpose) for o in orders(rig, execution)][-1] == (
