@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from collections.abc import Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -263,10 +264,11 @@ def paper(
             "consistent": result.consistent,
         }
         if result.replay is not None:
+            replay = result.replay  # measurements, written as exact decimals of their text
             doc["replay"] = {
-                "bars": result.replay.bars,
-                "seconds": round(result.replay.seconds, 3),
-                "bars_per_second": round(result.replay.bars_per_second, 1),
+                "bars": replay.bars,
+                "seconds": Decimal(f"{replay.seconds:.3f}"),
+                "bars_per_second": Decimal(f"{replay.bars_per_second:.1f}"),
             }
         sys.stdout.write(encode_json(doc, indent=2) + "\n")
     else:
