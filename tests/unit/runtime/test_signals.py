@@ -475,3 +475,51 @@ def test_an_exit_cancels_the_working_buy_and_nothing_is_bought_back_up_after_it(
             assert not [o for o in orders(rig, execution) if o.side is Side.BUY][1:]
 
     run(scenario)
+
+
+def test_signal_retention_prunes_old_decisions_and_bars_as_a_periodic_job() -> None:
+    async def scenario() -> None:
+        from strategy_worker.config import WorkerConfig
+        from strategy_worker.runtime.wiring import _housekeeping
+
+        rig = Rig(seed=33)
+        rig.set_prices({"AAPL": Decimal("100")})
+        async with rig.worker("w1", bar_topic=True) as app:
+            await app.start()
+            execution = await started(app, approved({"AAPL": "0.3"}, entry_rules=ABOVE_105))
+            await close_minute(rig, "AAPL", 0, "100")
+            await close_minute(rig, "AAPL", 1, "106")
+            assert len(decisions(rig, execution)) == 2
+            store = rig.stores["w1"]
+            config = WorkerConfig.model_validate(
+                {"signals": {"decision_retention_days": 1, "bar_retention_days": 1}}
+            )
+            later = _Later(rig)
+            jobs = {
+                name: (interval, job)
+                for name, interval, job in _housekeeping(
+                    config, store, later, app.settings, rig.market
+                )
+            }
+            interval, prune = jobs["signal-retention"]
+            assert interval == config.retention.interval
+
+            await prune()
+            assert len(decisions(rig, execution)) == 2  # younger than a day: kept
+            later.ahead = timedelta(days=1, minutes=3)
+            await prune()
+            assert decisions(rig, execution) == []
+            assert rig.market.bars("AAPL", MINUTE) == []
+
+    run(scenario)
+
+
+class _Later:
+    """The rig's clock, `ahead` later (a retention run days after the decisions)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self._rig = rig
+        self.ahead = timedelta(0)
+
+    def now(self) -> Any:
+        return self._rig.clock.now() + self.ahead
