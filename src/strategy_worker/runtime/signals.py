@@ -49,6 +49,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.events import RiskEvent, RiskEventType, Severity, details
 from strategy_worker.domain.signals.acceptance import BarGate
 from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.domain.signals.builder import BarBuilder
@@ -129,19 +130,10 @@ class SignalDesk:
 
     # ------------------------------------------------------------------ reading
 
-    def engine_of(self, execution_id: uuid.UUID) -> SignalEngine | None:
-        """The engine the desk holds for an execution (tests, the paper summary)."""
-        entry = self._entries.get(execution_id)
-        return entry.engine if entry else None
-
     @property
     def idle(self) -> bool:
         """Nothing waits to be evaluated (paper mode's replay waits for this)."""
         return not self._lock.locked() and not self._pending.bars
-
-    @property
-    def gate(self) -> BarGate:
-        return self._gate
 
     # ------------------------------------------------------------------ inputs
 
@@ -269,7 +261,7 @@ class SignalDesk:
             engine = self._entries[execution_id].engine
             found = (engine.evaluate(b, now=max(now, b.end)) for b in by_execution[execution_id])
             evaluated[execution_id] = [e for e in found if e is not None]
-        await self._mark(runners, {b.symbol for b in bars})
+        await self._mark(runners, {b.symbol for b in bars if b.key in self._streams})
         fed: set[uuid.UUID] = set()
 
         def decide(step: Step) -> None:
@@ -405,7 +397,22 @@ class SignalDesk:
         problem = runner.info.rules_problem
         text = f"its stored rules cannot be evaluated: {problem}"
         _log.error("rules unreadable", execution_id=str(runner.execution_id), problem=str(problem))
-        await self._supervisor.guard(runner, self._engine.act(runner, lambda s: s.anomaly(text)))
+
+        def flag(step: Step) -> None:  # once per runner: at intake never, at each resume
+            step.risk(
+                RiskEvent(
+                    event_type=RiskEventType.RULES_UNREADABLE,
+                    severity=Severity.CRITICAL,
+                    description=text[:300],
+                    action_taken="REDUCING: no signal is evaluated, nothing new is bought",
+                    details=details(
+                        code=problem.code if problem else "", path=problem.path if problem else ""
+                    ),
+                )
+            )
+            step.anomaly(text)
+
+        await self._supervisor.guard(runner, self._engine.act(runner, flag))
 
     def _index(self) -> None:
         streams: dict[tuple[str, Timeframe], set[uuid.UUID]] = {}

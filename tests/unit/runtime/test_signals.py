@@ -5,6 +5,7 @@ caused, and a rebuilt engine decides as the live one did."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -523,3 +524,31 @@ class _Later:
 
     def now(self) -> Any:
         return self._rig.clock.now() + self.ahead
+
+
+def test_stored_rules_that_no_longer_parse_make_the_execution_reduce_only_with_an_alert() -> None:
+    async def scenario() -> None:
+        rig = Rig(seed=34)
+        rig.set_prices({"AAPL": Decimal("100")})
+        settings = default_settings("w1", lease_seconds=5.0, heartbeat=1.0)
+        async with rig.worker("w1", settings=settings, bar_topic=True) as app:
+            await app.start()
+            execution = await started(app, approved({"AAPL": "0.3"}, entry_rules=ABOVE_105))
+            rig.stores["w1"].crash()
+            await app.abandon()
+        ex = rig.db.executions[execution]
+        broken = dict(ex.record.config)
+        broken["entry_rules"] = {"all": [{"indicator": "NOPE", "op": "<", "value": 1}]}
+        ex.record = dataclasses.replace(ex.record, config=broken)
+        async with rig.worker("w1", settings=settings, bar_topic=True) as app:
+            await app.start()
+            await rig.run_for(3)
+            await close_minute(rig, "AAPL", 0, "106")
+
+            state = rig.db.executions[execution].record.state
+            assert state.trading_state.value == "REDUCING"
+            assert "RULES_UNREADABLE" in risk_types(rig, execution)
+            assert orders(rig, execution) == []  # nothing bought, nothing decided
+            assert decisions(rig, execution) == []
+
+    run(scenario)
