@@ -130,6 +130,10 @@ class RiskSection(_Section):
     max_total_exposure: PositiveDecimal = Decimal("1000000.00")
     #: Per user (all of one user_id's executions, fleet-wide); null = no per-user cap.
     max_user_exposure: PositiveDecimal | None = None
+    #: Fleet-wide order rate toward the OMS (one token bucket in Redis); null = off. Closing
+    #: orders are never throttled.
+    fleet_orders_per_second: PositiveDecimal | None = None
+    fleet_order_burst: int = Field(default=100, ge=1)
     #: A strategy the remaining capacity funds below this fraction is refused; else it
     #: starts scaled down (README "Exposure limits").
     min_funded_fraction: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)

@@ -331,10 +331,12 @@ class OutboxEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRow:
-    """An outbox event as stored; `seq` orders the events of one execution as committed."""
+    """An outbox event as stored; `seq` orders the events of one execution as committed,
+    `created_at` is when it was committed (the relay's lag is measured from it)."""
 
     seq: int
     event: OutboxEvent
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,15 +19,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
-from strategy_worker.errors import OmsError, StoreError
+from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import OmsGateway
+from strategy_worker.ports import OmsGateway, OrderRateLimit
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.runner import ExecutionRunner
-from strategy_worker.runtime.step import Step, StepContext
+from strategy_worker.runtime.step import Step, StepContext, is_closing
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
 from strategy_worker.store import LedgerCaps, LedgerRefusedError, OutboxEvent, Store
 
@@ -65,6 +65,8 @@ class Engine:
         self.metrics = metrics
         self._sleep = sleep
         self._timers: set[tuple[object, str]] = set()
+        self.order_rate: OrderRateLimit | None = None
+        """The fleet-wide rate limit toward the OMS (Redis), when configured."""
         self.on_committed: Callable[[], None] = lambda: None
         """Called after every commit with events (the wiring nudges the outbox relay)."""
         self.on_unsent: Callable[[ExecutionRunner], None] = lambda runner: None
@@ -284,6 +286,7 @@ class Engine:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
         answers through the order state machine. A failure leaves them recorded: the OMS
         is asked about each before anything is sent again."""
+        intents = await self._fleet_rate(runner, intents)
         held_back = [i for i in intents if not _may_leave(runner, i)]
         if held_back:
             # The state changed between the commit and now (a halt, a pause, a stop):
@@ -307,6 +310,32 @@ class Engine:
             return
         self.metrics.order_round_trip_seconds.observe(time.perf_counter() - started)
         await self.supervisor.guard(runner, self.act(runner, lambda s: s.apply_views(views)))
+
+    async def _fleet_rate(
+        self, runner: ExecutionRunner, intents: Sequence[OrderIntent]
+    ) -> list[OrderIntent]:
+        """What the fleet-wide rate limit lets go now (closing orders always). The rest stay
+        recorded and unsent: reconciliation sends them, checked again, once tokens are back.
+        When the limit cannot be asked (Redis away), the worker's own limit still holds and
+        the orders go."""
+        limit = self.order_rate
+        if limit is None or not intents:
+            return list(intents)
+        closing = [i for i in intents if is_closing(i)]
+        ordinary = [i for i in intents if not is_closing(i)]
+        try:
+            granted, _ = await limit.take(ordinary=len(ordinary), forced=len(closing))
+        except StrategyWorkerError as exc:
+            if not exc.retryable:
+                raise
+            _log.warning(
+                "fleet rate limit unavailable; the worker's own limit applies", error=str(exc)[:200]
+            )
+            granted = len(ordinary)
+        if granted < len(ordinary):
+            self.on_unsent(runner)
+        allowed = {i.client_order_id for i in (*closing, *ordinary[:granted])}
+        return [i for i in intents if i.client_order_id in allowed]
 
     async def _cancel(self, client_order_id: str) -> None:
         try:

@@ -371,7 +371,18 @@ def _stored_fingerprint(record: ExecutionRecord) -> tuple[object, ...]:
 
 
 def _canonical(config: object) -> str:
-    return msg.encode_json(config)
+    """The config's content whatever its key order: PostgreSQL's JSONB gives a stored
+    config back with its keys in an order of its own, and a redelivered message must
+    compare equal to the execution it created (a replay, not a conflict)."""
+    return msg.encode_json(_keys_sorted(config))
+
+
+def _keys_sorted(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _keys_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_keys_sorted(item) for item in value]
+    return value
 
 
 def seconds_since(published_at: float | None) -> float | None:

@@ -57,7 +57,7 @@ from strategy_worker.store import (
 )
 from strategy_worker.store import OrderUpdate as StoredOrderUpdate
 
-_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS, OrderPurpose.EXIT})
+_CLOSING = frozenset(p for p in OrderPurpose if p.is_closing)
 
 
 class ExposureView(Protocol):

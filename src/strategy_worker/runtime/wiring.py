@@ -35,6 +35,7 @@ from strategy_worker.ports import (
     DeadLetterSink,
     EventPublisher,
     OmsGateway,
+    OrderRateLimit,
     PriceFeed,
     PriceSource,
 )
@@ -117,6 +118,7 @@ async def build_worker(
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
     control_verifier: ControlVerifier | None = None,
+    order_rate: OrderRateLimit | None = None,
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
@@ -177,6 +179,8 @@ async def build_worker(
             bar_feed=bar_feed,
             bar_source=bar_source,
         )
+        if order_rate is not None or config.risk.fleet_orders_per_second is not None:
+            worker.engine.order_rate = order_rate or _fleet_rate(config, stack)
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
         if serve_http:
@@ -329,6 +333,22 @@ async def _open_bar_feed(
         if newest is not None:
             start_from = newest - timedelta(seconds=settings.bar_clock_skew + 60.0)
     return KafkaBarFeed(config.kafka, start_from=start_from, metrics=metrics)
+
+
+def _fleet_rate(config: WorkerConfig, stack: contextlib.AsyncExitStack) -> OrderRateLimit:
+    from strategy_worker.adapters.redis_prices import redis_client
+    from strategy_worker.adapters.redis_rate_limit import RedisOrderRate
+
+    risk = config.risk
+    assert risk.fleet_orders_per_second is not None
+    limit = RedisOrderRate(
+        redis_client(config.redis),
+        key="strategy-worker:fleet-order-rate",
+        rate=float(risk.fleet_orders_per_second),
+        burst=risk.fleet_order_burst,
+    )
+    stack.push_async_callback(limit.close)
+    return limit
 
 
 def _housekeeping(

@@ -166,7 +166,6 @@ class Worker:
             store=store,
             publisher=publisher,
             metrics=metrics,
-            sleep=real_sleep,
             now=clock.now,
             retention=timedelta(seconds=settings.outbox_retention),
         )
@@ -191,6 +190,7 @@ class Worker:
             )
             self.monitor.observed = self.signals.observe
         self._started = False
+        self._relay_task: asyncio.Task[None] | None = None
         self._shutdown_done = asyncio.Event()
         self._shutting_down = False
         self._abandoned = False
@@ -213,6 +213,7 @@ class Worker:
         sup.loop("rebalance", s.rebalance_interval, self.monitor.rebalance_cycle, sleep=self._sleep)
         sup.loop("reconcile", s.reconcile_interval, self.reconciler.cycle, sleep=self._sleep)
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
+        sup.loop("oms-probe", s.heartbeat, self.reconciler.probe, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
         sup.loop("ledger", s.heartbeat, self._ledger_totals, sleep=self._real_sleep)
@@ -221,7 +222,8 @@ class Worker:
         for name, interval, job in self._housekeeping:
             sup.loop(name, interval, job, sleep=self._real_sleep)
         sup.watch(asyncio.create_task(self.reconciler.pump(), name="oms-reports"))
-        sup.watch(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        sup.watch(self._relay_task)
         if self._price_feed is not None:
             sup.watch(
                 asyncio.create_task(
@@ -259,6 +261,10 @@ class Worker:
         try:
             if policy == "close" and self._started:
                 await self._close_all(deadline)
+            if self._relay_task is not None:
+                # Let the batch in flight be marked before the loops are cancelled.
+                self.relay.finish()
+                await asyncio.wait([self._relay_task], timeout=min(5.0, self.settings.grace_period))
             await self.supervisor.stop_loops()
             await self.supervisor.drain(deadline - loop.time())
             if self._abandoned:

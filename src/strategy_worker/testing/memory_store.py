@@ -702,7 +702,7 @@ class _Staging:
                 r.event.event_id == event.event_id for r in self.events
             ):
                 continue
-            self.events.append(OutboxRow(seq=0, event=event))
+            self.events.append(OutboxRow(seq=0, event=event, created_at=self.now))
         for decision in w.decisions:
             slot = decision_key(w.execution_id, decision)
             if slot not in db.decisions:
@@ -751,7 +751,7 @@ class _Staging:
         known = {r.event.event_id for r in self.events}
         for event in events:
             if event.event_id not in self.db.outbox_ids and event.event_id not in known:
-                self.events.append(OutboxRow(seq=0, event=event))
+                self.events.append(OutboxRow(seq=0, event=event, created_at=self.now))
 
     def publish(self) -> None:
         """Make the staged commit visible (nothing above raised)."""
@@ -777,7 +777,9 @@ class _Staging:
         for row in self.events:
             seq = db.next_seq
             db.next_seq += 1
-            db.outbox[seq] = db.unpublished[seq] = OutboxRow(seq=seq, event=row.event)
+            db.outbox[seq] = db.unpublished[seq] = OutboxRow(
+                seq=seq, event=row.event, created_at=row.created_at
+            )
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
         db.decisions.update(self.decisions)

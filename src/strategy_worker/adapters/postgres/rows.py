@@ -316,4 +316,4 @@ def outbox_from_row(row: Row) -> OutboxRow:
         event_type=row["event_type"],
         payload=row["payload"],
     )
-    return OutboxRow(seq=row["seq"], event=event)
+    return OutboxRow(seq=row["seq"], event=event, created_at=row["created_at"])

@@ -421,7 +421,8 @@ TRY_OUTBOX_LEADERSHIP = "SELECT pg_try_advisory_lock($1)"
 
 # Served by event_outbox_unpublished_idx.
 CLAIM_OUTBOX = """
-SELECT seq, event_id, execution_id, user_id, key, event_type, payload FROM event_outbox
+SELECT seq, event_id, execution_id, user_id, key, event_type, payload, created_at
+FROM event_outbox
 WHERE published_seq IS NULL
 ORDER BY seq
 LIMIT $1
