@@ -276,11 +276,14 @@ class SignalDesk:
             try:
                 done = await self._engine.act_many(chunk, decide)
             except StrategyWorkerError as exc:
-                if not exc.retryable:
-                    raise
-                _log.warning("signal decisions not committed", error=str(exc)[:200])
                 for runner in chunk:
                     self._stale(runner.execution_id)
+                if exc.retryable:
+                    _log.warning("signal decisions not committed", error=str(exc)[:200])
+                elif len(chunk) == 1:  # one execution's write no retry fixes: its fault
+                    self._supervisor.spawn(self._engine.fault(chunk[0], exc), "fault")
+                else:
+                    raise
                 continue
             for runner in chunk:
                 if runner.dirty or not self._book.is_current(runner):

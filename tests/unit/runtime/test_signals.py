@@ -552,3 +552,59 @@ def test_stored_rules_that_no_longer_parse_make_the_execution_reduce_only_with_a
             assert decisions(rig, execution) == []
 
     run(scenario)
+
+
+def test_an_entry_the_risk_ledger_refuses_is_decided_again_and_still_recorded() -> None:
+    # The engine reads a bar once; a step the ledger makes decide again (another worker
+    # took the capacity meanwhile) must decide that same bar again, not lose it.
+    async def scenario() -> None:
+        from strategy_worker.store import FLEET
+
+        cap = Decimal("250000")
+
+        def capped(owner: str) -> Any:
+            base = default_settings(owner)
+            return dataclasses.replace(
+                base,
+                limits=base.limits.model_copy(update={"max_total_exposure": cap}),
+                heartbeat=30.0,  # nobody refreshes the ledger totals during the test
+            )
+
+        rig = Rig(seed=35)
+        rig.set_prices({"AAPL": Decimal("100"), "MSFT": Decimal("100"), "GOOGL": Decimal("100")})
+        async with (
+            rig.worker("w1", settings=capped("w1"), bar_topic=True) as a,
+            rig.worker("w2", settings=capped("w2"), bar_topic=True) as b,
+        ):
+            await a.start()
+            await b.start()
+            refusals: list[object] = []
+            refused = a.worker.engine._refused
+
+            async def spy(refusal: Any, *, last: bool) -> None:
+                refusals.append(refusal)
+                await refused(refusal, last=last)
+
+            a.worker.engine._refused = spy  # type: ignore[method-assign]
+            await rig.run_for(0.01)  # the bar feeds read
+            ruled = await started(a, approved({"AAPL": "0.3"}, entry_rules=ABOVE_105))
+            await admit(
+                b, approved({"AAPL": "0.3", "MSFT": "0.3", "GOOGL": "0.3"}, capital="250000")
+            )
+            # At once (w1 has committed nothing since, so it still sees the fleet empty):
+            # the minute that just closed, on which the entry holds.
+            rig.set_prices({"AAPL": Decimal("106")}, announce=False)
+            rig.bar_topic.publish([bar("AAPL", -1, "106")])
+            await rig.run_for(2)
+            assert refusals, "the ledger never refused the entry: the test tests nothing"
+
+            (fired,) = [d for d in decisions(rig, ruled) if str(d.outcome) == "fired"]
+            bought = sum((o.quantity * o.price for o in opening_buys(rig, ruled)), Decimal(0))
+            if fired.gate is None:
+                assert Decimal(0) < bought < Decimal("30000")  # sized again, at what was left
+            else:
+                assert str(fired.gate) == "exposure"
+                assert bought == 0
+            assert rig.db.ledger[FLEET] <= cap
+
+    run(scenario)
