@@ -320,9 +320,9 @@ async def _open_bar_feed(
     clock: Clock,
     settings: RuntimeSettings,
 ) -> BarFeed:
-    """The bar topic, read from shortly before the newest bar this topic gave any worker
-    (within the last 8 days): bars published while no worker read them are not lost; the
-    repeats are duplicates the engines skip."""
+    """The bar topic, read from shortly before the newest bar any worker received from it
+    (if within the last 8 days; else from its end): bars published while no worker read
+    them are not lost; the repeats are duplicates the engines skip."""
     from strategy_worker.adapters.kafka.bars import KafkaBarFeed
 
     start_from = None

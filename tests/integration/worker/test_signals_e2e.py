@@ -106,23 +106,7 @@ async def start_with_bar_topic(
     """A worker reading a fresh bar topic, once its feed reads (a probe bar is stored)."""
     topic = await make_topic("e2e.bars")
     await start_worker(SW__KAFKA__TOPICS__BARS=topic)
-    probe = Bar(
-        symbol="PROBE",
-        timeframe=MSFT[0].timeframe,
-        start=MSFT[0].start,
-        open=Decimal(1),
-        high=Decimal(1),
-        low=Decimal(1),
-        close=Decimal(1),
-        volume=Decimal(0),
-    )
-
-    async def feed_reads() -> bool:
-        await publish(producer, topic, [probe])
-        await asyncio.sleep(0.5)
-        return await stored_bars(db, "PROBE") == 1
-
-    await eventually(feed_reads, within=30, what="the bar feed reading its topic", every=0.1)
+    await _probe(producer, topic, db)
     return topic
 
 
@@ -278,6 +262,62 @@ async def test_a_stop_loss_still_fires_while_the_exit_signal_is_awaited(
     risk = [e["event_type"] for e in await db.risk_events(execution_id)]
     assert "STOP_LOSS_TRIGGERED" in risk
     assert {r["symbol"] for r in await db.orders(execution_id)} == {"MSFT"}
+
+
+async def test_a_restarted_worker_rebuilds_the_rules_from_stored_bars_and_fires_on_the_bar(
+    start_worker: StartWorker,
+    make_topic: TopicFactory,
+    producer: AIOKafkaProducer,
+    topics: Topics,
+    db: Db,
+    prices: PriceFeed,
+) -> None:
+    bars = await make_topic("e2e.bars")
+    handover = {"SW__KAFKA__TOPICS__BARS": bars, "SW__EXECUTION__SHUTDOWN_POLICY": "handover"}
+    first = await start_worker(**handover)
+    await _probe(producer, bars, db)
+    payload, execution_id = explicit_sample()
+    await producer.send_and_wait(topics.approved, payload)
+    await eventually(db.executions, within=15, what="the execution")
+    await up_to_the_signal(producer, bars, db, prices, ISSUE_ENTRY - 5)
+    assert await first.shutdown() == 0  # handed over: the lease is released, nothing sold
+
+    # A new process (same worker id) takes the execution back and rebuilds its engine from
+    # market_bars; the bars it missed while down are read again from the topic.
+    await publish(producer, bars, MSFT[ISSUE_ENTRY - 5 : ISSUE_ENTRY])
+    await start_worker(**handover)
+    await eventually(
+        lambda: _stored_at_least(db, ISSUE_ENTRY), within=60, what="the missed bars stored"
+    )
+    await asyncio.sleep(2.0)
+    assert await db.orders(execution_id) == []
+    await prices.set("MSFT", MSFT[ISSUE_ENTRY].close)
+    await publish(producer, bars, [MSFT[ISSUE_ENTRY]])
+
+    (buy,) = await eventually(lambda: db.all_filled(execution_id, 1), within=20, what="entry")
+    assert (buy["side"], buy["purpose"]) == ("BUY", "INITIAL")
+    fired = [r for r in await decisions(db, execution_id) if r["outcome"] == "fired"]
+    assert [r["bar_start"] for r in fired] == [MSFT[ISSUE_ENTRY].start]
+
+
+async def _probe(producer: AIOKafkaProducer, topic: str, db: Db) -> None:
+    probe = Bar(
+        symbol="PROBE",
+        timeframe=MSFT[0].timeframe,
+        start=MSFT[0].start,
+        open=Decimal(1),
+        high=Decimal(1),
+        low=Decimal(1),
+        close=Decimal(1),
+        volume=Decimal(0),
+    )
+
+    async def feed_reads() -> bool:
+        await publish(producer, topic, [probe])
+        await asyncio.sleep(0.5)
+        return await stored_bars(db, "PROBE") == 1
+
+    await eventually(feed_reads, within=30, what="the bar feed reading its topic", every=0.1)
 
 
 async def _count(events: TopicReader, kind: str, at_least: int) -> bool:

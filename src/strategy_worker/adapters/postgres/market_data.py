@@ -90,7 +90,7 @@ ORDER BY decided_at, bar_start, symbol, rule LIMIT $2
 """
 
 _LAST_RECEIVED = """
-SELECT max(received_at) FROM market_bars WHERE source = $1 AND bar_start >= $2
+SELECT max(received_at) FROM market_bars WHERE source = $1 AND received_at >= $2
 """
 
 _PRUNE = """
@@ -234,8 +234,9 @@ class MarketDataStore:
         return [_bar(row) for row in rows]
 
     async def last_received(self, source: str, *, since: datetime) -> datetime | None:
-        """When the newest bar from `source` that started at or after `since` was written
-        (a bar feed resumes from there; the BRIN index keeps the scan to recent rows)."""
+        """When the newest bar from `source` was written, if at or after `since` (a bar
+        feed resumes from there; a BRIN index on received_at, migration 008, keeps the scan
+        to recent rows)."""
         async with self._conn("last bar received") as conn:
             value = await conn.fetchval(_LAST_RECEIVED, source, since)
         return value if isinstance(value, datetime) else None
