@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.adapters.retry import seed_jitter
 from strategy_worker.domain.money import quantize_price
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
@@ -134,7 +135,8 @@ class Simulation:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        random.seed(config.seed)  # backoff jitter and anything else on the global generator
+        random.seed(config.seed)  # anything on the global generator
+        seed_jitter(config.seed)  # the backoffs' own jitter generator
         self.trace: deque[str] = deque(maxlen=40)
         self.actions: dict[str, int] = {}
         self.crashes = 0
@@ -567,7 +569,13 @@ class Simulation:
                 "every fault healed and a stop was requested: "
                 + "; ".join(self._describe(e.record.execution_id) for e in running[:3])
             )
-        await asyncio.sleep(5)  # the relay drains the outbox
+        # The relay drains the outbox; one that was backing off from a broker outage
+        # (capped at 10 s) tries again within that cap.
+        for _ in range(15):
+            await asyncio.sleep(1)
+            if not rig.db.unpublished:
+                break
+        await asyncio.sleep(1)
         self.inv.final([p.event.event_id for p in rig.events.published])
 
     def _describe(self, execution_id: uuid.UUID) -> str:
