@@ -58,6 +58,7 @@ def seed_jitter(seed: int) -> None:
     one seed in one process could differ)."""
     _RNG.seed(seed)
 
+
 RetryHook = Callable[[int, BaseException, float], None]
 """Called before each retry with (retry number, the error, the delay in seconds)."""
 
