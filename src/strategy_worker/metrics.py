@@ -83,15 +83,10 @@ class WorkerMetrics:
             ["rule", "outcome", "gate"],
             registry=registry,
         )
-        # Events out (the buffer in front of Kafka).
-        self.events_pending = Gauge(
-            "strategy_events_pending",
-            "Execution events queued for Kafka and not yet acknowledged",
-            registry=registry,
-        )
+        # Events out (the outbox relay).
         self.event_publish_failures = Counter(
             "strategy_event_publish_failures_total",
-            "Attempts to publish queued events that failed and will be retried",
+            "Attempts to publish outbox events that failed and will be retried",
             registry=registry,
         )
         self.events_dropped = Counter(

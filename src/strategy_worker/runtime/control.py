@@ -53,10 +53,12 @@ class ControlDesk:
         engine: Engine,
         supervisor: Supervisor,
         clock: Clock,
+        token_clock: Clock,
         reject: Reject,
         verifier: ControlVerifier,
     ) -> None:
         self._verifier = verifier
+        self._token_clock = token_clock
         self._store = store
         self._book = book
         self._engine = engine
@@ -78,7 +80,7 @@ class ControlDesk:
         info: dict[str, str] = {"source": source, "reason": request.reason or ""}
         if request.strategy_id is not None:
             info["strategy_id"] = str(request.strategy_id)
-        identity = self._verifier.verify(request, now=self._clock.now())
+        identity = self._verifier.verify(request, now=self._token_clock.now())
         if isinstance(identity, ControlRefusal):
             info |= {"refused": str(identity.code), "refusal": identity.detail}
         else:

@@ -89,6 +89,7 @@ class OutboxRelay:
                 if not exc.retryable:
                     raise
                 failures += 1
+                self._metrics.event_publish_failures.inc()
                 if failures == 1 or failures % 20 == 0:
                     _log.warning(
                         "events not published yet; retrying (executions carry on)",

@@ -114,6 +114,7 @@ async def build_worker(
     publisher: EventPublisher | None = None,
     dead_letters: DeadLetterSink | None = None,
     clock: Clock | None = None,
+    token_clock: Clock | None = None,
     sleep: Sleep | None = None,
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
@@ -130,7 +131,9 @@ async def build_worker(
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
     accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
-    `control_verifier` replaces the one the config describes (`control_auth`).
+    `control_verifier` replaces the one the config describes (`control_auth`);
+    `token_clock` is what control tokens' validity is checked against (left out: `clock`;
+    paper mode's clock is simulated, its tokens expire in real time).
 
     Signals (runtime/signals.py): `market` is where bars are stored (left out: the
     PostgreSQL store's pool; None: rules are not evaluated); `bar_feed` the closed bars
@@ -175,6 +178,7 @@ async def build_worker(
             price_feed=feed,
             housekeeping=_housekeeping(config, store, clock, settings, market),
             control_verifier=control_verifier or control_verifier_from(config),
+            token_clock=token_clock or clock,
             market=market,
             bar_feed=bar_feed,
             bar_source=bar_source,

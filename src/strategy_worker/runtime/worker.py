@@ -74,6 +74,7 @@ class Worker:
         real_sleep: Sleep = asyncio.sleep,
         price_feed: PriceFeed | None = None,
         control_verifier: ControlVerifier,
+        token_clock: Clock | None = None,
         housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
         market: BarStore | None = None,
         bar_feed: BarFeed | None = None,
@@ -148,6 +149,7 @@ class Worker:
             engine=self.engine,
             supervisor=self.supervisor,
             clock=clock,
+            token_clock=token_clock or clock,
             reject=self.reject,
             verifier=control_verifier,
         )

@@ -30,6 +30,7 @@ def test_events_committed_while_the_broker_is_away_leave_in_commit_order_once_it
             rig.events.down_until = rig.clock.timestamp() + 30
             await admit(app, approved({"AAPL": "0.3", "MSFT": "0.3"}))
             await rig.run_for(20)
+            assert app.metrics.event_publish_failures._value.get() >= 2  # type: ignore[attr-defined]
             assert rig.events.published == []  # the relay retries (full jitter, at most 10 s apart)
             assert app.metrics.outbox_lag_seconds._value.get() >= 5  # type: ignore[attr-defined]
 

@@ -82,3 +82,25 @@ def _buy(execution_id: uuid.UUID, symbol: str, quantity: int, price: Decimal) ->
         price=price,
         purpose=OrderPurpose.REBALANCE,
     )
+
+
+def test_an_order_sent_again_after_an_unknown_outcome_is_submitted_once_and_counted_once() -> None:
+    # Issue 12 item 11: resubmitted orders were counted again as submitted.
+    async def scenario() -> None:
+        rig = Rig(seed=7)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            rig.oms.down_until = rig.clock.timestamp() + 10  # the first sends fail
+            (execution,) = await admit(app, approved({"AAPL": "0.3", "MSFT": "0.3"}))
+            await rig.run_for(60)  # reconciliation sends them again; they fill
+
+            stored = orders(rig, execution)
+            assert len(stored) == 2
+            assert {o.status for o in stored} == {OrderStatus.FILLED}
+            assert len(rig.oms.venue.orders(execution_id=execution)) == 2
+            assert event_types(rig, execution).count("order_submitted") == 2
+            counted = app.metrics.orders_submitted._value.get()  # type: ignore[attr-defined]
+            assert counted == 2
+
+    run(scenario)

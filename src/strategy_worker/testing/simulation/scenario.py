@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,8 +43,10 @@ from strategy_worker.testing.rig import Rig, default_settings
 from strategy_worker.testing.simulation.invariants import Invariants, InvariantViolation
 from strategy_worker.testing.virtual_time import run_in_virtual_time
 
-EPOCH = datetime(2024, 1, 2, 22, 0, tzinfo=UTC)
-"""Two virtual hours before midnight UTC: every long run crosses a trading-day roll."""
+MIDNIGHT = datetime(2024, 1, 3, 0, 0, tzinfo=UTC)
+"""A trading-day roll (trading_day_start 00:00 UTC). Each seed starts 5 to 40 virtual
+minutes before it, so a run of a few hundred steps (about half a virtual hour) crosses it
+early or late in its life, often with positions open and faults active."""
 SYMBOLS = {
     "AAPL": Decimal("175.50"),
     "MSFT": Decimal("410.20"),
@@ -157,7 +159,7 @@ class Simulation:
                 partial_fill_slices=rng.choice([1, 1, 2, 3]),
             ),
             lease_seconds=LEASE_S,
-            epoch=EPOCH,
+            epoch=MIDNIGHT - timedelta(minutes=rng.uniform(5, 40)),
         )
         self.inv = Invariants(db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS)
         rig.oms.on_receive = self.inv.on_receipt
