@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from collections.abc import Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -99,6 +100,19 @@ def parse_duration(text: str) -> float:
     return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
+def parse_speed(text: str) -> float | None:
+    """'300' -> 300.0; 'max' -> None (as fast as the engine goes)."""
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"not a speed: {text!r} (a number, or max)") from None
+    if not value > 0 or value == float("inf"):
+        raise typer.BadParameter(f"speed must be a positive number, or max: {text!r}")
+    return value
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -178,13 +192,22 @@ def paper(
         list[Path] | None,
         typer.Argument(help="strategy.approved messages: files (JSON or JSON lines), or - "),
     ] = None,
-    duration: Annotated[str, typer.Option(help="Simulated time to run, e.g. 5h.")] = "5h",
+    duration: Annotated[
+        str, typer.Option(help="Simulated time to run, e.g. 5h, 900d (years of bars).")
+    ] = "5h",
     speed: Annotated[
-        float, typer.Option(help="Simulated seconds per real second (300: 5 h in 1 min).")
-    ] = 300.0,
+        str,
+        typer.Option(
+            help="Simulated seconds per real second (300: 5 h in 1 min), or max: step from "
+            "one bar of the replayed file to the next as fast as the engine goes."
+        ),
+    ] = "300",
     prices: Annotated[
         Path | None,
-        typer.Option(help="Replay prices from this CSV/JSONL (timestamp,symbol,price)."),
+        typer.Option(
+            help="Replay this file on its own timestamps: prices (timestamp,symbol,price; "
+            "CSV/JSONL) or OHLCV bars (symbol,date|start,open,high,low,close[,volume])."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random-walk prices.")] = 42,
     events: Annotated[
@@ -229,7 +252,7 @@ def paper(
     options = PaperOptions(
         strategies=strategies,
         duration_s=parse_duration(duration),
-        speed=speed,
+        speed=parse_speed(speed),
         seed=seed,
         prices_file=prices,
         events_file=events,
@@ -242,11 +265,18 @@ def paper(
     )
     result = _run(run_paper(options))
     if json_output:
-        doc = {
+        doc: dict[str, Any] = {
             "executions": [s.to_json() for s in result.summaries],
             "dead_letters": result.dead_letters,
             "consistent": result.consistent,
         }
+        if result.replay is not None:
+            replay = result.replay  # measurements, written as exact decimals of their text
+            doc["replay"] = {
+                "bars": replay.bars,
+                "seconds": Decimal(f"{replay.seconds:.3f}"),
+                "bars_per_second": Decimal(f"{replay.bars_per_second:.1f}"),
+            }
         sys.stdout.write(encode_json(doc, indent=2) + "\n")
     else:
         _print_summary(result)
@@ -309,6 +339,12 @@ def _print_summary(result: Any) -> None:
             out.print(f"MISMATCH {s.name}: {mismatch}", markup=False, highlight=False)
     if result.dead_letters:
         out.print(f"{result.dead_letters} message(s) rejected (see the events file / stderr)")
+    if result.replay is not None:
+        replay = result.replay
+        out.print(
+            f"{replay.bars} bars replayed in {replay.seconds:.1f} s "
+            f"({replay.bars_per_second:,.0f} bars/s)"
+        )
 
 
 @app.command("oms-sim")

@@ -7,14 +7,16 @@ runtime depends only on these protocols, so tests and paper trading swap impleme
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
 from strategy_worker.domain.orders import ExecutionReport, OmsCapabilities, OmsOrder, OrderIntent
 from strategy_worker.domain.rejection import Rejection
 from strategy_worker.domain.signals.bars import Bar
+from strategy_worker.domain.signals.timeframes import Timeframe
 from strategy_worker.errors import OmsError
 from strategy_worker.store import OutboxEvent
 
@@ -200,4 +202,35 @@ class BarFeed(Protocol):
 
     async def stop(self) -> None:
         """Idempotent; ends the iteration."""
+        ...
+
+
+class BarStore(Protocol):
+    """Stored closed bars and pruning of bars and signal decisions (`market_bars`,
+    `signal_decisions`): `adapters/postgres/market_data.MarketDataStore` in production,
+    `testing/memory_market.MemoryMarketData` in tests. Errors are `StoreError`."""
+
+    async def upsert_bars(
+        self, bars: Sequence[Bar], *, source: str, received_at: datetime, replace: bool = False
+    ) -> int:
+        """Write bars (the first version of a bar stays unless `replace`); returns how many."""
+        ...
+
+    async def load_warmup(
+        self, streams: Iterable[tuple[str, Timeframe]], *, bars: int, before: datetime
+    ) -> dict[tuple[str, Timeframe], list[Bar]]:
+        """The last `bars` bars of each stream that started before `before`, oldest first."""
+        ...
+
+    async def load_range(
+        self, symbols: Sequence[str], tf: Timeframe, *, since: datetime, until: datetime
+    ) -> list[Bar]:
+        """Every stored bar of `symbols` on `tf` with since <= start < until, oldest first."""
+        ...
+
+    async def prune(
+        self, *, decisions_before: datetime, bars_before: datetime | None = None, batch: int = ...
+    ) -> object:
+        """Delete decisions decided before `decisions_before` and, when given, bars that
+        started before `bars_before` (retention)."""
         ...

@@ -6,10 +6,11 @@ no SQL leaks out of `strategy_worker.adapters.postgres`, which implements `Store
 
 Decide, then commit: a runtime step decides without I/O and hands the store one
 `ExecutionWrite` per execution it touched; `Store.commit` writes a batch of them in ONE
-transaction (state, intents, order updates, fills, risk events, snapshots, control outcomes
-and the outgoing events in the outbox), fenced by the lease: an execution whose fence no
-longer holds gets none of its writes, so a paused or partitioned worker can never write for
-its successor. The outbox is published by one relay (`claim_outbox`, `mark_published`).
+transaction (state, intents, order updates, fills, risk events, snapshots, control outcomes,
+signal decisions and the outgoing events in the outbox), fenced by the lease: an execution
+whose fence no longer holds gets none of its writes, so a paused or partitioned worker can
+never write for its successor. The outbox is published by one relay (`claim_outbox`,
+`mark_published`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from strategy_worker.domain.orders import (
     Side,
 )
 from strategy_worker.domain.risk.state import TradingState as TradingState
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import StoreError
 
 JsonObject = Mapping[str, Any]
@@ -363,6 +365,10 @@ class ExecutionWrite:
     snapshots: Sequence[SnapshotRecord] = ()
     events: Sequence[OutboxEvent] = ()
     controls: Sequence[ControlCompletion] = ()
+    decisions: Sequence[SignalDecision] = ()
+    """Rule evaluations of this execution (`signal_decisions` rows, docs/signals.md),
+    written with what they caused; a decision already recorded for the same (symbol,
+    timeframe, bar, rule) is skipped (a replayed bar)."""
     release: bool = False
     """Give up the lease with this write (the execution is stopped or handed over)."""
     exposure: Decimal | None = None

@@ -51,6 +51,14 @@ class Backoff:
 
 _RNG = random.Random()  # jitter only; never used for anything that must be reproducible
 
+
+def seed_jitter(seed: int) -> None:
+    """Make the default jitter reproducible: the deterministic simulation replays a seed
+    exactly only if every backoff waits the same (it was seeded from the OS, so two runs of
+    one seed in one process could differ)."""
+    _RNG.seed(seed)
+
+
 RetryHook = Callable[[int, BaseException, float], None]
 """Called before each retry with (retry number, the error, the delay in seconds)."""
 

@@ -51,6 +51,8 @@ class RiskEventType(StrEnum):
     STOP_INCOMPLETE = "STOP_INCOMPLETE"
     UNAUTHORIZED_CONTROL = "UNAUTHORIZED_CONTROL"
     LEDGER_REPAIRED = "LEDGER_REPAIRED"
+    RULES_UNREADABLE = "RULES_UNREADABLE"
+    """A stored execution's entry/exit rules no longer parse (docs/signals.md)."""
     # Protective orders (domain/protection): a leg's trigger, and how its exit left.
     TAKE_PROFIT_TRIGGERED = "TAKE_PROFIT_TRIGGERED"
     TRAILING_STOP_TRIGGERED = "TRAILING_STOP_TRIGGERED"

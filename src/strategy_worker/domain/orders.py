@@ -70,6 +70,8 @@ class OrderPurpose(StrEnum):
     CLOSE = "CLOSE"
     TAKE_PROFIT = "TAKE_PROFIT"
     TRAILING_STOP = "TRAILING_STOP"
+    EXIT = "EXIT"
+    """A strategy's own exit rule fired (docs/signals.md): the position is closed."""
 
     @property
     def is_protective(self) -> bool:
@@ -78,8 +80,9 @@ class OrderPurpose(StrEnum):
 
     @property
     def is_closing(self) -> bool:
-        """Risk-reducing by definition: a close or a protective exit (never throttled)."""
-        return self is OrderPurpose.CLOSE or self in _PROTECTIVE
+        """Risk-reducing by definition: a close, an exit signal's close or a protective exit
+        (never throttled)."""
+        return self in (OrderPurpose.CLOSE, OrderPurpose.EXIT) or self in _PROTECTIVE
 
 
 _PROTECTIVE = frozenset(

@@ -99,12 +99,21 @@ def _order_line(order: OrderLike) -> dict[str, object]:
 
 
 def execution_started(
-    ctx: EventContext, *, at: datetime, initial_orders: Sequence[OrderLike]
+    ctx: EventContext,
+    *,
+    at: datetime,
+    initial_orders: Sequence[OrderLike],
+    awaiting_entry: Sequence[str] | None = None,
 ) -> dict[str, object]:
-    """`strategy.execution.started`, exactly the spec's shape (`value` = quantity x price)."""
+    """`strategy.execution.started`, exactly the spec's shape (`value` = quantity x price).
+
+    A strategy with entry rules adds `awaiting_entry`: the symbols whose first buy waits
+    for their entry signal (docs/signals.md); without rules the event has no such field."""
     event = _base(EventType.STARTED, ctx, at)
     event["status"] = "active"
     event["initial_orders"] = [_order_line(order) for order in initial_orders]
+    if awaiting_entry is not None:
+        event["awaiting_entry"] = list(awaiting_entry)
     return event
 
 

@@ -12,14 +12,14 @@ from rich.table import Table
 from strategy_worker.domain.money import quantize_cash
 
 if TYPE_CHECKING:
+    from strategy_worker.domain.clock import Clock
     from strategy_worker.runtime.book import ExecutionBook
-    from strategy_worker.runtime.clocks import AcceleratedClock
 
 
 class LiveView:
     """Redrawn a few times a second while the run lasts; off when not on a terminal."""
 
-    def __init__(self, book: ExecutionBook, clock: AcceleratedClock, *, enabled: bool) -> None:
+    def __init__(self, book: ExecutionBook, clock: Clock, *, enabled: bool) -> None:
         self._book = book
         self._clock = clock
         console = Console(stderr=True)

@@ -29,6 +29,7 @@ from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.rebalancing import plan_rebalance
 from strategy_worker.domain.risk.manager import RiskReason
 from strategy_worker.runtime.model import StopPlan
+from strategy_worker.runtime.signal_phases import rebalance_targets
 from strategy_worker.runtime.step import Step, closing
 from strategy_worker.store import ExecutionStatus
 
@@ -190,7 +191,7 @@ def _plan(step: Step, threshold: Decimal):  # type: ignore[no-untyped-def]
     info = step.info
     return plan_rebalance(
         valuation,
-        info.targets,
+        rebalance_targets(info, step.model),  # with rules: entered symbols' weights only
         fresh,
         info.limits,
         execution_id=step.execution_id,

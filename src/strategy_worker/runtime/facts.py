@@ -6,10 +6,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.domain.rejection import Rejection
 from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.signals.parsing import parse_rules_from_config
+from strategy_worker.domain.signals.rules import StrategyRules
 from strategy_worker.domain.strategy import StrategyRiskParams
 
 
@@ -26,6 +30,12 @@ class ExecutionInfo:
     """Effective target weights (allocation capped at the tightened position limit)."""
     limits: RiskLimits
     """The worker's limits tightened by the strategy's risk params."""
+    rules: StrategyRules | None = None
+    """Its entry/exit rules (docs/signals.md), None without any."""
+    rules_problem: Rejection | None = None
+    """Why the stored rules could not be read back (then `rules` is None)."""
+    started_at: datetime | None = None
+    """When the execution started: its warm-up history is the bars before this instant."""
 
     @property
     def key(self) -> str:
@@ -49,6 +59,7 @@ def info_from_config(
     config: Mapping[str, Any],
     initial_capital: Decimal,
     worker_limits: RiskLimits,
+    started_at: datetime | None = None,
 ) -> ExecutionInfo:
     """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
     risk = config.get("risk_params") or {}
@@ -60,6 +71,9 @@ def info_from_config(
     limits = worker_limits.tightened_by(params)
     cap = limits.max_position_size
     targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
+    rules = parse_rules_from_config(config)
+    problem = rules if isinstance(rules, Rejection) else None
+    found = None if isinstance(rules, Rejection) or rules == StrategyRules() else rules
     return ExecutionInfo(
         execution_id=execution_id,
         strategy_id=strategy_id,
@@ -68,6 +82,9 @@ def info_from_config(
         initial_capital=initial_capital,
         targets=targets,
         limits=limits,
+        rules=found,
+        rules_problem=problem,
+        started_at=started_at,
     )
 
 

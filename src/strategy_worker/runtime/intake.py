@@ -6,7 +6,8 @@ content, or approves again a strategy that is still running, is dead-lettered wi
 reason (`duplicate_conflict`, `strategy_running`): a trader re-approving a strategy stops
 the running execution first, so there is never a second one to act on by mistake. Then
 prices are read once, each strategy is sized and risk-checked in a step of its own (a
-symbol without a current price is skipped with `PRICE_MISSING` and bought once priced),
+symbol without a current price is skipped with `PRICE_MISSING` and bought once priced; a
+symbol gated by an entry rule is bought when its signal fires, `runtime/signal_phases.py`),
 and every new execution with its first order intents and its `started` event is created
 in ONE commit. Only then do the orders leave (the engine sends them) and may the caller
 commit the offsets.
@@ -30,6 +31,7 @@ from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import PriceSource
+from strategy_worker.runtime import signal_phases
 from strategy_worker.runtime.decide import available_exposure
 from strategy_worker.runtime.engine import LEDGER_ATTEMPTS, Engine
 from strategy_worker.runtime.exposure import FleetExposure
@@ -221,6 +223,7 @@ class Intake:
         settings = self._settings
         execution_id = strategy.execution_id
         config = strategy.config.to_json()
+        now = self._engine.ctx.clock.now()
         info = info_from_config(
             execution_id=execution_id,
             strategy_id=strategy.strategy_id,
@@ -228,8 +231,8 @@ class Intake:
             config=config,
             initial_capital=strategy.config.initial_capital,
             worker_limits=settings.limits,
+            started_at=now,
         )
-        now = self._engine.ctx.clock.now()
         model = ExecutionModel(
             status=ExecutionStatus.ACTIVE,
             portfolio=Portfolio(strategy.config.initial_capital),
@@ -250,8 +253,11 @@ class Intake:
         runner.observe(prices, now.timestamp())
         step = Step(runner, replace(self._engine.ctx, exposure=exposure))
         marks = runner.fresh_marks(now.timestamp(), settings.price_max_age)
+        # Entry rules: those symbols are bought when their signal fires (runtime/signals.py).
+        awaiting = signal_phases.awaiting_at_intake(info)
+        bought = signal_phases.without_symbols(strategy, awaiting)
         plan = plan_initial_orders(
-            strategy,
+            bought,
             marks,
             settings.limits,
             execution_id,
@@ -259,7 +265,7 @@ class Intake:
             available_exposure=available_exposure(step),
         )
         step.funded = plan.funded
-        step.requested = _requested(strategy, marks, settings.limits)
+        step.requested = _requested(bought, marks, settings.limits)
         for event in plan.events:
             step.risk(event)
         step.gate(plan.intents)
@@ -268,6 +274,7 @@ class Intake:
                 runner.context,
                 at=now,
                 initial_orders=[*step.intents, *step.model.plans.deferred],
+                awaiting_entry=awaiting if info.rules is not None else None,
             ),
             first=True,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from strategy_worker.domain.clock import Clock
@@ -60,6 +60,9 @@ class Monitor:
         self._clock = clock
         self._metrics = metrics
         self._threshold = drift_threshold
+        self.observed: Callable[[Mapping[str, Decimal]], None] = lambda prices: None
+        """Sees every batch of prices the monitor reads (the wiring points it at the signal
+        desk, which builds bars from them when no bar topic is configured)."""
 
     # ------------------------------------------------------------------ the cycles
 
@@ -119,6 +122,7 @@ class Monitor:
         in chunks that start small and grow (`_RAMP`), yielding after each: when one price
         crosses thousands of stops, the first closes leave after a few executions were
         decided and committed, not after all of them."""
+        self.observed(prices)
         now = self._clock.now().timestamp()
         sizes = iter(_RAMP)
         want = next(sizes)
@@ -145,6 +149,7 @@ class Monitor:
         self, runners: Sequence[ExecutionRunner], prices: Mapping[str, Decimal]
     ) -> list[ExecutionRunner]:
         """Give each runner its marks; returns those the marks can affect."""
+        self.observed(prices)
         now = self._clock.now().timestamp()
         acting: list[ExecutionRunner] = []
         for runner in runners:

@@ -34,6 +34,7 @@ def runner_from(
         config=record.config,
         initial_capital=record.initial_capital,
         worker_limits=worker_limits,
+        started_at=record.started_at,
     )
     state = record.state
     positions = state.positions

@@ -43,6 +43,9 @@ class RuntimeSettings:
     loop_lag_interval: float | None = 0.05
     """Seconds between event-loop lag samples (`strategy_event_loop_lag_seconds`); None
     samples nothing (a virtual-time loop has no lag to see)."""
+    bar_clock_skew: float = 5.0
+    """Seconds a bar's end may be ahead of the clock and still count as closed
+    (`signals.max_clock_skew`)."""
 
 
 def risk_limits_from(section: RiskSection) -> RiskLimits:
@@ -91,4 +94,5 @@ def settings_from(config: WorkerConfig) -> RuntimeSettings:
         max_message_bytes=config.kafka.max_message_bytes,
         close_timeout=ex.close_timeout,
         price_max_age=config.redis.price_max_age,
+        bar_clock_skew=config.signals.max_clock_skew,
     )

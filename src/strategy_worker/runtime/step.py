@@ -41,6 +41,7 @@ from strategy_worker.domain.risk.manager import (
     RiskReason,
     deny,
 )
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import DomainError
 from strategy_worker.runtime.model import ExecutionModel
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -99,6 +100,8 @@ class Step:
         self.events: list[Mapping[str, object]] = []
         self.snapshots: list[SnapshotRecord] = []
         self.controls: list[ControlCompletion] = []
+        self.decisions: list[SignalDecision] = []
+        """Rule evaluations to record with this step (runtime/signal_steps.py)."""
         self.cancels: list[str] = []
         """Client order ids to ask the OMS to cancel once this step is committed."""
         self.resend: list[OrderIntent] = []
@@ -158,6 +161,7 @@ class Step:
             or self.events
             or self.snapshots
             or self.controls
+            or self.decisions
             or self.release
             or self.create is not None
         )
@@ -282,12 +286,16 @@ class Step:
             return deny(intent, RiskReason.EXECUTION_PAUSED, "the execution is paused")
         return None
 
-    def gate(self, intents: Iterable[OrderIntent], *, defer_rate_limited: bool = True) -> None:
+    def gate(
+        self, intents: Iterable[OrderIntent], *, defer_rate_limited: bool = True
+    ) -> list[RiskDecision]:
         """Check a batch in order and record what passes (see `add`); each check sees the
         ones approved before it as in flight. A denial is an `order_rejected` event; an
         order denied only for want of a rate token waits in the plans and is sent, checked
-        again, when a token is there (never dropped)."""
+        again, when a token is there (never dropped). Returns the denials (deferred orders
+        are not denied)."""
         deferred: list[OrderIntent] = []
+        denials: list[RiskDecision] = []
         for intent in intents:
             decision = self.check(intent)
             if decision.approved:
@@ -300,6 +308,7 @@ class Step:
                     for event in decision.events:
                         self.risk(event)
                 self.denied(intent, decision)
+                denials.append(decision)
         if deferred:
             self.risk(
                 RiskEvent(
@@ -311,6 +320,7 @@ class Step:
                 )
             )
             self.set_plans(deferred=(*self.model.plans.deferred, *deferred))
+        return denials
 
     def denied(
         self, intent: OrderIntent, decision: RiskDecision, *, coid: str | None = None
@@ -464,6 +474,7 @@ class Step:
             snapshots=tuple(self.snapshots),
             events=tuple(self._outbox()),
             controls=tuple(self.controls),
+            decisions=tuple(self.decisions),
             release=self.release,
             exposure=self.exposure(),
             new_buys=self.new_buys(),

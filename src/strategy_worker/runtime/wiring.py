@@ -30,6 +30,8 @@ from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import (
+    BarFeed,
+    BarStore,
     DeadLetterSink,
     EventPublisher,
     OmsGateway,
@@ -121,6 +123,9 @@ async def build_worker(
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
+    market: BarStore | None = _UNSET,
+    bar_feed: BarFeed | None = _UNSET,
+    bar_source: str = "kafka",
 ) -> AsyncIterator[App]:
     """Build the worker (see the module docstring). Each part given replaces the one the
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
@@ -128,7 +133,12 @@ async def build_worker(
     accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
     `control_verifier` replaces the one the config describes (`control_auth`);
     `token_clock` is what control tokens' validity is checked against (left out: `clock`;
-    paper mode's clock is simulated, its tokens expire in real time)."""
+    paper mode's clock is simulated, its tokens expire in real time).
+
+    Signals (runtime/signals.py): `market` is where bars are stored (left out: the
+    PostgreSQL store's pool; None: rules are not evaluated); `bar_feed` the closed bars
+    (left out: the bar topic when `kafka.topics.bars` is set and Kafka is consumed; None:
+    bars are built from the prices the worker reads), `bar_source` what they are stored as."""
     async with contextlib.AsyncExitStack() as stack:
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
@@ -149,6 +159,12 @@ async def build_worker(
         dead_letters = dead_letters or _dead_letters(producer, topics.dead_letter, settings)
         clock = clock or SystemClock()
         sleep = sleep or _clock_sleep(clock)
+        if market is _UNSET:
+            market = _market_of(store)
+        if bar_feed is _UNSET:
+            bar_feed = None
+            if consume and topics.bars is not None and market is not None:
+                bar_feed = await _open_bar_feed(config, market, metrics, clock, settings)
         worker = Worker(
             settings=settings,
             store=store,
@@ -160,9 +176,12 @@ async def build_worker(
             clock=clock,
             sleep=sleep,
             price_feed=feed,
-            housekeeping=_housekeeping(config, store, clock, settings),
+            housekeeping=_housekeeping(config, store, clock, settings, market),
             control_verifier=control_verifier or control_verifier_from(config),
             token_clock=token_clock or clock,
+            market=market,
+            bar_feed=bar_feed,
+            bar_source=bar_source,
         )
         if order_rate is not None or config.risk.fleet_orders_per_second is not None:
             worker.engine.order_rate = order_rate or _fleet_rate(config, stack)
@@ -290,6 +309,36 @@ def _dead_letters(producer: Any, topic: str, settings: RuntimeSettings) -> DeadL
     return KafkaDeadLetterPublisher(producer, topic=topic, worker_id=settings.owner_id)
 
 
+def _market_of(store: Store) -> BarStore | None:
+    """Bars and decisions on the PostgreSQL store's own pool (None for other stores)."""
+    from strategy_worker.adapters.postgres import PostgresStore
+    from strategy_worker.adapters.postgres.market_data import MarketDataStore
+
+    return MarketDataStore(store.pool) if isinstance(store, PostgresStore) else None
+
+
+async def _open_bar_feed(
+    config: WorkerConfig,
+    market: BarStore,
+    metrics: WorkerMetrics,
+    clock: Clock,
+    settings: RuntimeSettings,
+) -> BarFeed:
+    """The bar topic, read from shortly before the newest bar any worker received from it
+    (if within the last 8 days; else from its end): bars published while no worker read
+    them are not lost; the repeats are duplicates the engines skip."""
+    from strategy_worker.adapters.kafka.bars import KafkaBarFeed
+
+    start_from = None
+    last = getattr(market, "last_received", None)
+    if last is not None:
+        now = clock.now()
+        newest = await last("kafka", since=now - timedelta(days=8))
+        if newest is not None:
+            start_from = newest - timedelta(seconds=settings.bar_clock_skew + 60.0)
+    return KafkaBarFeed(config.kafka, start_from=start_from, metrics=metrics)
+
+
 def _fleet_rate(config: WorkerConfig, stack: contextlib.AsyncExitStack) -> OrderRateLimit:
     from strategy_worker.adapters.redis_prices import redis_client
     from strategy_worker.adapters.redis_rate_limit import RedisOrderRate
@@ -307,13 +356,33 @@ def _fleet_rate(config: WorkerConfig, stack: contextlib.AsyncExitStack) -> Order
 
 
 def _housekeeping(
-    config: WorkerConfig, store: Store, clock: Clock, settings: RuntimeSettings
+    config: WorkerConfig,
+    store: Store,
+    clock: Clock,
+    settings: RuntimeSettings,
+    market: BarStore | None = None,
 ) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
-    """Periodic jobs of the store itself: snapshot retention where the store has it."""
-    thin = getattr(store, "thin_snapshots", None)
+    """Periodic jobs of the stores themselves: snapshot retention where the store has it,
+    and the retention of signal decisions and bars (docs/signals.md) every
+    `retention.interval`."""
+    jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = []
     section = config.retention
+    if market is not None:
+        signals = config.signals
+
+        async def prune_signals() -> None:
+            now = clock.now()
+            bar_days = signals.bar_retention_days
+            pruned = await market.prune(
+                decisions_before=now - timedelta(days=signals.decision_retention_days),
+                bars_before=None if bar_days is None else now - timedelta(days=bar_days),
+            )
+            _log.debug("signal retention ran", pruned=str(pruned))
+
+        jobs.append(("signal-retention", section.interval, prune_signals))
+    thin = getattr(store, "thin_snapshots", None)
     if thin is None or not section.enabled:
-        return []
+        return jobs
 
     async def retention() -> None:
         deleted = await thin(
@@ -327,7 +396,7 @@ def _housekeeping(
         if deleted:
             _log.info("position snapshots thinned", deleted=deleted)
 
-    return [("snapshot-retention", section.interval, retention)]
+    return [*jobs, ("snapshot-retention", section.interval, retention)]
 
 
 def _consumer(

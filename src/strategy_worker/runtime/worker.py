@@ -19,7 +19,15 @@ from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, PriceFeed, PriceSource
+from strategy_worker.ports import (
+    BarFeed,
+    BarStore,
+    DeadLetterSink,
+    EventPublisher,
+    OmsGateway,
+    PriceFeed,
+    PriceSource,
+)
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.control import ControlDesk
@@ -35,6 +43,7 @@ from strategy_worker.runtime.reconcile import Reconciler
 from strategy_worker.runtime.relay import OutboxRelay
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.settings import RuntimeSettings
+from strategy_worker.runtime.signals import SignalDesk
 from strategy_worker.runtime.step import StepContext
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
 from strategy_worker.store import Store
@@ -45,6 +54,7 @@ _STOP_POLL_S = 0.05
 _RELOAD_S = 0.5
 _FLEET_PNL_S = 15.0
 _PRUNE_S = 3600.0
+_BAR_TICK_S = 1.0
 
 
 class Worker:
@@ -67,6 +77,9 @@ class Worker:
         control_verifier: ControlVerifier,
         token_clock: Clock | None = None,
         housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
+        market: BarStore | None = None,
+        bar_feed: BarFeed | None = None,
+        bar_source: str = "kafka",
     ) -> None:
         self.settings = settings
         self.store = store
@@ -160,6 +173,25 @@ class Worker:
             retention=timedelta(seconds=settings.outbox_retention),
         )
         self.engine.on_committed = self.relay.nudge
+        self.signals: SignalDesk | None = None
+        """Strategies' own rules on closed bars (runtime/signals.py); None without a bar
+        store (then rules are not evaluated and entries never fire)."""
+        self._bar_feed = bar_feed
+        self._bar_source = bar_source
+        if market is not None:
+            self.signals = SignalDesk(
+                book=self.book,
+                engine=self.engine,
+                market=market,
+                prices=prices,
+                clock=clock,
+                metrics=metrics,
+                supervisor=self.supervisor,
+                sleep=real_sleep,
+                max_clock_skew=timedelta(seconds=settings.bar_clock_skew),
+                build_from_prices=bar_feed is None,
+            )
+            self.monitor.observed = self.signals.observe
         self._started = False
         self._relay_task: asyncio.Task[None] | None = None
         self._shutdown_done = asyncio.Event()
@@ -206,6 +238,16 @@ class Worker:
                     watch_prices(self._price_feed, self.monitor.on_prices), name="price-watch"
                 )
             )
+        desk = self.signals
+        if desk is not None:
+            sup.loop("signal-bars", _BAR_TICK_S, desk.tick, sleep=self._sleep)
+            sup.watch(asyncio.create_task(desk.run(), name="signal-built-bars"))
+            if self._bar_feed is not None:
+                sup.watch(
+                    asyncio.create_task(
+                        desk.pump(self._bar_feed, source=self._bar_source), name="bar-feed"
+                    )
+                )
         self._started = True
 
     async def wait(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from strategy_worker.domain.money import ZERO, money_str
 from strategy_worker.domain.orders import OrderStatus, Side
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
@@ -56,6 +57,19 @@ from strategy_worker.store import (
 )
 
 RUNNING = (ExecutionStatus.ACTIVE, ExecutionStatus.PAUSED)
+
+DecisionKey = tuple[uuid.UUID, str, str, datetime, str]
+"""(execution id, symbol, timeframe, bar start, rule): the key of `signal_decisions`."""
+
+
+def decision_key(execution_id: uuid.UUID, decision: SignalDecision) -> DecisionKey:
+    return (
+        execution_id,
+        decision.symbol,
+        str(decision.timeframe),
+        decision.bar_start,
+        str(decision.rule),
+    )
 
 
 def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord]) -> Decimal:
@@ -122,6 +136,8 @@ class MemoryDatabase:
         self.risk_events: dict[uuid.UUID, RiskEventRecord] = {}
         self.snapshots: dict[uuid.UUID, SnapshotRecord] = {}
         self.controls: dict[str, ControlRequestRecord] = {}
+        self.decisions: dict[DecisionKey, SignalDecision] = {}
+        """`signal_decisions`: one per (execution, symbol, timeframe, bar start, rule)."""
         self.cursors: dict[str, int] = {}
         self.outbox: dict[int, OutboxRow] = {}
         self.outbox_ids: set[uuid.UUID] = set()
@@ -504,6 +520,7 @@ class _Staging:
         self.snapshots: dict[uuid.UUID, SnapshotRecord] = {}
         self.events: list[OutboxRow] = []
         self.controls: dict[str, ControlRequestRecord] = {}
+        self.decisions: dict[DecisionKey, SignalDecision] = {}
         self.cursor: tuple[str, int] | None = None
         self.seen: list[WriteSeen] = []
         self.moves: dict[LedgerScope, Decimal] = {}
@@ -686,6 +703,10 @@ class _Staging:
             ):
                 continue
             self.events.append(OutboxRow(seq=0, event=event, created_at=self.now))
+        for decision in w.decisions:
+            slot = decision_key(w.execution_id, decision)
+            if slot not in db.decisions:
+                self.decisions.setdefault(slot, decision)
         for done in w.controls:
             seen_control = self.controls.get(done.request_id) or db.controls.get(done.request_id)
             if seen_control is None:
@@ -761,6 +782,7 @@ class _Staging:
             )
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
+        db.decisions.update(self.decisions)
         if self.cursor is not None:
             name, seq = self.cursor
             db.cursors[name] = max(db.cursors.get(name, 0), seq)

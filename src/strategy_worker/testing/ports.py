@@ -1,5 +1,5 @@
 """In-memory ports for tests and the simulation: prices (polled and announced), the event
-publisher, dead letters. Each can be made to fail, as the real ones do."""
+publisher, dead letters, the bar topic. Each can be made to fail, as the real ones do."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from strategy_worker.domain.signals.bars import Bar
 from strategy_worker.errors import StrategyWorkerError, TransientError
+from strategy_worker.ports import BarBatch
 from strategy_worker.store import OutboxEvent
 
 
@@ -110,3 +112,47 @@ class MemoryDeadLetters:
 
     async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
         self.letters.append((code, reason, source, payload))
+
+
+class MemoryBarTopic:
+    """The bar topic in memory: `publish` sends closed bars to every worker's feed that is
+    reading (like `KafkaBarFeed`, no consumer group; a feed started later reads from then)."""
+
+    def __init__(self) -> None:
+        self._feeds: list[MemoryBarFeed] = []
+        self.published: list[Bar] = []
+
+    def feed(self) -> MemoryBarFeed:
+        feed = MemoryBarFeed(self)
+        self._feeds.append(feed)
+        return feed
+
+    def publish(self, bars: Sequence[Bar]) -> None:
+        self.published.extend(bars)
+        for feed in self._feeds:
+            if feed.started and not feed.stopped:
+                feed.queue.put_nowait(BarBatch(tuple(bars)))
+
+
+class MemoryBarFeed:
+    """One worker's `BarFeed` on a `MemoryBarTopic`."""
+
+    def __init__(self, topic: MemoryBarTopic) -> None:
+        self.topic = topic
+        self.queue: asyncio.Queue[BarBatch | None] = asyncio.Queue()
+        self.started = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def __aiter__(self) -> AsyncIterator[BarBatch]:
+        while not self.stopped:
+            batch = await self.queue.get()
+            if batch is None:
+                return
+            yield batch
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.queue.put_nowait(None)

@@ -25,8 +25,14 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
+from strategy_worker.testing.memory_market import MemoryMarketData
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
-from strategy_worker.testing.ports import MemoryDeadLetters, MemoryPrices, MemoryPublisher
+from strategy_worker.testing.ports import (
+    MemoryBarTopic,
+    MemoryDeadLetters,
+    MemoryPrices,
+    MemoryPublisher,
+)
 from strategy_worker.testing.venue import SimOms
 from strategy_worker.testing.virtual_time import VirtualClock
 
@@ -67,6 +73,9 @@ class Rig:
         )
         self.events = MemoryPublisher(self.clock.timestamp)
         self.dead_letters = MemoryDeadLetters()
+        self.market = MemoryMarketData(self.db, now=self.clock.timestamp)
+        """`market_bars` (and decision retention) shared by every worker."""
+        self.bar_topic = MemoryBarTopic()
         self.stores: dict[str, MemoryStore] = {}
         self.verifier = ControlVerifier(keys={}, require_signed=False)
         """Development's reading: unsigned requests taken at their word (tests sign
@@ -80,9 +89,15 @@ class Rig:
 
     @contextlib.asynccontextmanager
     async def worker(
-        self, owner_id: str, *, settings: RuntimeSettings | None = None, watch: bool = True
+        self,
+        owner_id: str,
+        *,
+        settings: RuntimeSettings | None = None,
+        watch: bool = True,
+        bar_topic: bool = False,
     ) -> AsyncIterator[App]:
-        """A worker built by the production wiring on this rig's parts."""
+        """A worker built by the production wiring on this rig's parts; with `bar_topic`
+        its bars come from `rig.bar_topic`, else it builds them from the prices it reads."""
         store = self.db.handle()
         self.stores[owner_id] = store
         async with build_worker(
@@ -99,6 +114,9 @@ class Rig:
             consume=False,
             serve_http=False,
             migrate=False,
+            market=self.market,
+            bar_feed=self.bar_topic.feed() if bar_topic else None,
+            bar_source="topic",
         ) as app:
             yield app
 

@@ -42,17 +42,24 @@ def approved(
     user_id: uuid.UUID = USER,
     timestamp: str = "2024-01-02T14:00:00Z",
     name: str = "test",
+    entry_rules: Mapping[str, Any] | None = None,
+    exit_rules: Mapping[str, Any] | None = None,
+    strategy_type: str = "MOMENTUM",
 ) -> bytes:
     """A `strategy.approved` message with money as exact JSON numbers."""
     config: dict[str, Any] = {
         "name": name,
-        "type": "MOMENTUM",
+        "type": strategy_type,
         "symbols": sorted(allocation),
         "allocation": {s: f"@{w}@" for s, w in allocation.items()},
         "initial_capital": f"@{capital}@",
     }
     if stop_loss is not None:
         config["risk_params"] = {"stop_loss_pct": f"@{stop_loss}@"}
+    if entry_rules is not None:
+        config["entry_rules"] = entry_rules
+    if exit_rules is not None:
+        config["exit_rules"] = exit_rules
     message = {
         "type": "strategy.approved",
         "strategy_id": str(strategy_id or uuid.uuid4()),
@@ -101,4 +108,20 @@ def risk_types(rig: Rig, execution_id: uuid.UUID) -> list[str]:
         r.event_type
         for r in sorted(rig.db.risk_events.values(), key=lambda r: r.occurred_at)
         if r.execution_id == execution_id
+    ]
+
+
+def decisions(rig: Rig, execution_id: uuid.UUID) -> list[Any]:
+    """The execution's recorded signal decisions, by bar then rule."""
+    found = [d for key, d in rig.db.decisions.items() if key[0] == execution_id]
+    return sorted(found, key=lambda d: (d.bar_start, str(d.rule), d.symbol))
+
+
+def published(rig: Rig, execution_id: uuid.UUID, kind: str) -> list[Mapping[str, Any]]:
+    """Payloads of the execution's published events of one type (`signal_decision`, ...)."""
+    return [
+        p.event.payload
+        for p in rig.events.published
+        if p.event.execution_id == execution_id
+        and p.event.event_type == f"strategy.execution.{kind}"
     ]

@@ -72,10 +72,25 @@ FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $
 ON CONFLICT DO NOTHING
 """
 
+#: The same for the decisions of many executions at once (one statement per commit batch);
+#: parameters from `batch_decision_params`.
+DECISIONS_BATCH_INSERT_SQL: Final = """
+INSERT INTO signal_decisions
+    (execution_id, symbol, timeframe, bar_start, rule, outcome, gate, "values", decided_at)
+SELECT e, s, t, b, r, o, g, v::jsonb, d
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::timestamptz[]) AS x(e, s, t, b, r, o, g, v, d)
+ON CONFLICT DO NOTHING
+"""
+
 _DECISIONS = """
 SELECT symbol, timeframe, bar_start, rule, outcome, gate, "values"::text AS details, decided_at
 FROM signal_decisions WHERE execution_id = $1
 ORDER BY decided_at, bar_start, symbol, rule LIMIT $2
+"""
+
+_LAST_RECEIVED = """
+SELECT max(received_at) FROM market_bars WHERE source = $1 AND received_at >= $2
 """
 
 _PRUNE = """
@@ -98,6 +113,16 @@ def decision_params(
         [None if d.gate is None else str(d.gate) for d in decisions],
         [jsoncodec.dumps(d.details()) for d in decisions],
         [d.decided_at for d in decisions],
+    )
+
+
+def batch_decision_params(
+    rows: Sequence[tuple[uuid.UUID, SignalDecision]],
+) -> tuple[Any, ...]:
+    """The parameters of `DECISIONS_BATCH_INSERT_SQL` for (execution id, decision) pairs."""
+    return (
+        [e for e, _ in rows],
+        *decision_params(uuid.UUID(int=0), [d for _, d in rows])[1:],
     )
 
 
@@ -207,6 +232,14 @@ class MarketDataStore:
         async with self._conn("load bars") as conn:
             rows = await conn.fetch(_RANGE, list(symbols), str(tf), since, until)
         return [_bar(row) for row in rows]
+
+    async def last_received(self, source: str, *, since: datetime) -> datetime | None:
+        """When the newest bar from `source` was written, if at or after `since` (a bar
+        feed resumes from there; a BRIN index on received_at, migration 008, keeps the scan
+        to recent rows)."""
+        async with self._conn("last bar received") as conn:
+            value = await conn.fetchval(_LAST_RECEIVED, source, since)
+        return value if isinstance(value, datetime) else None
 
     # ------------------------------------------------------------------ decisions
 

@@ -11,10 +11,11 @@ one `unnest` statement for the whole batch, skipping the kinds the batch does no
    version - 1;
 5. the intents, 6. the order updates, 7. the fills, 8. the control completions,
    9. risk events, snapshots, outbox events and the report cursor (one statement),
+   10. the signal decisions (one statement),
    all for the writes that were created or held only;
-10. the risk ledger's totals, moved by what the applied writes' exposures changed, and
+11. the risk ledger's totals, moved by what the applied writes' exposures changed, and
     checked against the caps when the commit records new buys (one statement);
-11. COMMIT.
+12. COMMIT.
 
 A replayed intent or fill costs one more read (the stored rows, compared in Python).
 
@@ -38,6 +39,10 @@ from strategy_worker.adapters.postgres import jsoncodec
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.base import StoreBase
+from strategy_worker.adapters.postgres.market_data import (
+    DECISIONS_BATCH_INSERT_SQL,
+    batch_decision_params,
+)
 from strategy_worker.domain.money import money_str
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
 from strategy_worker.errors import StoreError
@@ -244,6 +249,7 @@ class CommitWrites(StoreBase):
             await self._insert_fills(conn, live)
             await self._complete_controls(conn, live)
             await self._insert_history(conn, live, cursor, events)
+            await self._insert_decisions(conn, live)
             moves = _ledger_moves(live, before)
             new_buys = sum((w.new_buys for w in live), Decimal(0))
             ledger = await move_ledger(conn, moves, caps if new_buys > 0 else None)
@@ -405,6 +411,13 @@ class CommitWrites(StoreBase):
             name,
             seq,
         )
+
+    async def _insert_decisions(
+        self, conn: asyncpg.Connection, live: Sequence[ExecutionWrite]
+    ) -> None:
+        rows = [(w.execution_id, d) for w in live for d in w.decisions]
+        if rows:
+            await conn.execute(DECISIONS_BATCH_INSERT_SQL, *batch_decision_params(rows))
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
         """Valuation-only writes (state_version unchanged) in one transaction: the rows are

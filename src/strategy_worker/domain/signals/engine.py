@@ -25,7 +25,13 @@ so that "previous outcome" depends only on the bars: replaying the same bars int
 engine (`warm`) and restoring the phases (`restore`) gives the same later decisions as the
 engine that ran live (property-tested).
 
-No look-ahead: `on_bar` refuses a bar whose end is after `now`, and a bar not newer than
+`on_bar` decides in the engine's own phases (`mark_entered` / `mark_exited` / `restore`).
+A caller that keeps the phases elsewhere (the runtime derives them from its committed
+orders and positions) uses `evaluate`, which only moves the indicators, and derives the
+decisions with `BarEvaluation.decisions(phase)`: a pure function it may call again when it
+decides a step again.
+
+No look-ahead: `evaluate` refuses a bar whose end is after `now`, and a bar not newer than
 the last one of its stream; every value a decision shows comes from bars that had closed.
 Indicator values are floats; thresholds are converted once with `float()` when the engine is
 built, and compared as floats (see `indicators.py`).
@@ -132,6 +138,64 @@ class _Evaluation:
     """MET, NOT_MET or WARMUP."""
     leaves: tuple[ConditionResult, ...]
     values: Mapping[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BarEvaluation:
+    """Both rules of one symbol on one closed bar, as `SignalEngine.evaluate` found them:
+    independent of the symbol's phase, so the decisions can be derived for any phase, and
+    as often as needed (`decisions`)."""
+
+    bar: Bar
+    now: datetime
+    rules: tuple[tuple[RuleKind, _Evaluation, bool], ...]
+    """(rule, its evaluation, whether its outcome differs from the previous bar's)."""
+    exit_met: bool
+    """The exit rule held on its last evaluation (an entry never fires then)."""
+
+    def decisions(self, phase: Phase) -> list[SignalDecision]:
+        """The decisions to record in `phase` (0..2): the rule that matters in the phase
+        (entry while awaiting, exit while entered), when it fires or changes its outcome."""
+        out: list[SignalDecision] = []
+        for kind, evaluation, changed in self.rules:
+            decision = self._decide(kind, evaluation, changed, phase)
+            if decision is not None:
+                out.append(decision)
+        return out
+
+    def _decide(
+        self, kind: RuleKind, ev: _Evaluation, changed: bool, phase: Phase
+    ) -> SignalDecision | None:
+        relevant = (kind is RuleKind.ENTRY and phase is Phase.AWAITING_ENTRY) or (
+            kind is RuleKind.EXIT and phase is Phase.ENTERED
+        )
+        if not relevant:
+            return None
+        outcome, action, gate = ev.state, None, None
+        if ev.state is Outcome.WARMUP:
+            gate = Gate.WARMUP
+        elif ev.state is Outcome.MET:
+            if kind is RuleKind.ENTRY and self.exit_met:
+                gate = Gate.EXIT_CONDITION
+            else:
+                outcome = Outcome.FIRED
+                action = Action.OPEN if kind is RuleKind.ENTRY else Action.CLOSE
+        if outcome is not Outcome.FIRED and not changed:
+            return None
+        bar = self.bar
+        return SignalDecision(
+            symbol=bar.symbol,
+            timeframe=bar.timeframe,
+            bar_start=bar.start,
+            rule=kind,
+            outcome=outcome,
+            action=action,
+            decided_at=max(self.now, bar.end),
+            close=bar.close,
+            conditions=ev.leaves,
+            values=ev.values,
+            gate=gate,
+        )
 
 
 class SignalEngine:
@@ -255,75 +319,40 @@ class SignalEngine:
         """Replay stored closed bars (oldest first): indicators and previous outcomes move
         as they did live, phases do not, nothing is decided."""
         for bar in sorted(bars, key=lambda b: (b.end, b.symbol, b.timeframe)):
-            self._step(bar, bar.end, record=False)
+            self.evaluate(bar, now=bar.end)
 
     def on_bar(self, bar: Bar, *, now: datetime) -> list[SignalDecision]:
-        """Feed one closed bar at time `now`; returns the decisions to record (0..2)."""
-        return self._step(bar, now, record=True)
+        """Feed one closed bar at time `now`; returns the decisions to record (0..2) in the
+        symbol's current phase."""
+        evaluation = self.evaluate(bar, now=now)
+        return [] if evaluation is None else evaluation.decisions(self._phase[bar.symbol])
 
-    def _step(self, bar: Bar, now: datetime, *, record: bool) -> list[SignalDecision]:
+    def evaluate(self, bar: Bar, *, now: datetime) -> BarEvaluation | None:
+        """Feed one closed bar at time `now`: the indicators and each rule's previous
+        outcome move on; returns both rules' evaluations on it, from which
+        `BarEvaluation.decisions(phase)` derives the decisions in any phase (a caller that
+        may decide twice, e.g. a step decided again, evaluates once). None when the engine
+        does not read the bar (another symbol or timeframe, not newer than its stream's
+        last bar, or not closed at `now`)."""
         stream = self._streams.get((bar.symbol, bar.timeframe))
         if stream is None:
-            return []
+            return None
         if bar.end > now or (stream.last_start is not None and bar.start <= stream.last_start):
             self.ignored_bars += 1
-            return []
+            return None
         stream.update(bar)
         evaluations = {
             rule.kind: self._evaluate(rule, stream)
             for rule in self._compiled
             if rule.timeframe == bar.timeframe
         }
-        changed: dict[RuleKind, bool] = {}
+        rules: list[tuple[RuleKind, _Evaluation, bool]] = []
         for kind, evaluation in evaluations.items():  # both first: an entry reads the exit's
             key = (bar.symbol, kind)
-            changed[kind] = self._last.get(key) is not evaluation.state
+            rules.append((kind, evaluation, self._last.get(key) is not evaluation.state))
             self._last[key] = evaluation.state
-        if not record:
-            return []
-        decisions: list[SignalDecision] = []
-        for kind, evaluation in evaluations.items():
-            decision = self._decide(bar, kind, evaluation, changed[kind], now)
-            if decision is not None:
-                decisions.append(decision)
-        return decisions
-
-    def _decide(
-        self, bar: Bar, kind: RuleKind, ev: _Evaluation, changed: bool, now: datetime
-    ) -> SignalDecision | None:
-        phase = self._phase[bar.symbol]
-        relevant = (kind is RuleKind.ENTRY and phase is Phase.AWAITING_ENTRY) or (
-            kind is RuleKind.EXIT and phase is Phase.ENTERED
-        )
-        if not relevant:
-            return None
-        outcome, action, gate = ev.state, None, None
-        if ev.state is Outcome.WARMUP:
-            gate = Gate.WARMUP
-        elif ev.state is Outcome.MET:
-            if (
-                kind is RuleKind.ENTRY
-                and self._last.get((bar.symbol, RuleKind.EXIT)) is Outcome.MET
-            ):
-                gate = Gate.EXIT_CONDITION
-            else:
-                outcome = Outcome.FIRED
-                action = Action.OPEN if kind is RuleKind.ENTRY else Action.CLOSE
-        if outcome is not Outcome.FIRED and not changed:
-            return None
-        return SignalDecision(
-            symbol=bar.symbol,
-            timeframe=bar.timeframe,
-            bar_start=bar.start,
-            rule=kind,
-            outcome=outcome,
-            action=action,
-            decided_at=max(now, bar.end),
-            close=bar.close,
-            conditions=ev.leaves,
-            values=ev.values,
-            gate=gate,
-        )
+        exit_met = self._last.get((bar.symbol, RuleKind.EXIT)) is Outcome.MET
+        return BarEvaluation(bar, now, tuple(rules), exit_met)
 
     # ------------------------------------------------------------------ evaluation
 

@@ -11,6 +11,10 @@
 - a worker's runner equals what the store holds (memory is never ahead of the store);
 - every published event was committed first (the outbox), and at the end every committed
   event was published, once after dropping repeats by event id, in commit order per key;
+- a strategy's own rules: no buy of a symbol gated by an entry rule before a fired entry
+  decision for it that nothing blocked (committed at or before the buy); no buy of a
+  symbol an exit rule closed (an `EXIT` order that filled or works) in a strategy without
+  entry rules; no decision of an execution without rules;
 - the risk ledger: every commit that recorded new buys carried the caps and left every total
   within them; every total is the sum of what its executions hold, and what an execution
   holds is its exposure recomputed from its stored positions and orders.
@@ -18,6 +22,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +56,12 @@ class Invariants:
     _published_seen: int = 0
     _versions: dict[uuid.UUID, int] = field(default_factory=dict)
     _buy_commits: int = 0
+    _orders_judged: dict[uuid.UUID, int] = field(default_factory=dict)
+    _decisions_seen: int = 0
+    _fired: dict[tuple[uuid.UUID, str], list[Any]] = field(default_factory=dict)
+    _decided: set[uuid.UUID] = field(default_factory=set)
+    _ruled: set[uuid.UUID] = field(default_factory=set)
+    _known: set[uuid.UUID] = field(default_factory=set)
     caps: LedgerCaps | None = None
     checks: int = 0
 
@@ -109,6 +120,7 @@ class Invariants:
         self._replays()
         self._memory_is_the_store(books)
         self._published_were_committed()
+        self._signals()
         self._ledger()
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
@@ -200,6 +212,56 @@ class Invariants:
             if item.event.event_id not in committed:
                 self.violations.append(f"event {item.event.event_id} published, never committed")
         self._published_seen = len(published)
+
+    def _signals(self) -> None:
+        # Incremental: only the decisions and orders recorded since the last check.
+        decisions = self.db.decisions
+        for (eid, symbol, *_), decision in itertools.islice(
+            decisions.items(), self._decisions_seen, None
+        ):
+            opened = decision.action is not None and decision.action.value == "open"
+            if opened and decision.gate is None:
+                self._fired.setdefault((eid, symbol), []).append(decision.decided_at)
+            self._decided.add(eid)
+        self._decisions_seen = len(decisions)
+        for eid, ex in self.db.executions.items():
+            if eid not in self._known:
+                self._known.add(eid)
+                config = ex.record.config
+                if config.get("entry_rules") or config.get("exit_rules"):
+                    self._ruled.add(eid)
+            judged = self._orders_judged.get(eid, 0)
+            if judged == len(ex.order_ids):
+                continue
+            if eid in self._ruled:
+                entry = bool(ex.record.config.get("entry_rules"))
+                self._judge_buys(eid, ex.order_ids, judged, entry)
+            self._orders_judged[eid] = len(ex.order_ids)
+        stray = self._decided - self._ruled
+        if stray:
+            self.violations.append(f"signal decisions of executions without rules: {stray}")
+
+    def _judge_buys(self, eid: uuid.UUID, order_ids: list[str], judged: int, entry: bool) -> None:
+        rows = [self.db.orders[c] for c in order_ids]
+        for order in rows[judged:]:
+            coid = order.client_order_id
+            if order.side is not Side.BUY:
+                continue
+            if entry:
+                times = self._fired.get((eid, order.symbol), [])
+                if not any(at <= order.created_at for at in times):
+                    self.violations.append(
+                        f"BUY {coid} of {order.symbol} ({order.purpose}) with no entry "
+                        "signal fired before it"
+                    )
+            elif any(
+                o.symbol == order.symbol
+                and o.purpose.value == "EXIT"
+                and (o.filled_quantity > 0 or not o.status.is_terminal)
+                and o.intent_seq < order.intent_seq
+                for o in rows
+            ):
+                self.violations.append(f"BUY {coid} of {order.symbol} after an exit rule closed it")
 
     def _ledger(self) -> None:
         for caps, after in self.db.buy_commits[self._buy_commits :]:

@@ -3,14 +3,16 @@ TigerBeetle's simulators: one seed drives everything.
 
 Several workers (built by the production wiring) share one in-memory database, one paper
 venue and one market on a virtual-time loop. Each step the seed picks an action — a new
-strategy, a replayed or conflicting message, a price move, a gap, a missing or stale price,
-a control request (sometimes from the wrong user), a fault (store outage, a commit that
-fails before or after it is applied, an OMS outage or stall, an OMS restart reusing fill
-ids, rejects, late and post-cancel fills, overfill reports, an event-broker or price-source
-outage), a worker crash (kill -9) and restart, a worker frozen past its lease — then lets
-virtual time pass and checks every invariant (`invariants.py`). The trading day rolls
-during the run. At the end every fault heals, every execution is stopped, and the last
-checks run: every committed event published once, in order per key; stopped means flat.
+strategy (some with their own entry/exit rules on one-minute bars the workers build from
+the prices they see), a replayed or conflicting message, a price move, a gap, a missing or
+stale price, a control request (sometimes from the wrong user), a fault (store outage, a
+commit that fails before or after it is applied, an OMS outage or stall, an OMS restart
+reusing fill ids, rejects, late and post-cancel fills, overfill reports, an event-broker,
+price-source or bar-store outage), a worker crash (kill -9) and restart, a worker frozen
+past its lease — then lets virtual time pass and checks every invariant (`invariants.py`).
+The trading day rolls during the run. At the end every fault heals, every execution is
+stopped, and the last checks run: every committed event published once, in order per key;
+stopped means flat.
 
 The same seed replays exactly: `python -m strategy_worker.testing.simulation --seed N`.
 """
@@ -29,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.adapters.retry import seed_jitter
 from strategy_worker.domain.money import quantize_price
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
@@ -59,6 +62,29 @@ LEASE_S = 15.0
 CAPS = LedgerCaps(fleet=Decimal("1500000"), user=Decimal("700000"))
 """Caps that bind: the scenario approves more than they fund."""
 HEARTBEAT_S = 5.0
+#: Rules on one-minute bars the workers build from the prices they see (no bar topic):
+#: short warm-ups, so entries and exits happen within a run.
+ENTRY_RULES: list[dict[str, Any]] = [
+    {
+        "timeframe": "1m",
+        "any": [
+            {"indicator": "RSI", "period": 3, "op": "<", "value": 45},
+            {
+                "indicator": "PRICE",
+                "op": "crosses_above",
+                "value": {"indicator": "SMA", "period": 3},
+            },
+        ],
+    },
+    {"timeframe": "1m", "all": [{"indicator": "EMA", "period": 2, "op": ">", "value": "close"}]},
+]
+EXIT_RULES: list[dict[str, Any]] = [
+    {"timeframe": "1m", "all": [{"indicator": "RSI", "period": 3, "op": ">", "value": 65}]},
+    {
+        "timeframe": "1m",
+        "all": [{"indicator": "PRICE", "op": "<", "value": {"indicator": "SMA", "period": 4}}],
+    },
+]
 
 
 @dataclass
@@ -111,7 +137,8 @@ class Simulation:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        random.seed(config.seed)  # backoff jitter and anything else on the global generator
+        random.seed(config.seed)  # anything on the global generator
+        seed_jitter(config.seed)  # the backoffs' own jitter generator
         self.trace: deque[str] = deque(maxlen=40)
         self.actions: dict[str, int] = {}
         self.crashes = 0
@@ -265,6 +292,7 @@ class Simulation:
                 ("oms_quirks", 0.5),
                 ("broker_outage", 0.3),
                 ("price_outage", 0.2),
+                ("bars_outage", 0.2),
                 ("crash", 0.35),
                 ("restart", 0.8),
                 ("freeze", 0.2),
@@ -299,6 +327,13 @@ class Simulation:
                 "risk_params": {"stop_loss_pct": rng.choice([Decimal("0.03"), Decimal("0.08")])},
             },
         }
+        rules = rng.random()
+        if rules < 0.3:  # the strategy's own rules: entries gate its buys
+            message["config"]["entry_rules"] = rng.choice(ENTRY_RULES)
+            if rng.random() < 0.6:
+                message["config"]["exit_rules"] = rng.choice(EXIT_RULES)
+        elif rules < 0.4:  # exit rules only: bought at approval, out once exited
+            message["config"]["exit_rules"] = rng.choice(EXIT_RULES)
         payload = _encode(message)
         self._strategies.append((strategy_id, user, payload))
         self._deliver(_Message(payload, "approved"))
@@ -413,6 +448,11 @@ class Simulation:
         self.rig.prices.down_until = self._now() + seconds
         return f"{seconds:.0f}s"
 
+    def _do_bars_outage(self) -> str:
+        seconds = self.rng.uniform(1, 30)
+        self.rig.market.down_until = self._now() + seconds
+        return f"{seconds:.0f}s"
+
     def _do_crash(self) -> str:
         alive = self._alive()
         if len(alive) <= 1 and self.rng.random() < 0.5:
@@ -485,6 +525,7 @@ class Simulation:
         rig.oms.reject_rate = 0.0
         rig.events.down_until = float("-inf")
         rig.prices.down_until = float("-inf")
+        rig.market.down_until = float("-inf")
         for slot in self.slots:
             if slot.store is not None:
                 slot.store.frozen_until = float("-inf")
@@ -530,7 +571,13 @@ class Simulation:
                 "every fault healed and a stop was requested: "
                 + "; ".join(self._describe(e.record.execution_id) for e in running[:3])
             )
-        await asyncio.sleep(5)  # the relay drains the outbox
+        # The relay drains the outbox; one that was backing off from a broker outage
+        # (capped at 10 s) tries again within that cap.
+        for _ in range(15):
+            await asyncio.sleep(1)
+            if not rig.db.unpublished:
+                break
+        await asyncio.sleep(1)
         self.inv.final([p.event.event_id for p in rig.events.published])
 
     def _describe(self, execution_id: uuid.UUID) -> str:

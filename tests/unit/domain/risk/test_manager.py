@@ -336,6 +336,7 @@ def test_no_approved_order_ever_breaches_any_limit(
         OrderPurpose.STOP_LOSS,
         OrderPurpose.TAKE_PROFIT,
         OrderPurpose.TRAILING_STOP,
+        OrderPurpose.EXIT,  # an exit rule's close (docs/signals.md)
     )
     if side is Side.BUY:
         assert not halted

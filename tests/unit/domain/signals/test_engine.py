@@ -243,3 +243,25 @@ def test_history_needed_names_the_bars_to_load_per_timeframe() -> None:
         },
     )
     assert {str(tf): n for tf, n in engine.history_needed().items()} == {"1h": 11, "1d": 200}
+
+
+def test_evaluate_then_decisions_in_a_phase_equal_on_bar_in_that_phase_every_time() -> None:
+    # The runtime keeps phases itself and may decide a step twice (a refused commit):
+    # the evaluation of a bar must give the same decisions however often it is asked.
+    live, split = _engine(), _engine()
+    phase = Phase.AWAITING_ENTRY
+    for bar in random_bars(400, seed=11):
+        expected = live.on_bar(bar, now=bar.end)
+        evaluation = split.evaluate(bar, now=bar.end)
+        assert evaluation is not None
+        assert evaluation.decisions(phase) == expected
+        assert evaluation.decisions(phase) == expected  # asked again: the same
+        for decision in expected:
+            if decision.action is Action.OPEN:
+                live.mark_entered(decision.symbol)
+                phase = Phase.ENTERED
+            elif decision.action is Action.CLOSE:
+                live.mark_exited(decision.symbol)
+                phase = Phase.AWAITING_ENTRY
+    assert phase is live.phase("AAPL")
+    assert split.evaluate(random_bars(1, seed=11)[0], now=random_bars(1, seed=11)[0].end) is None
