@@ -3,8 +3,10 @@
 `act(runner, decide)` takes the runner's lock, forks a `Step`, lets `decide` fill it,
 settles it (`decide.settle`), and commits it in one transaction; only after that commit
 does the runner adopt the new model, and only then does the engine act on the decision:
-orders to the OMS, cancel requests, a stop's finish once flat, a timer for what is due
-later. `act_many` does the same for many executions in one transaction.
+orders to the OMS (native protective legs as one atomic group each), cancel requests, a
+stop's finish once flat, a timer for what is due later (a rate token, a protective
+order's grace or back-off). `act_many` does the same for many executions in one
+transaction.
 
 A commit whose outcome is unknown (the connection broke, the task was cancelled) marks its
 runners dirty: nothing acts on them until they are reloaded from the store. A commit that
@@ -23,6 +25,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import OmsGateway
 from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.step import Step, StepContext
@@ -189,6 +192,9 @@ class Engine:
 
     def _count(self, step: Step) -> None:
         metrics = self.metrics
+        written = step.protection_write()
+        if written is not None and self.ctx.protection is not None:
+            self.ctx.protection.note(step.execution_id, written.unprotected)
         for row in step.risk_rows:
             metrics.record_risk_event(row.event_type, row.severity.value)
         for event in step.events:
@@ -214,10 +220,24 @@ class Engine:
             )
             return
         outgoing = [*step.resend, *step.intents]
-        if outgoing:
-            self.supervisor.spawn(self.send(runner, outgoing), f"send-{runner.execution_id}")
+        desk = self.ctx.protection
+        caps = desk.capabilities if desk is not None else None
+        groups, singles = (
+            protection.split_groups(runner, outgoing, caps) if caps else ([], outgoing)
+        )
+        for group in groups:
+            self.supervisor.spawn(
+                protection.send_group(self, runner, group), f"send-group-{runner.execution_id}"
+            )
+        if singles:
+            self.supervisor.spawn(self.send(runner, singles), f"send-{runner.execution_id}")
         for coid in step.cancels:
-            self.supervisor.spawn(self._cancel(coid), "cancel")
+            self.supervisor.spawn(self._cancel(coid, runner), "cancel")
+        wake = protection.next_wake(runner.model.protection, step.now)
+        if wake is not None:
+            self._once(
+                runner, f"protect@{step.timestamp + wake:.3f}", lambda: self._wake(runner, wake)
+            )
         plans = runner.model.plans
         if plans.deferred:
             # Orders wait for a rate token: look again when the next one is due.
@@ -265,7 +285,7 @@ class Engine:
         self.metrics.order_round_trip_seconds.observe(time.perf_counter() - started)
         await self.supervisor.guard(runner, self.act(runner, lambda s: s.apply_views(views)))
 
-    async def _cancel(self, client_order_id: str) -> None:
+    async def _cancel(self, client_order_id: str, runner: ExecutionRunner | None = None) -> None:
         try:
             await self.oms.cancel(client_order_id)
         except OmsError as exc:
@@ -274,6 +294,8 @@ class Engine:
                 client_order_id=client_order_id,
                 error=str(exc)[:200],
             )
+            if runner is not None:
+                self.on_unsent(runner)  # reconciliation asks the OMS and cancels again
 
     def _once(
         self, runner: ExecutionRunner, kind: str, work: Callable[[], Awaitable[None]]

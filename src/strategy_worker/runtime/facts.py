@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.domain.protection import ProtectionSpec
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.strategy import StrategyRiskParams
 
@@ -26,6 +27,9 @@ class ExecutionInfo:
     """Effective target weights (allocation capped at the tightened position limit)."""
     limits: RiskLimits
     """The worker's limits tightened by the strategy's risk params."""
+    protection: ProtectionSpec | None = None
+    """The protective legs those limits configure (stop-loss, trailing stop, take-profit,
+    where they rest); None when they configure none."""
 
     @property
     def key(self) -> str:
@@ -50,14 +54,11 @@ def info_from_config(
     initial_capital: Decimal,
     worker_limits: RiskLimits,
 ) -> ExecutionInfo:
-    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
-    risk = config.get("risk_params") or {}
-    params = StrategyRiskParams(
-        max_position_size=_opt_dec(risk.get("max_position_size")),
-        stop_loss_pct=_opt_dec(risk.get("stop_loss_pct")),
-        max_daily_loss=_opt_dec(risk.get("max_daily_loss")),
-    )
+    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it):
+    every risk param the strategy set, its own protection included, survives a restart."""
+    params = StrategyRiskParams.from_stored(config.get("risk_params") or {})
     limits = worker_limits.tightened_by(params)
+    spec = ProtectionSpec.from_limits(limits, include_stop_loss=True)
     cap = limits.max_position_size
     targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
     return ExecutionInfo(
@@ -68,8 +69,5 @@ def info_from_config(
         initial_capital=initial_capital,
         targets=targets,
         limits=limits,
+        protection=spec if spec.enabled else None,
     )
-
-
-def _opt_dec(value: object) -> Decimal | None:
-    return None if value is None else Decimal(str(value))

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from strategy_worker.domain.clock import Clock
 from strategy_worker.errors import StoreError
@@ -20,11 +21,12 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
+from strategy_worker.runtime.protection import ProtectionDesk
 from strategy_worker.runtime.restore import runner_from
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.supervisor import Supervisor
-from strategy_worker.store import ExecutionRecord, Store
+from strategy_worker.store import ExecutionRecord, JsonObject, LoadedExecution, Store
 
 _log = get_logger(__name__)
 
@@ -44,7 +46,9 @@ class LeaseKeeper:
         metrics: WorkerMetrics,
         reconcile: Callable[[ExecutionRunner], Awaitable[None]],
         after_cycle: Callable[[], None],
+        protection: ProtectionDesk | None = None,
     ) -> None:
+        self._protection = protection
         self._settings = settings
         self._store = store
         self._book = book
@@ -92,11 +96,13 @@ class LeaseKeeper:
 
     async def resume(self, records: Sequence[ExecutionRecord]) -> None:
         """Drive these executions from their stored state; reconcile each with the OMS."""
-        loaded = await self._store.load_executions([r.execution_id for r in records])
+        ids = [r.execution_id for r in records]
+        loaded = await self._store.load_executions(ids)
+        states = await self._store.load_protection(ids)
         for item in loaded:
             if item.record.owner_id != self._settings.owner_id:
                 continue  # taken by another worker between the two reads
-            runner = runner_from(item, worker_limits=self._settings.limits, clock=self._clock)
+            runner = self._runner(item, states)
             self._book.add(runner)
             _log.info(
                 "execution resumed",
@@ -112,6 +118,17 @@ class LeaseKeeper:
         await self._supervisor.guard(runner, self._reconcile(runner))
         await self._supervisor.guard(runner, self._engine.act(runner, lambda s: None))
 
+    def _runner(
+        self, item: LoadedExecution, states: Mapping[uuid.UUID, JsonObject]
+    ) -> ExecutionRunner:
+        return runner_from(
+            item,
+            worker_limits=self._settings.limits,
+            clock=self._clock,
+            protection=self._protection,
+            protection_state=states.get(item.record.execution_id),
+        )
+
     async def reload_dirty(self) -> None:
         """Rebuild dirty runners from the store as soon as it answers."""
         dirty = self._book.dirty()
@@ -119,7 +136,9 @@ class LeaseKeeper:
         if not dirty:
             return
         try:
-            loaded = await self._store.load_executions([r.execution_id for r in dirty])
+            ids = [r.execution_id for r in dirty]
+            loaded = await self._store.load_executions(ids)
+            states = await self._store.load_protection(ids)
         except StoreError as exc:
             if not exc.retryable:
                 raise
@@ -137,7 +156,7 @@ class LeaseKeeper:
             if not record.state.status.is_running:
                 await self._book.remove(old, release=False)  # it ended with that commit
                 continue
-            new = runner_from(item, worker_limits=self._settings.limits, clock=self._clock)
+            new = self._runner(item, states)
             new.marks.update(old.marks)
             new.mark_times.update(old.mark_times)
             async with old.lock:

@@ -3,9 +3,11 @@
 Both hand new marks to `Monitor.observe`, which runs the one monitor step
 (`decide.monitor`) only for the executions the marks can affect (`may_act`): a stop level
 or warning zone reached or left, a blocked symbol that may re-arm, the daily loss floor, a
-day roll, or a plan in progress. The others only take the marks; on the periodic cycle
-their valuation and snapshot are written in one batched statement (`Store.record_marks`)
-that never overwrites a newer commit.
+day roll, a plan in progress, or a protective leg the mark would trigger
+(`protection.observe`, which ratchets the trailing watermarks of the others in place). The
+others only take the marks; on the periodic cycle their valuation, snapshot and ratcheted
+protection state are written in one batched statement (`Store.record_marks`) that never
+overwrites a newer commit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import PriceSource
 from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -48,7 +51,9 @@ class Monitor:
         clock: Clock,
         metrics: WorkerMetrics,
         drift_threshold: Decimal,
+        protection_desk: protection.ProtectionDesk | None = None,
     ) -> None:
+        self._protection = protection_desk
         self._book = book
         self._engine = engine
         self._prices = prices
@@ -74,6 +79,8 @@ class Monitor:
             await self._engine.act_many(chunk, _monitor_and_snapshot)
         for chunk in _chunks(quiet):
             await self._quiet(chunk)
+        if self._protection is not None:
+            self._protection.recount(self._book.running())
         self._metrics.monitor_cycle_seconds.observe(time.perf_counter() - started)
 
     async def on_prices(self, prices: Mapping[str, Decimal]) -> int:
@@ -114,11 +121,13 @@ class Monitor:
         self, runners: Sequence[ExecutionRunner], prices: Mapping[str, Decimal]
     ) -> list[ExecutionRunner]:
         """Give each runner its marks; returns those the marks can affect."""
-        now = self._clock.now().timestamp()
+        at = self._clock.now()
+        now = at.timestamp()
         acting: list[ExecutionRunner] = []
         for runner in runners:
             own = _own(runner, prices)
-            if may_act(runner, own, now):
+            protect = protection.observe(runner, own, at)
+            if may_act(runner, own, now) or protect:
                 acting.append(runner)
             runner.observe(own, now)
             self._book.refresh(runner)
@@ -143,6 +152,7 @@ class Monitor:
                     snapshot=snapshot_of(
                         runner.execution_id, model.portfolio, val, at, model.version
                     ),
+                    protection=protection.mark_write(runner),
                 )
             )
         if writes:

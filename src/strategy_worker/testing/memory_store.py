@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import OrderStatus
@@ -37,11 +38,13 @@ from strategy_worker.store import (
     FillConflictError,
     FillRecord,
     IntentConflictError,
+    JsonObject,
     LoadedExecution,
     MarkWrite,
     OrderRecord,
     OutboxLeadershipLostError,
     OutboxRow,
+    ProtectionWrite,
     RiskEventRecord,
     SnapshotRecord,
     Store,
@@ -69,6 +72,15 @@ class _Execution:
     record: ExecutionRecord
     order_ids: list[str] = field(default_factory=list)
     fills: list[FillRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionRow:
+    """One `execution_protection` row (the state a deep copy: never shared with a writer)."""
+
+    state: dict[str, Any]
+    unprotected: int
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +118,19 @@ class MemoryDatabase:
         self.relay_leader: MemoryStore | None = None
         self.writes: list[WriteSeen] = []
         self.commits = 0
+        self.protection: dict[uuid.UUID, ProtectionRow] = {}
+        """`execution_protection`: each execution's protection state, as last written."""
 
     def handle(self) -> MemoryStore:
         return MemoryStore(self)
+
+    def put_protection(self, execution_id: uuid.UUID, write: ProtectionWrite) -> None:
+        before = self.protection.get(execution_id)
+        self.protection[execution_id] = ProtectionRow(
+            state=copy.deepcopy(dict(write.state)),
+            unprotected=write.unprotected,
+            revision=1 if before is None else before.revision + 1,
+        )
 
     def check(self) -> None:
         if self.now().timestamp() < self.faults.down_until:
@@ -176,6 +198,8 @@ class MemoryStore:
             ex.record = replace(rec, state=state, updated_at=db.now())
             if w.snapshot is not None:
                 db.snapshots.setdefault(w.snapshot.snapshot_id, w.snapshot)
+            if w.protection is not None:
+                db.put_protection(w.execution_id, w.protection)
         return missed
 
     # ------------------------------------------------------------------ executions
@@ -209,6 +233,16 @@ class MemoryStore:
             orders = sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
             out.append(LoadedExecution(record=ex.record, orders=orders, fills=list(ex.fills)))
         return out
+
+    async def load_protection(
+        self, execution_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, JsonObject]:
+        db = await self._enter()
+        return {
+            eid: copy.deepcopy(db.protection[eid].state)
+            for eid in execution_ids
+            if eid in db.protection
+        }
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
         db = await self._enter()
@@ -425,6 +459,7 @@ class _Staging:
         self.controls: dict[str, ControlRequestRecord] = {}
         self.cursor: tuple[str, int] | None = None
         self.seen: list[WriteSeen] = []
+        self.protection: dict[uuid.UUID, ProtectionWrite] = {}
 
     def apply(
         self, writes: Sequence[ExecutionWrite], cursor: tuple[str, int] | None
@@ -538,6 +573,11 @@ class _Staging:
                 quantity=intent.quantity,
                 price=intent.price,
                 limit_price=intent.limit_price,
+                stop_price=intent.stop_price,
+                trail=intent.trail,
+                parent_client_order_id=intent.parent_client_order_id,
+                oco_group_id=intent.oco_group_id,
+                reduce_only=intent.reduce_only,
                 status=OrderStatus.PENDING,
                 oms_order_id=None,
                 filled_quantity=ZERO,
@@ -601,6 +641,8 @@ class _Staging:
             ):
                 continue
             self.events.append(OutboxRow(seq=0, event=event))
+        if w.protection is not None:
+            self.protection[w.execution_id] = w.protection
         for done in w.controls:
             seen_control = self.controls.get(done.request_id) or db.controls.get(done.request_id)
             if seen_control is None:
@@ -635,6 +677,8 @@ class _Staging:
             db.outbox[seq] = db.unpublished[seq] = OutboxRow(seq=seq, event=row.event)
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
+        for eid, write in self.protection.items():
+            db.put_protection(eid, write)
         if self.cursor is not None:
             name, seq = self.cursor
             db.cursors[name] = max(db.cursors.get(name, 0), seq)
