@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.orders import OrderStatus
 from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
@@ -47,8 +48,10 @@ class LeaseKeeper:
         reconcile: Callable[[ExecutionRunner], Awaitable[None]],
         after_cycle: Callable[[], None],
         protection: ProtectionDesk | None = None,
+        check: Callable[[list[ExecutionRunner]], Awaitable[object]] | None = None,
     ) -> None:
         self._protection = protection
+        self._check = check
         self._settings = settings
         self._store = store
         self._book = book
@@ -114,9 +117,18 @@ class LeaseKeeper:
 
     async def _settle(self, runner: ExecutionRunner) -> None:
         """A resumed execution: reconcile first (missed fills, unseen orders), then let a
-        step settle it (a previous owner's stop continues from its durable plan)."""
+        step settle it (a previous owner's stop continues from its durable plan, the
+        protection book is re-armed), then a look at the marks (a stop or trigger level
+        passed while nobody watched acts now, not at the next monitor cycle)."""
         await self._supervisor.guard(runner, self._reconcile(runner))
+        if any(
+            o.status is OrderStatus.PENDING and not o.oms_order_id
+            for o in runner.model.live_orders()
+        ):
+            self._engine.on_unsent(runner)  # the OMS could not be asked: retried with backoff
         await self._supervisor.guard(runner, self._engine.act(runner, lambda s: None))
+        if self._check is not None:
+            await self._supervisor.guard(runner, self._check([runner]))
 
     def _runner(
         self, item: LoadedExecution, states: Mapping[uuid.UUID, JsonObject]

@@ -101,6 +101,19 @@ class Monitor:
             await self._engine.act_many(chunk, rules.monitor)
         return len(acting)
 
+    async def check(self, runners: Sequence[ExecutionRunner]) -> int:
+        """Marks for these executions now, and the monitor step where they can affect
+        them: a resumed execution learns at once of a level passed while nobody watched
+        (the feed does not replay what it announced before). Returns how many acted."""
+        runners = [r for r in runners if r.running and not r.dirty and self._book.is_current(r)]
+        if not runners:
+            return 0
+        prices = await self._prices.get_prices(_symbols(runners))
+        acting = self._observe(runners, prices)
+        for chunk in _chunks(acting):
+            await self._engine.act_many(chunk, rules.monitor)
+        return len(acting)
+
     async def rebalance_cycle(self) -> None:
         """Every rebalance_interval: plan a rebalance where drift exceeds the threshold.
         No execution waits for another: sells go out, buys follow their fills."""

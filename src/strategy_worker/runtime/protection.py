@@ -254,9 +254,16 @@ def watch(step: Step) -> None:
 
 
 def _triggered(step: Step, event: ProtectionTriggered) -> None:
-    """A leg triggered: the re-entry block (as a stop-out's), and for the stop-loss the
-    spec's `stop_loss_triggered` event."""
+    """A leg triggered: the re-entry block (as a stop-out's), the rest of any buy of the
+    symbol still working cancelled (the position is being exited, not grown), and for the
+    stop-loss the spec's `stop_loss_triggered` event."""
     _block(step, event.symbol, event.level)
+    for order in list(step.model.orders.values()):
+        intent = order.intent
+        if order.is_live and intent.side is Side.BUY and intent.symbol == event.symbol:
+            live = step.order(order.client_order_id)
+            if live is not None and not live.cancel_requested and live.request_cancel():
+                step.cancels.append(live.client_order_id)
     if event.leg is not Leg.STOP_LOSS:
         return
     pos = step.model.portfolio.positions.get(event.symbol)

@@ -146,6 +146,7 @@ class Worker:
             reconcile=self.reconciler.reconcile,
             after_cycle=self.controls.spawn_pending,
             protection=self.protection,
+            check=self.monitor.check,
         )
         self.relay = OutboxRelay(
             store=store,

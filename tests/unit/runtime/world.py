@@ -42,8 +42,10 @@ def approved(
     user_id: uuid.UUID = USER,
     timestamp: str = "2024-01-02T14:00:00Z",
     name: str = "test",
+    risk: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A `strategy.approved` message with money as exact JSON numbers."""
+    """A `strategy.approved` message with money as exact JSON numbers (`risk`: more
+    `risk_params`, e.g. trailing_stop_pct; `protection` stays a string)."""
     config: dict[str, Any] = {
         "name": name,
         "type": "MOMENTUM",
@@ -51,8 +53,13 @@ def approved(
         "allocation": {s: f"@{w}@" for s, w in allocation.items()},
         "initial_capital": f"@{capital}@",
     }
+    params: dict[str, str] = {}
     if stop_loss is not None:
-        config["risk_params"] = {"stop_loss_pct": f"@{stop_loss}@"}
+        params["stop_loss_pct"] = f"@{stop_loss}@"
+    for key, value in (risk or {}).items():
+        params[key] = value if key == "protection" else f"@{value}@"
+    if params:
+        config["risk_params"] = params
     message = {
         "type": "strategy.approved",
         "strategy_id": str(strategy_id or uuid.uuid4()),
