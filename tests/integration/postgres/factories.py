@@ -46,7 +46,7 @@ def new_execution(
     strategy = strategy_id or uuid.uuid4()
     capital = Decimal("100000.00")
     return NewExecution(
-        execution_id=execution_id_for(strategy, approved_at.isoformat()),
+        execution_id=execution_id_for(strategy, approved_at),
         strategy_id=strategy,
         user_id=uuid.uuid4(),
         approved_at=approved_at,
