@@ -76,7 +76,8 @@ class _Execution:
 
 @dataclass(frozen=True, slots=True)
 class ProtectionRow:
-    """One `execution_protection` row (the state a deep copy: never shared with a writer)."""
+    """One `execution_protection` row (the state as written: a fresh `to_json()` nobody
+    changes afterwards; readers get a deep copy)."""
 
     state: dict[str, Any]
     unprotected: int
@@ -127,7 +128,7 @@ class MemoryDatabase:
     def put_protection(self, execution_id: uuid.UUID, write: ProtectionWrite) -> None:
         before = self.protection.get(execution_id)
         self.protection[execution_id] = ProtectionRow(
-            state=copy.deepcopy(dict(write.state)),
+            state=dict(write.state),
             unprotected=write.unprotected,
             revision=1 if before is None else before.revision + 1,
         )
