@@ -199,6 +199,11 @@ def paper(
     keep_open: Annotated[
         bool, typer.Option(help="Leave positions open at the end instead of closing them.")
     ] = False,
+    dashboard: Annotated[
+        bool,
+        typer.Option(help="Serve the web dashboard on loopback; prints its URL with a token."),
+    ] = False,
+    dashboard_port: Annotated[int, typer.Option(help="The dashboard's port (0: a free one).")] = 0,
     config: ConfigOption = None,
 ) -> None:
     """Paper trading on embedded defaults: nothing to install or start by hand."""
@@ -232,6 +237,8 @@ def paper(
         live=not json_output,
         keep_open=keep_open,
         config=cfg,
+        dashboard=dashboard,
+        dashboard_port=dashboard_port,
     )
     result = _run(run_paper(options))
     if json_output:

@@ -128,6 +128,15 @@ class RiskSection(_Section):
     """The spec's risk limits; money in Decimal, ratios as fractions of the portfolio."""
 
     max_total_exposure: PositiveDecimal = Decimal("1000000.00")
+    #: Per user (all of one user_id's executions, fleet-wide); null = no per-user cap.
+    max_user_exposure: PositiveDecimal | None = None
+    #: Fleet-wide order rate toward the OMS (one token bucket in Redis); null = off. Closing
+    #: orders are never throttled.
+    fleet_orders_per_second: PositiveDecimal | None = None
+    fleet_order_burst: int = Field(default=100, ge=1)
+    #: A strategy the remaining capacity funds below this fraction is refused; else it
+    #: starts scaled down (README "Exposure limits").
+    min_funded_fraction: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     max_position_size: Decimal = Decimal("0.30")
     max_daily_loss: Decimal = Decimal("0.05")
     max_daily_loss_amount: PositiveDecimal = Decimal("50000.00")

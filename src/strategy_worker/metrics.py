@@ -83,15 +83,10 @@ class WorkerMetrics:
             ["rule", "outcome", "gate"],
             registry=registry,
         )
-        # Events out (the buffer in front of Kafka).
-        self.events_pending = Gauge(
-            "strategy_events_pending",
-            "Execution events queued for Kafka and not yet acknowledged",
-            registry=registry,
-        )
+        # Events out (the outbox relay).
         self.event_publish_failures = Counter(
             "strategy_event_publish_failures_total",
-            "Attempts to publish queued events that failed and will be retried",
+            "Attempts to publish outbox events that failed and will be retried",
             registry=registry,
         )
         self.events_dropped = Counter(
@@ -155,6 +150,18 @@ class WorkerMetrics:
         self.executions_dirty = Gauge(
             "strategy_executions_dirty",
             "Executions waiting to be reloaded after a commit of unknown outcome",
+            registry=registry,
+        )
+        self.ledger_difference = Gauge(
+            "strategy_risk_ledger_difference",
+            "Sum of |ledger - recomputation| the last audit found (then repaired; expected 0)",
+            registry=registry,
+        )
+        self.strategies_unfunded = Counter(
+            "strategy_unfunded_total",
+            "Strategies the remaining exposure capacity could not fund in full, by outcome "
+            "(scaled: started scaled down; refused: insufficient_capacity)",
+            ["outcome"],
             registry=registry,
         )
         self.stops_incomplete = Gauge(

@@ -93,6 +93,18 @@ class PriceFeed(Protocol):
         ...
 
 
+class OrderRateLimit(Protocol):
+    """A rate limit toward the OMS shared by the fleet (Redis); optional."""
+
+    async def take(self, *, ordinary: int, forced: int) -> tuple[int, float]:
+        """Take `forced` tokens whatever is left (closing orders are never throttled) and up
+        to `ordinary` more; returns how many ordinary orders may go now and the seconds until
+        the next token. A retryable error when the limit cannot be asked."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Probe(Protocol):
     """A dependency's readiness check (`/ready`): answers within its own bound, never raises.
 

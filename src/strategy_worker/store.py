@@ -171,6 +171,8 @@ class ExecutionRecord:
     heartbeat_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    ledger_exposure: Decimal = ZERO
+    """What the execution holds in the risk ledger (see `ExecutionWrite.exposure`)."""
 
     @property
     def fence(self) -> Fence | None:
@@ -339,10 +341,12 @@ class OutboxEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRow:
-    """An outbox event as stored; `seq` orders the events of one execution as committed."""
+    """An outbox event as stored; `seq` orders the events of one execution as committed,
+    `created_at` is when it was committed (the relay's lag is measured from it)."""
 
     seq: int
     event: OutboxEvent
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,10 +386,57 @@ class ExecutionWrite:
     protection: ProtectionWrite | None = None
     """The protection state after this write (None leaves the stored one): committed with
     the protective intents it decided, before any of them is sent."""
+    exposure: Decimal | None = None
+    """The execution's exposure after this write, as the risk ledger counts it: its long
+    market value at the marks it knew plus the remaining notional of its live buys. The
+    ledger's totals (fleet, user) move by the difference to what it held; None: unchanged."""
+    new_buys: Decimal = ZERO
+    """Notional of the BUY intents this write records: when any write of a commit has
+    some, the commit holds only if every total it moves stays within its cap."""
 
 
 FIRST_VERSION = 1
 """`state_version` of a just-created execution."""
+
+
+FLEET = ("fleet", "")
+"""The risk ledger's fleet scope; a user's is ("user", str(user_id))."""
+
+LedgerScope = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerCaps:
+    """The caps a commit with new buys must keep: the fleet's (`risk.max_total_exposure`)
+    and, optionally, each user's (`risk.max_user_exposure`)."""
+
+    fleet: Decimal
+    user: Decimal | None = None
+
+
+class LedgerRefusedError(StoreError):
+    """A commit's new buys would take a ledger total past its cap: nothing was written.
+    `exposure` is the total the ledger held when it refused (to decide again with)."""
+
+    def __init__(self, scope: LedgerScope, exposure: Decimal, cap: Decimal) -> None:
+        super().__init__(
+            f"risk ledger {scope[0]}{':' + scope[1] if scope[1] else ''}: {exposure} "
+            f"exposure, the commit's buys would pass the cap {cap}",
+            retryable=False,
+        )
+        self.scope = scope
+        self.exposure = exposure
+        self.cap = cap
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerAudit:
+    """What `Store.audit_ledger` found and repaired."""
+
+    difference: Decimal
+    """Sum of |ledger - recomputation| over every total (0: the ledger was exact)."""
+    repaired: Mapping[uuid.UUID, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    """execution id -> (what the ledger held, the recomputation now held)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -397,6 +448,8 @@ class CommitOutcome:
     """Creations skipped because the execution was already there (a replayed message)."""
     lost: frozenset[uuid.UUID] = frozenset()
     """Writes skipped because another worker holds the lease (or the execution is gone)."""
+    ledger: Mapping[LedgerScope, Decimal] = field(default_factory=dict)
+    """The ledger totals the commit moved, as they stand after it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -412,6 +465,11 @@ class MarkWrite:
     snapshot: SnapshotRecord | None = None
     protection: ProtectionWrite | None = None
     """Trailing watermarks ratcheted by quiet marks, written under the same conditions."""
+    exposure: Decimal | None = None
+    """The execution's exposure at the new marks (see `ExecutionWrite.exposure`)."""
+    marks: Mapping[str, Decimal] | None = None
+    """The marks the valuation used (replace `positions.marks`: what the stored unrealized
+    P&L and exposure can be checked against)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -429,18 +487,43 @@ class Store(Protocol):
 
     # --- the one write path -------------------------------------------------------------
     async def commit(
-        self, writes: Sequence[ExecutionWrite], *, cursor: tuple[str, int] | None = None
+        self,
+        writes: Sequence[ExecutionWrite],
+        *,
+        cursor: tuple[str, int] | None = None,
+        caps: LedgerCaps | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> CommitOutcome:
         """Apply every write in one transaction (fenced per execution; see ExecutionWrite),
         and advance a report cursor with them. Idempotent for what is keyed: a replayed
         creation, intent, fill (by order and fill id), risk event, snapshot or outbox event
         is skipped; an intent or fill recorded before with different content raises
-        IntentConflictError or FillConflictError (nothing is written)."""
+        IntentConflictError or FillConflictError (nothing is written).
+
+        The risk ledger moves in the same transaction: each applied write's `exposure`
+        replaces what its execution held, and the fleet's and its user's totals move by the
+        difference. When any applied write has `new_buys` and `caps` is given, a total that
+        ends above its cap refuses the whole commit (LedgerRefusedError): the check and the
+        reservation are one statement, so no buy passes a cap across workers.
+
+        `events` are outbox events about no execution's state (a strategy refused at
+        intake), written with the rest."""
+        ...
+
+    async def ledger_totals(self, user_ids: Collection[uuid.UUID]) -> dict[LedgerScope, Decimal]:
+        """The fleet's total and these users' (what other workers' commits moved)."""
+        ...
+
+    async def audit_ledger(self) -> LedgerAudit:
+        """Recompute every execution's exposure from its stored positions (at its stored
+        marks) and live buy orders, and every total from those; repair what differs (the
+        executions' values and the totals) in one transaction. One auditor at a time."""
         ...
 
     async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
         """Quiet ticks in one statement; returns the ids NOT written (fence lost, or a newer
-        version: the caller's view is behind, never overwritten)."""
+        version: the caller's view is behind, never overwritten). Each applied mark's
+        `exposure` moves the risk ledger as a commit's does (never refused: no new buy)."""
         ...
 
     # --- executions -----------------------------------------------------------------------

@@ -42,6 +42,8 @@ class SizingPlan:
     intents: tuple[OrderIntent, ...]
     events: tuple[RiskEvent, ...]
     target_weights: Mapping[str, Decimal] = field(default_factory=dict)
+    funded: Decimal = Decimal(1)
+    """The fraction of the plan the available exposure funds (1: all of it)."""
 
 
 def effective_weights(strategy: ApprovedStrategy, limits: RiskLimits) -> dict[str, Decimal]:
@@ -198,6 +200,7 @@ def plan_initial_orders(
             continue
         targets[sym] = capital * weight
     total = sum(targets.values(), ZERO)
+    factor = Decimal(1)
     if available_exposure is not None and total > available_exposure:
         factor = max(available_exposure, ZERO) / total
         events.append(
@@ -205,10 +208,12 @@ def plan_initial_orders(
                 RiskEventType.ALLOCATION_SCALED,
                 Severity.WARNING,
                 None,
-                f"plan of {total} exceeds the available worker exposure {available_exposure}",
+                f"plan of {total} exceeds the available exposure {available_exposure}: "
+                f"{factor:.2%} of it is funded",
                 f"every target scaled by {factor:.6f}",
                 planned=total,
                 available_exposure=available_exposure,
+                funded_fraction=factor,
             )
         )
         targets = {sym: value * factor for sym, value in targets.items()}
@@ -230,7 +235,7 @@ def plan_initial_orders(
             limits=limits,
             events=events,
         )
-    return SizingPlan(tuple(intents), tuple(events), weights)
+    return SizingPlan(tuple(intents), tuple(events), weights, factor)
 
 
 def _dust(symbol: str, quantity: Decimal, price: Decimal, limits: RiskLimits) -> RiskEvent:

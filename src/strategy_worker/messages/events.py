@@ -27,6 +27,7 @@ class EventType(StrEnum):
     REBALANCED = "strategy.execution.rebalanced"
     PAUSED = "strategy.execution.paused"
     RESUMED = "strategy.execution.resumed"
+    REFUSED = "strategy.execution.refused"
     STOPPING = "strategy.execution.stopping"
     STOPPED = "strategy.execution.stopped"
     ERROR = "strategy.execution.error"
@@ -236,6 +237,31 @@ def execution_resumed(
     ctx: EventContext, *, at: datetime, reason: str, request_id: uuid.UUID | None = None
 ) -> dict[str, object]:
     return _status_change(EventType.RESUMED, "active", ctx, at, reason, request_id)
+
+
+def execution_refused(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    reason_code: str,
+    reason: str,
+    requested: Decimal,
+    available: Decimal,
+    funded_fraction: Decimal,
+) -> dict[str, object]:
+    """An approved strategy was not started: the exposure capacity left funds less of its
+    first orders than `risk.min_funded_fraction` (no execution exists; the id is the one it
+    would have had)."""
+    event = _base(EventType.REFUSED, ctx, at)
+    event.update(
+        status="refused",
+        reason_code=reason_code,
+        reason=reason,
+        requested=money_number(requested),
+        available=money_number(max(available, Decimal(0))),
+        funded_fraction=funded_fraction,
+    )
+    return event
 
 
 def execution_stopping(

@@ -5,7 +5,9 @@
 - prices from a replayed file or a seeded random walk, on an accelerated clock;
 - an embedded PostgreSQL (pgserver) with the production migrations and repository;
 - events as JSON lines; a live terminal view; a closing summary computed from the store,
-  with every P&L figure recomputed from the recorded fills.
+  with every P&L figure recomputed from the recorded fills;
+- with `dashboard`, the web dashboard on loopback (the API in this process, live from the
+  outbox, its buttons handed to this worker), its URL printed with a development token.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from strategy_worker.paper.sinks import JsonLinesSink
 from strategy_worker.paper.summary import ExecutionSummary, summarize
 from strategy_worker.paper.view import LiveView
 from strategy_worker.ports import PriceSource
-from strategy_worker.runtime.clocks import AcceleratedClock
+from strategy_worker.runtime.clocks import AcceleratedClock, SystemClock
 from strategy_worker.runtime.settings import RuntimeSettings, risk_limits_from
 from strategy_worker.runtime.wiring import App, build_worker, install_signal_handlers
 from strategy_worker.store import Store
@@ -64,6 +66,10 @@ class PaperOptions:
     """Leave positions open at the end (policy handover) instead of closing them."""
     start: datetime = DEFAULT_START
     config: WorkerConfig = field(default_factory=WorkerConfig)
+    dashboard: bool = False
+    """Serve the web dashboard on loopback while the session runs."""
+    dashboard_port: int = 0
+    """0: a free port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +165,15 @@ async def run_paper(options: PaperOptions) -> PaperResult:
                         publisher=sink,
                         dead_letters=sink,
                         clock=clock,
+                        token_clock=SystemClock(),
                         settings=settings,
                         consume=False,
                         serve_http=False,
                         migrate=False,
                     )
                 )
+                if options.dashboard:
+                    await _serve_dashboard(stack, options, db.dsn(), app, prices)
                 summaries = await _session(app, options, clock, stop, store)
     finally:
         restore_signals()
@@ -199,6 +208,41 @@ async def _session(
         # The view keeps its last frame: the summary below tells how it ended.
         await app.stop("handover" if options.keep_open else "close")
     return [await summarize(store, execution_id) for execution_id in created]
+
+
+class _WorkerControls:
+    """The dashboard's control path in paper mode: its messages go to this worker's control
+    desk, exactly as if read from `strategy.control` (verified, idempotent, recorded)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    async def publish(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        for _key, value in messages:
+            await self._app.worker.handle_control(value, "dashboard")
+
+
+async def _serve_dashboard(
+    stack: contextlib.AsyncExitStack,
+    options: PaperOptions,
+    dsn: str,
+    app: App,
+    prices: PriceSource,
+) -> None:
+    from strategy_worker.api import serve_dashboard
+
+    dashboard = await stack.enter_async_context(
+        serve_dashboard(
+            options.config,
+            dsn,
+            port=options.dashboard_port,
+            control_sink=_WorkerControls(app),
+            prices=prices,
+        )
+    )
+    # Before the live view takes the terminal; the token is a development one (loopback).
+    sys.stdout.write(f"dashboard: {dashboard.link}\n")
+    sys.stdout.flush()
 
 
 def _oms_config(port: int) -> OmsClientConfig:

@@ -28,10 +28,11 @@ class JsonLinesSink:
         self.dead_letters: list[Mapping[str, Any]] = []
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
-        """One line per event, in order: `{"key": <strategy id>, **payload}`."""
+        """One line per event, in order: `{"key": <strategy id>, "event_id": ..., **payload}`
+        (the event id, Kafka's `event-id` header: drop repeats by it)."""
         for event in events:
             self.events.append(event.payload)
-            self._write({"key": event.key, **event.payload})
+            self._write({"key": event.key, "event_id": str(event.event_id), **event.payload})
 
     async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
         record = {

@@ -1,9 +1,9 @@
-"""The one owner of this worker's executions: which runners it drives, and their exposure.
+"""The one owner of this worker's executions: which runners it drives.
 
 Every change of the set goes through `add`, `replace` and `remove`, which keep the
-invariants together: the active-executions gauge, the exposure total, the symbol index
-the price watch reads, and (on `remove` with `release`) the lease given back, once.
-No other module writes a runner map or an exposure figure.
+invariants together: the active-executions gauge, the symbol index the price watch reads,
+and (on `remove` with `release`) the lease given back, once. No other module writes a
+runner map. (Exposure is the fleet's, in the risk ledger: `runtime/exposure.py`.)
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from decimal import Decimal
 
-from strategy_worker.domain.money import ZERO
 from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
@@ -23,7 +21,7 @@ _log = get_logger(__name__)
 
 
 class ExecutionBook:
-    """Runners by execution id, with their exposure kept as a running total."""
+    """Runners by execution id, indexed by the symbols they target or hold."""
 
     def __init__(
         self,
@@ -33,8 +31,6 @@ class ExecutionBook:
         self._metrics = metrics
         self._release = release
         self._runners: dict[uuid.UUID, ExecutionRunner] = {}
-        self._exposure: dict[uuid.UUID, Decimal] = {}
-        self._total = ZERO
         self._by_symbol: dict[str, dict[uuid.UUID, ExecutionRunner]] = {}
         self._symbols: dict[uuid.UUID, frozenset[str]] = {}
         self.version = 0
@@ -67,6 +63,10 @@ class ExecutionBook:
     def dirty(self) -> list[ExecutionRunner]:
         return [r for r in self._runners.values() if r.dirty]
 
+    def user_ids(self) -> list[uuid.UUID]:
+        """The users of the executions driven here (whose ledger totals matter)."""
+        return sorted({r.info.user_id for r in self._runners.values()})
+
     def for_strategy(self, strategy_id: uuid.UUID) -> ExecutionRunner | None:
         for runner in self._runners.values():
             if runner.info.strategy_id == strategy_id and runner.running:
@@ -81,25 +81,11 @@ class ExecutionBook:
                 found.setdefault(execution_id, runner)
         return [found[k] for k in sorted(found)]
 
-    # ------------------------------------------------------------------ exposure
-
-    @property
-    def exposure(self) -> Decimal:
-        """Long market value at known marks plus buys in flight, over every runner."""
-        return self._total
-
-    def others(self, execution_id: uuid.UUID) -> Decimal:
-        """The total without one execution (its own exposure comes from its step)."""
-        return self._total - self._exposure.get(execution_id, ZERO)
-
     def refresh(self, runner: ExecutionRunner) -> None:
-        """Re-read one runner's exposure and symbols after a commit or new marks."""
+        """Re-index one runner's symbols after a commit or new marks."""
         execution_id = runner.execution_id
         if self._runners.get(execution_id) is not runner:
             return
-        new = runner.exposure() if runner.running else ZERO
-        self._total += new - self._exposure.get(execution_id, ZERO)
-        self._exposure[execution_id] = new
         symbols = frozenset((*runner.info.targets, *runner.model.portfolio.positions))
         if symbols != self._symbols.get(execution_id):
             self._index(runner, symbols)
@@ -149,7 +135,6 @@ class ExecutionBook:
             return False
         execution_id = runner.execution_id
         del self._runners[execution_id]
-        self._total -= self._exposure.pop(execution_id, ZERO)
         self._unindex(runner)
         self._metrics.forget_execution(str(execution_id))
         self._changed()

@@ -1,10 +1,14 @@
-"""Control requests of running executions: stop, pause, resume.
+"""Control requests of running executions: stop, pause, resume, and the operators' kill
+switch (reduce_only, clear_reduce_only).
 
-Any worker of the consumer group may receive a request: it is recorded first (once per
-request id, so a replay never acts twice), then applied by the worker driving the execution
-in one step whose commit also records the outcome: at once when that is this worker, else
-by the owner's next lease cycle. A request whose user does not own the execution is refused
-with a CRITICAL `UNAUTHORIZED_CONTROL` risk event, in the same commit.
+Any worker of the consumer group may receive a request: its identity is verified at once
+(`auth.ControlVerifier`: the API's signed token; unsigned requests are refused wherever
+signatures are required, the default outside development), and it is recorded (once per
+request id, so a replay never acts twice) with who sent it, or why it is refused. The worker
+driving the execution then applies it in one step whose commit also records the outcome: at
+once when that is this worker, else at the owner's next lease cycle. A request that is not
+from the execution's owner (or an operator) is refused with a CRITICAL
+`UNAUTHORIZED_CONTROL` risk event, in the same commit.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from strategy_worker import messages as msg
+from strategy_worker.auth import ControlRefusal, ControlVerifier, Role
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.events import RiskEvent, RiskEventType, Severity, details
 from strategy_worker.errors import StoreError
@@ -48,8 +53,12 @@ class ControlDesk:
         engine: Engine,
         supervisor: Supervisor,
         clock: Clock,
+        token_clock: Clock,
         reject: Reject,
+        verifier: ControlVerifier,
     ) -> None:
+        self._verifier = verifier
+        self._token_clock = token_clock
         self._store = store
         self._book = book
         self._engine = engine
@@ -62,7 +71,7 @@ class ControlDesk:
     async def handle(self, payload: bytes, source: str) -> None:
         """One `strategy.control` message; returns once it is recorded (and applied here
         when this worker drives the execution)."""
-        request = msg.parse_control(payload)
+        request = msg.parse_control(payload, actions=msg.ALL_ACTIONS)
         if isinstance(request, msg.Rejection):
             await self._reject(payload, str(request.code), str(request), source)
             return
@@ -71,6 +80,11 @@ class ControlDesk:
         info: dict[str, str] = {"source": source, "reason": request.reason or ""}
         if request.strategy_id is not None:
             info["strategy_id"] = str(request.strategy_id)
+        identity = self._verifier.verify(request, now=self._token_clock.now())
+        if isinstance(identity, ControlRefusal):
+            info |= {"refused": str(identity.code), "refusal": identity.detail}
+        else:
+            info |= {"via": identity.via, "role": str(identity.role)}
         record = ControlRequestRecord(
             request_id=str(request.request_id),
             execution_id=execution_id,
@@ -171,20 +185,27 @@ class ControlDesk:
 def _control(step: Step, record: ControlRequestRecord) -> tuple[ControlOutcome, str]:
     """Decide one control request; returns its outcome and detail."""
     request_id = uuid.UUID(record.request_id)
-    if record.requested_by != str(step.info.user_id):
+    refused = record.payload.get("refused")
+    operator = record.payload.get("role") == str(Role.OPERATOR)
+    owner = record.requested_by == str(step.info.user_id)
+    if refused or not (owner or operator):
+        why = (
+            f"identity not verified ({refused}: {record.payload.get('refusal', '')})"
+            if refused
+            else f"requested by {record.requested_by}, who does not own the execution"
+        )
         step.risk(
             RiskEvent(
                 event_type=RiskEventType.UNAUTHORIZED_CONTROL,
                 severity=Severity.CRITICAL,
-                description=(
-                    f"{record.action} requested by {record.requested_by}, "
-                    "who does not own the execution"
-                ),
+                description=f"{record.action}: {why}",
                 action_taken="request refused",
-                details=details(request_id=record.request_id, action=record.action),
+                details=details(
+                    request_id=record.request_id, action=record.action, refusal=refused or ""
+                ),
             )
         )
-        return ControlOutcome.REFUSED, "requester is not the owner"
+        return ControlOutcome.REFUSED, "refused: " + (str(refused) if refused else "not the owner")
     model = step.model
     action = msg.ControlAction(record.action)
     reason = str(record.payload.get("reason") or "") or f"{action} requested"
@@ -194,6 +215,16 @@ def _control(step: Step, record: ControlRequestRecord) -> tuple[ControlOutcome, 
         if model.plans.stop is not None:
             return ControlOutcome.APPLIED, "already stopping"
         rules.begin_stop(step, reason=reason, request_id=request_id)
+        return ControlOutcome.APPLIED, reason
+    if action in (msg.ControlAction.REDUCE_ONLY, msg.ControlAction.CLEAR_REDUCE_ONLY):
+        # The kill switch also holds while stopping: it only ever narrows what may trade.
+        risk = model.risk
+        if action is msg.ControlAction.REDUCE_ONLY:
+            risk.enter_operator_reducing(f"reduce-only by {record.requested_by}: {reason}")
+        else:
+            risk.leave_operator_reducing(f"reduce-only lifted by {record.requested_by}")
+        step.touched = True
+        step.drain_risk_state()
         return ControlOutcome.APPLIED, reason
     if model.plans.stop is not None:
         return ControlOutcome.REFUSED, "the execution is stopping"

@@ -140,7 +140,9 @@ def release_deferred(step: Step) -> None:
     for intent in waiting:
         price = fresh.get(intent.symbol)
         candidate = replace(intent, price=price) if price is not None else intent
+        step.release_checking(intent)
         decision = step.check(candidate)
+        step.release_checking(None)
         if decision.approved:
             qty = decision.quantity_for(candidate)
             step.add([candidate if qty == candidate.quantity else replace(candidate, quantity=qty)])
@@ -196,7 +198,6 @@ def _plan(step: Step, threshold: Decimal):  # type: ignore[no-untyped-def]
     if not fresh:
         return None
     valuation = step.valuation()
-    own = valuation.market_value + step.model.buys_in_flight()
     info = step.info
     return plan_rebalance(
         valuation,
@@ -207,10 +208,20 @@ def _plan(step: Step, threshold: Decimal):  # type: ignore[no-untyped-def]
         first_seq=step.model.next_seq,
         threshold=threshold,
         blocked=frozenset(step.model.risk.stops.stopped_out),
-        available_exposure=info.limits.max_total_exposure
-        - step.ctx.exposure.others(step.execution_id)
-        - own,
+        available_exposure=available_exposure(step),
     )
+
+
+def available_exposure(step: Step) -> Decimal:
+    """What the fleet's (and, when capped, the user's) exposure limit still leaves for new
+    buys of this execution, at the ledger totals last seen."""
+    limits = step.info.limits
+    own = step.exposure()
+    room = limits.max_total_exposure - step.ctx.exposure.others(step.execution_id) - own
+    if limits.max_user_exposure is not None:
+        user = step.ctx.exposure.user_others(step.info.user_id, step.execution_id)
+        room = min(room, limits.max_user_exposure - user - own)
+    return room
 
 
 def _rebalance_buys(step: Step) -> None:
@@ -453,3 +464,17 @@ def fault(step: Step, code: str, text: str) -> None:
     )
     step.anomaly(f"unexpected {code}")
     begin_stop(step, reason=f"error: {code}", final=ExecutionStatus.ERROR)
+
+
+def ledger_repaired(step: Step, *, held: Decimal, recomputed: Decimal) -> None:
+    """The ledger's audit found what this execution held in it wrong and repaired it."""
+    step.risk(
+        RiskEvent(
+            event_type=RiskEventType.LEDGER_REPAIRED,
+            severity=Severity.WARNING,
+            description=f"risk ledger held {held} for the execution; its orders and positions "
+            f"give {recomputed}",
+            action_taken="ledger entry and totals repaired",
+            details=details(held=held, recomputed=recomputed),
+        )
+    )

@@ -16,25 +16,29 @@ the runner: another worker owns the execution now.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
-from strategy_worker.errors import OmsError, StoreError
+from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import OmsGateway
+from strategy_worker.ports import OmsGateway, OrderRateLimit
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
+from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.runner import ExecutionRunner
-from strategy_worker.runtime.step import Step, StepContext
+from strategy_worker.runtime.step import Step, StepContext, is_closing
 from strategy_worker.runtime.supervisor import Sleep, Supervisor
-from strategy_worker.store import Store
+from strategy_worker.store import LedgerCaps, LedgerRefusedError, OutboxEvent, Store
 
 _log = get_logger(__name__)
 
 Decide = Callable[[Step], object]
+LEDGER_ATTEMPTS = 3
+"""Commits refused by the risk ledger before new buys are denied outright."""
 
 
 class Engine:
@@ -47,6 +51,7 @@ class Engine:
         oms: OmsGateway,
         book: ExecutionBook,
         ctx: StepContext,
+        exposure: FleetExposure,
         supervisor: Supervisor,
         metrics: WorkerMetrics,
         sleep: Sleep,
@@ -55,10 +60,16 @@ class Engine:
         self.oms = oms
         self.book = book
         self.ctx = ctx
+        self.exposure = exposure
+        self.caps = LedgerCaps(
+            fleet=ctx.risk.limits.max_total_exposure, user=ctx.risk.limits.max_user_exposure
+        )
         self.supervisor = supervisor
         self.metrics = metrics
         self._sleep = sleep
         self._timers: set[tuple[object, str]] = set()
+        self.order_rate: OrderRateLimit | None = None
+        """The fleet-wide rate limit toward the OMS (Redis), when configured."""
         self.on_committed: Callable[[], None] = lambda: None
         """Called after every commit with events (the wiring nudges the outbox relay)."""
         self.on_unsent: Callable[[ExecutionRunner], None] = lambda runner: None
@@ -73,13 +84,7 @@ class Engine:
     async def act(self, runner: ExecutionRunner, decide: Decide) -> Step | None:
         """One step of one execution, committed; None when it was not acted on (no longer
         ours, dirty, or nothing to write)."""
-        async with runner.lock:
-            if not self.book.is_current(runner) or runner.dirty:
-                return None
-            step = self.step(runner)
-            decide(step)
-            rules.settle(step)
-            done = await self.commit([step])
+        done = await self.act_many([runner], decide)
         return done[0] if done else None
 
     async def act_many(
@@ -89,38 +94,72 @@ class Engine:
         *,
         cursor: tuple[str, int] | None = None,
     ) -> list[Step]:
-        """One step for each runner, committed together (locks taken in id order)."""
+        """One step for each runner, committed together (locks taken in id order). When the
+        risk ledger refuses the commit (another worker took the capacity meanwhile), the
+        steps are decided again at the totals it returned; after `LEDGER_ATTEMPTS`, once
+        more with every new buy denied, so the rest of the decision still happens."""
         ordered = sorted({id(r): r for r in runners}.values(), key=lambda r: r.execution_id)
         held: list[ExecutionRunner] = []
         failed: list[tuple[ExecutionRunner, Exception]] = []
         done: list[Step] = []
         try:
-            steps: list[Step] = []
             for runner in ordered:
                 await runner.lock.acquire()
                 held.append(runner)
-                if not self.book.is_current(runner) or runner.dirty:
-                    continue
-                step = self.step(runner)
+            for attempt in range(LEDGER_ATTEMPTS + 1):
+                failed.clear()
+                steps = self._decide(held, decide, failed)
                 try:
-                    decide(step)
-                    rules.settle(step)
-                except Exception as bug:  # one execution's bug never holds up the others
-                    failed.append((runner, bug))
-                    continue
-                steps.append(step)
-            done = await self.commit(steps, cursor=cursor)
+                    done = await self.commit(steps, cursor=cursor)
+                    break
+                except LedgerRefusedError as refusal:
+                    await self._refused(refusal, last=attempt == LEDGER_ATTEMPTS - 1)
+            else:  # pragma: no cover - the last attempt denies every buy: never refused
+                raise StoreError("the risk ledger refused a commit without new buys")
         finally:
+            self.exposure.full = False
             for runner in held:
                 runner.lock.release()
         for runner, error in failed:
             self.supervisor.spawn(self.fault(runner, error), f"fault-{runner.execution_id}")
         return done
 
+    def _decide(
+        self,
+        runners: Sequence[ExecutionRunner],
+        decide: Callable[[Step], object],
+        failed: list[tuple[ExecutionRunner, Exception]],
+    ) -> list[Step]:
+        steps: list[Step] = []
+        for runner in runners:
+            if not self.book.is_current(runner) or runner.dirty:
+                continue
+            step = self.step(runner)
+            try:
+                decide(step)
+                rules.settle(step)
+            except Exception as bug:  # one execution's bug never holds up the others
+                failed.append((runner, bug))
+                continue
+            steps.append(step)
+        return steps
+
+    async def _refused(self, refusal: LedgerRefusedError, *, last: bool) -> None:
+        """Learn the totals the ledger holds, to decide again at them."""
+        _log.info("risk ledger refused a commit; deciding again", reason=str(refusal))
+        self.exposure.observe({refusal.scope: refusal.exposure})
+        with contextlib.suppress(StoreError):
+            self.exposure.observe(await self.store.ledger_totals(self.book.user_ids()))
+        self.exposure.full = last
+
     # ------------------------------------------------------------------ committing
 
     async def commit(
-        self, steps: Sequence[Step], *, cursor: tuple[str, int] | None = None
+        self,
+        steps: Sequence[Step],
+        *,
+        cursor: tuple[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> list[Step]:
         """Write the steps in one transaction and adopt the committed ones; the caller holds
         each step's runner lock. Returns the committed steps (then acted on)."""
@@ -128,10 +167,14 @@ class Engine:
         steps = [s for s in steps if s.has_effects]
         for step in actions_only:  # nothing to write: only orders to (re)send or cancel
             await self._after(step)
-        if not steps and cursor is None:
+        if not steps and cursor is None and not events:
             return actions_only
         try:
-            outcome = await self.store.commit([s.write() for s in steps], cursor=cursor)
+            outcome = await self.store.commit(
+                [s.write() for s in steps], cursor=cursor, caps=self.caps, events=events
+            )
+        except LedgerRefusedError:
+            raise  # certainly not written: the caller decides again
         except StoreError as exc:
             if not exc.retryable:
                 if len(steps) > 1:
@@ -142,6 +185,7 @@ class Engine:
         except BaseException as exc:
             self._unknown(steps, exc)
             raise
+        self.exposure.observe(outcome.ledger)
         if any(step.events for step in steps):
             self.on_committed()
         done: list[Step] = []
@@ -155,6 +199,7 @@ class Engine:
                 continue
             step.model.version = step.version
             runner.adopt(step.model)
+            runner.ledger_exposure = step.exposure()
             if step.create is not None:
                 self.book.add(runner)
             self.book.refresh(runner)
@@ -261,6 +306,7 @@ class Engine:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
         answers through the order state machine. A failure leaves them recorded: the OMS
         is asked about each before anything is sent again."""
+        intents = await self._fleet_rate(runner, intents)
         held_back = [i for i in intents if not _may_leave(runner, i)]
         if held_back:
             # The state changed between the commit and now (a halt, a pause, a stop):
@@ -284,6 +330,32 @@ class Engine:
             return
         self.metrics.order_round_trip_seconds.observe(time.perf_counter() - started)
         await self.supervisor.guard(runner, self.act(runner, lambda s: s.apply_views(views)))
+
+    async def _fleet_rate(
+        self, runner: ExecutionRunner, intents: Sequence[OrderIntent]
+    ) -> list[OrderIntent]:
+        """What the fleet-wide rate limit lets go now (closing orders always). The rest stay
+        recorded and unsent: reconciliation sends them, checked again, once tokens are back.
+        When the limit cannot be asked (Redis away), the worker's own limit still holds and
+        the orders go."""
+        limit = self.order_rate
+        if limit is None or not intents:
+            return list(intents)
+        closing = [i for i in intents if is_closing(i)]
+        ordinary = [i for i in intents if not is_closing(i)]
+        try:
+            granted, _ = await limit.take(ordinary=len(ordinary), forced=len(closing))
+        except StrategyWorkerError as exc:
+            if not exc.retryable:
+                raise
+            _log.warning(
+                "fleet rate limit unavailable; the worker's own limit applies", error=str(exc)[:200]
+            )
+            granted = len(ordinary)
+        if granted < len(ordinary):
+            self.on_unsent(runner)
+        allowed = {i.client_order_id for i in (*closing, *ordinary[:granted])}
+        return [i for i in intents if i.client_order_id in allowed]
 
     async def _cancel(self, client_order_id: str, runner: ExecutionRunner | None = None) -> None:
         try:

@@ -23,14 +23,17 @@ from decimal import Decimal
 from strategy_worker import messages as msg
 from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.positions import Portfolio
+from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.manager import RiskManager
-from strategy_worker.domain.sizing import plan_initial_orders
+from strategy_worker.domain.sizing import effective_weights, plan_initial_orders
 from strategy_worker.domain.strategy import ApprovedStrategy, Rejection, parse_strategy_message
+from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import PriceSource
-from strategy_worker.runtime.book import ExecutionBook
-from strategy_worker.runtime.engine import Engine
+from strategy_worker.runtime.decide import available_exposure
+from strategy_worker.runtime.engine import LEDGER_ATTEMPTS, Engine
+from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.facts import info_from_config
 from strategy_worker.runtime.model import ExecutionModel
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -42,7 +45,9 @@ from strategy_worker.store import (
     ExecutionState,
     ExecutionStatus,
     Fence,
+    LedgerRefusedError,
     NewExecution,
+    OutboxEvent,
     Store,
 )
 
@@ -71,7 +76,7 @@ class Intake:
         settings: RuntimeSettings,
         store: Store,
         prices: PriceSource,
-        book: ExecutionBook,
+        exposure: FleetExposure,
         engine: Engine,
         risk: RiskManager,
         metrics: WorkerMetrics,
@@ -80,7 +85,7 @@ class Intake:
         self._settings = settings
         self._store = store
         self._prices = prices
-        self._book = book
+        self._exposure = exposure
         self._engine = engine
         self._risk = risk
         self._metrics = metrics
@@ -94,14 +99,25 @@ class Intake:
         prices = await self._prices.get_prices(
             sorted({sym for s, _ in fresh for sym in s.config.symbols})
         )
-        exposure = _Planned(self._book)
-        steps: list[Step] = []
-        for strategy, item in fresh:
-            step = self._plan(strategy, prices, exposure, item.published_at)
-            exposure.planned += step.model.buys_in_flight()
-            steps.append(step)
-        done = await self._engine.commit(steps)
+        for attempt in range(LEDGER_ATTEMPTS + 1):
+            steps, refused = self._plan_all(fresh, prices)
+            try:
+                done = await self._engine.commit(steps, events=[r.event for r in refused])
+                break
+            except LedgerRefusedError as refusal:
+                # Another worker took capacity meanwhile: plan again at the ledger's totals
+                # (the last attempt with none left, so nothing is bought past the cap).
+                self._exposure.observe({refusal.scope: refusal.exposure})
+                self._exposure.full = attempt == LEDGER_ATTEMPTS - 1
+        else:  # pragma: no cover - the last attempt buys nothing, so it is never refused
+            raise StoreError("the risk ledger refused an intake without new buys")
+        self._exposure.full = False
+        for r in refused:
+            self._metrics.strategies_unfunded.labels(outcome="refused").inc()
+            await self._reject(r.item.payload, "insufficient_capacity", r.reason, r.item.source)
         for step in done:
+            if step.funded < 1:
+                self._metrics.strategies_unfunded.labels(outcome="scaled").inc()
             _log.info(
                 "execution started",
                 execution_id=str(step.execution_id),
@@ -177,6 +193,24 @@ class Intake:
 
     # ------------------------------------------------------------------ planning
 
+    def _plan_all(
+        self,
+        fresh: Sequence[tuple[ApprovedStrategy, IncomingStrategy]],
+        prices: Mapping[str, Decimal],
+    ) -> tuple[list[Step], list[_Refused]]:
+        exposure = _Planned(self._exposure)
+        steps: list[Step] = []
+        refused: list[_Refused] = []
+        for strategy, item in fresh:
+            step = self._plan(strategy, prices, exposure, item.published_at)
+            minimum = self._settings.limits.min_funded_fraction
+            if step.funded < minimum and step.requested > 0:
+                refused.append(_refusal(step, item, minimum))
+                continue
+            exposure.add(strategy.user_id, step.exposure())
+            steps.append(step)
+        return steps, refused
+
     def _plan(
         self,
         strategy: ApprovedStrategy,
@@ -216,14 +250,17 @@ class Intake:
         )
         runner.observe(prices, now.timestamp())
         step = Step(runner, replace(self._engine.ctx, exposure=exposure))
+        marks = runner.fresh_marks(now.timestamp(), settings.price_max_age)
         plan = plan_initial_orders(
             strategy,
-            runner.fresh_marks(now.timestamp(), settings.price_max_age),
+            marks,
             settings.limits,
             execution_id,
             1,
-            available_exposure=settings.limits.max_total_exposure - exposure.total,
+            available_exposure=available_exposure(step),
         )
+        step.funded = plan.funded
+        step.requested = _requested(strategy, marks, settings.limits)
         for event in plan.events:
             step.risk(event)
         step.gate(plan.intents)
@@ -235,6 +272,11 @@ class Intake:
             ),
             first=True,
         )
+        if step.funded < 1:
+            step.events[0] = {
+                **step.events[0],
+                "funded_fraction": plan.funded.quantize(Decimal("0.0001")),
+            }
         step.create = NewExecution(
             execution_id=execution_id,
             strategy_id=strategy.strategy_id,
@@ -250,18 +292,67 @@ class Intake:
 
 
 class _Planned:
-    """The exposure a batch's steps see: the book's plus the buys planned before them."""
+    """The exposure a batch's steps see: the ledger's totals plus the buys planned before
+    them in the same batch (they are not in the ledger until the batch commits)."""
 
-    def __init__(self, book: ExecutionBook) -> None:
-        self._book = book
-        self.planned = ZERO
+    def __init__(self, fleet: FleetExposure) -> None:
+        self._fleet = fleet
+        self._planned = ZERO
+        self._by_user: dict[uuid.UUID, Decimal] = {}
 
-    @property
-    def total(self) -> Decimal:
-        return self._book.exposure + self.planned
+    def add(self, user_id: uuid.UUID, buys: Decimal) -> None:
+        self._planned += buys
+        self._by_user[user_id] = self._by_user.get(user_id, ZERO) + buys
 
     def others(self, execution_id: uuid.UUID) -> Decimal:
-        return self._book.others(execution_id) + self.planned
+        return self._fleet.others(execution_id) + self._planned
+
+    def user_others(self, user_id: uuid.UUID, execution_id: uuid.UUID) -> Decimal:
+        return self._fleet.user_others(user_id, execution_id) + self._by_user.get(user_id, ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    item: IncomingStrategy
+    reason: str
+    event: OutboxEvent
+
+
+def _requested(
+    strategy: ApprovedStrategy, marks: Mapping[str, Decimal], limits: RiskLimits
+) -> Decimal:
+    """What the strategy's first orders would take with the capacity unlimited."""
+    weights = effective_weights(strategy, limits)
+    capital = strategy.config.initial_capital
+    return sum((capital * w for s, w in weights.items() if s in marks), ZERO)
+
+
+def _refusal(step: Step, item: IncomingStrategy, minimum: Decimal) -> _Refused:
+    """A strategy the capacity cannot fund: refused with an event (and a dead letter)."""
+    available = step.requested * step.funded
+    reason = (
+        f"config.initial_capital: the exposure capacity left ({available:.2f}) funds "
+        f"{step.funded:.2%} of the first orders ({step.requested:.2f}); at least "
+        f"{minimum:.0%} is needed (risk.min_funded_fraction)"
+    )
+    payload = msg.execution_refused(
+        step.runner.context,
+        at=step.now,
+        reason_code="insufficient_capacity",
+        reason=reason,
+        requested=step.requested,
+        available=available,
+        funded_fraction=step.funded.quantize(Decimal("0.0001")),
+    )
+    event = OutboxEvent(
+        event_id=uuid.uuid5(step.execution_id, "event:refused"),
+        execution_id=step.execution_id,
+        user_id=step.info.user_id,
+        key=step.info.key,
+        event_type=str(payload["type"]),
+        payload=payload,
+    )
+    return _Refused(item, reason, event)
 
 
 def _fingerprint(strategy: ApprovedStrategy) -> tuple[object, ...]:
@@ -273,7 +364,18 @@ def _stored_fingerprint(record: ExecutionRecord) -> tuple[object, ...]:
 
 
 def _canonical(config: object) -> str:
-    return msg.encode_json(config)
+    """The config's content whatever its key order: PostgreSQL's JSONB gives a stored
+    config back with its keys in an order of its own, and a redelivered message must
+    compare equal to the execution it created (a replay, not a conflict)."""
+    return msg.encode_json(_keys_sorted(config))
+
+
+def _keys_sorted(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _keys_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_keys_sorted(item) for item in value]
+    return value
 
 
 def seconds_since(published_at: float | None) -> float | None:

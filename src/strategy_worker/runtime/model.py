@@ -220,6 +220,10 @@ class ExecutionModel:
                 total += order.remaining_quantity * order.intent.price
         return total
 
+    def deferred_buys(self) -> Decimal:
+        """Notional of the buys waiting for a rate token: reserved as if they were live."""
+        return sum((i.quantity * i.price for i in self.plans.deferred if i.side is Side.BUY), ZERO)
+
     def to_state(self, valuation: Valuation, stopped_at: datetime | None) -> ExecutionState:
         """The row the store keeps, at `valuation` (the portfolio at the runner's marks)."""
         pf = self.portfolio

@@ -166,6 +166,8 @@ class Monitor:
                         runner.execution_id, model.portfolio, val, at, model.version
                     ),
                     protection=protection.mark_write(runner),
+                    exposure=runner.exposure(),
+                    marks={s: p.mark for s, p in val.positions.items()},
                 )
             )
         if writes:

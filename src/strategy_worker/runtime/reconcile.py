@@ -11,7 +11,8 @@
 - `pump()`: the OMS report stream, applied in batches (one commit per batch, the report
   cursor in it), resumed from the durable cursor after a restart.
 - `retry_unsent(runner)`: after a failed send, reconcile with capped backoff until the OMS
-  answers.
+  answers; `probe()` (every heartbeat) pings the OMS and, the moment it answers again, cuts
+  every such backoff short, so orders resume within a heartbeat of the OMS's return.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Reconciler:
         self._seq_written: int | None = None
         self._written_at = 0.0
         self._retrying: set[uuid.UUID] = set()
+        self._oms_back = asyncio.Event()
+        self._oms_up = True
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -110,6 +113,15 @@ class Reconciler:
         for runner in self._book.running():
             await self._supervisor.guard(runner, self.reconcile(runner))
 
+    async def probe(self) -> None:
+        """Ping the OMS; when it answers after it did not, retry unsent orders now."""
+        up = await self._oms.ping()
+        if up and not self._oms_up:
+            _log.info("the OMS answers again; unsent orders are retried now")
+            self._oms_back.set()
+            self._oms_back = asyncio.Event()
+        self._oms_up = up
+
     def retry_unsent(self, runner: ExecutionRunner) -> None:
         """Orders could not be sent: ask the OMS again with capped backoff until it answers."""
         if runner.execution_id in self._retrying:
@@ -120,7 +132,10 @@ class Reconciler:
             try:
                 attempt = 0
                 while self._book.is_current(runner) and not self._supervisor.stopping:
-                    await self._sleep(min(_RETRY_CAP_S, _RETRY_BASE_S * 2**attempt))
+                    back = self._oms_back
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(_RETRY_CAP_S, _RETRY_BASE_S * 2**attempt)):
+                            await back.wait()
                     attempt += 1
                     try:
                         await self.reconcile(runner)

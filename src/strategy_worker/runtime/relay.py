@@ -6,12 +6,15 @@ a time, so a key's events leave in order), publishes them, waits for every ack, 
 them published. A crash between the ack and the mark republishes them: delivery is at
 least once, and consumers drop repeats by the `event-id` header. A record the publisher
 refuses for good is found by sending one at a time, marked, logged and counted, so it never
-blocks the ones behind it. Published events are pruned after `retention`.
+blocks the ones behind it. Published events are pruned after `retention`. A graceful
+shutdown asks the relay to `finish`: the batch in flight is published and marked, never cut
+between the ack and the mark (which would publish it twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -20,7 +23,6 @@ from strategy_worker.errors import StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import EventPublisher
-from strategy_worker.runtime.supervisor import Sleep
 from strategy_worker.store import OutboxLeadershipLostError, OutboxRow, Store
 
 _log = get_logger(__name__)
@@ -42,17 +44,16 @@ class OutboxRelay:
         store: Store,
         publisher: EventPublisher,
         metrics: WorkerMetrics,
-        sleep: Sleep,
         now: Callable[[], datetime],
         retention: timedelta = timedelta(hours=24),
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._metrics = metrics
-        self._sleep = sleep
         self._now = now
         self._retention = retention
         self._wake = asyncio.Event()
+        self._finishing = asyncio.Event()
         self._backoff = Backoff(base_s=0.1, max_s=10.0)
         self.dropped = 0
 
@@ -60,30 +61,42 @@ class OutboxRelay:
         """Something was committed: look at the outbox now instead of after the idle wait."""
         self._wake.set()
 
+    def finish(self) -> None:
+        """Return from `run` after the batch in flight (a graceful shutdown)."""
+        self._finishing.set()
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """A backoff that `finish` cuts short (nudges do not: the backoff holds)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._finishing.wait()
+
     async def run(self) -> None:
-        """Until cancelled."""
+        """Until cancelled or finished."""
         failures = 0
         idle = _IDLE_MIN_S
-        while True:
+        while not self._finishing.is_set():
             try:
                 published = await self.relay_once()
             except OutboxLeadershipLostError:
                 # Another relay leads now (or will): ours claims again, and gets rows only
                 # if it becomes the leader. What we sent is republished: drop by event-id.
                 _log.warning("outbox leadership lost; claiming again")
-                await self._sleep(_IDLE_MAX_S)
+                await self._pause(_IDLE_MAX_S)
                 continue
             except StrategyWorkerError as exc:
                 if not exc.retryable:
                     raise
                 failures += 1
+                self._metrics.event_publish_failures.inc()
                 if failures == 1 or failures % 20 == 0:
                     _log.warning(
                         "events not published yet; retrying (executions carry on)",
                         attempt=failures,
                         error=str(exc)[:200],
                     )
-                await self._sleep(self._backoff.delay(failures))
+                await self._pause(self._backoff.delay(failures))
                 continue
             failures = 0
             if published:
@@ -91,6 +104,8 @@ class OutboxRelay:
                 continue
             self._wake.clear()
             try:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                # arrives as the nudge lands, and the relay would outlive its shutdown.
                 async with asyncio.timeout(idle):
                     await self._wake.wait()
             except TimeoutError:
@@ -104,6 +119,8 @@ class OutboxRelay:
         if not rows:
             self._metrics.outbox_lag_seconds.set(0)
             return 0
+        lag = (self._now() - rows[0].created_at).total_seconds()
+        self._metrics.outbox_lag_seconds.set(max(0.0, lag))
         try:
             await self._publisher.publish([r.event for r in rows])
         except StrategyWorkerError as exc:
@@ -141,4 +158,4 @@ class OutboxRelay:
             total += n
             if n < 5000:
                 return total
-            await self._sleep(0)
+            await asyncio.sleep(0)

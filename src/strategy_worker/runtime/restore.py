@@ -91,7 +91,9 @@ def runner_from(
     fence = record.fence
     if fence is None:
         raise ValueError(f"execution {record.execution_id} is not owned: no runner without a lease")
-    return ExecutionRunner(info=info, model=model, fence=fence)
+    runner = ExecutionRunner(info=info, model=model, fence=fence)
+    runner.ledger_exposure = record.ledger_exposure
+    return runner
 
 
 def _restore_risk(risk: ExecutionRisk, record: ExecutionRecord, now: object) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from strategy_worker import messages as msg
+from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.positions import Valuation
 from strategy_worker.runtime.facts import ExecutionInfo
 from strategy_worker.runtime.model import ExecutionModel
@@ -33,6 +34,7 @@ class ExecutionRunner:
         "dirty",
         "fence",
         "info",
+        "ledger_exposure",
         "lock",
         "mark_times",
         "marks",
@@ -50,6 +52,8 @@ class ExecutionRunner:
         self.marks: dict[str, Decimal] = {}
         self.mark_times: dict[str, float] = {}
         self._valuation: Valuation | None = None
+        self.ledger_exposure = ZERO
+        """What the risk ledger holds for this execution (as its last write left it)."""
         self.context = msg.EventContext(
             execution_id=info.execution_id, strategy_id=info.strategy_id, user_id=info.user_id
         )

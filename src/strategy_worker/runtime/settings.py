@@ -32,6 +32,8 @@ class RuntimeSettings:
     """Size limit of one approved message (`kafka.max_message_bytes`, the consumer's too)."""
     close_timeout: float = 10.0
     """How long a stop waits (real seconds) for its closing orders to fill."""
+    ledger_audit_interval: float = 300.0
+    """Seconds between audits of the risk ledger against orders and positions."""
     outbox_retention: float = 86400.0
     """Seconds a published event stays in the outbox (followers may replay from it)."""
     price_max_age: float = 120.0
@@ -48,6 +50,8 @@ def risk_limits_from(section: RiskSection) -> RiskLimits:
         max_position_size=section.max_position_size,
         position_warning_ratio=section.warning_ratio,
         max_total_exposure=section.max_total_exposure,
+        max_user_exposure=section.max_user_exposure,
+        min_funded_fraction=section.min_funded_fraction,
         max_daily_loss=section.max_daily_loss,
         max_daily_loss_amount=section.max_daily_loss_amount,
         stop_loss_pct=section.stop_loss_pct,

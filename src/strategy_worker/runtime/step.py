@@ -59,14 +59,18 @@ from strategy_worker.store import (
 )
 from strategy_worker.store import OrderUpdate as StoredOrderUpdate
 
-_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
+_CLOSING = frozenset(p for p in OrderPurpose if p.is_closing)
 
 
 class ExposureView(Protocol):
-    """The exposure every other execution holds (for the exposure limit)."""
+    """The exposure every other execution holds (for the exposure limits)."""
 
     def others(self, execution_id: uuid.UUID) -> Decimal:
         """Long market value plus buys in flight of every execution but this one."""
+        ...
+
+    def user_others(self, user_id: uuid.UUID, execution_id: uuid.UUID) -> Decimal:
+        """The same over the user's other executions."""
         ...
 
 
@@ -108,6 +112,10 @@ class Step:
         """Set by intake: this step creates the execution."""
         self.published_at: float | None = None
         """Set by intake: when the approved message was published (latency metric)."""
+        self.funded: Decimal = Decimal(1)
+        self.requested: Decimal = ZERO
+        """Set by intake: the fraction of the first orders the exposure capacity funds, of
+        what they would take with the capacity unlimited."""
         self.release = False
         self.touched = False
         """Something of the model changed that must be written even without rows."""
@@ -117,6 +125,8 @@ class Step:
         self._valuation: Valuation | None = None
         self._protection_copied = False
         self._protection_write: ProtectionWrite | None = None
+        self._releasing = ZERO
+        """Notional of the waiting buy being checked for release (see `risk_context`)."""
 
     # ------------------------------------------------------------------ reading
 
@@ -253,7 +263,9 @@ class Step:
             elif intent.symbol == symbol:
                 sell_qty += remaining
         valuation = self.valuation()
-        own = valuation.market_value + buy_value
+        # Buys waiting for a token are reserved too; the one being released is re-checked
+        # itself, so it is left out of its own reservation here.
+        own = valuation.market_value + buy_value + model.deferred_buys() - self._releasing
         limits = self.info.limits
         in_flight = limits.reserved_buy_cost(buy_value) if buy_value else ZERO
         return RiskContext(
@@ -265,6 +277,16 @@ class Step:
             pending_buy_quantity=buy_qty,
             pending_sell_quantity=sell_qty,
             worker_exposure=self.ctx.exposure.others(self.execution_id) + own,
+            user_exposure=self.ctx.exposure.user_others(self.info.user_id, self.execution_id) + own,
+        )
+
+    def release_checking(self, waiting: OrderIntent | None) -> None:
+        """The waiting buy about to be checked for release (None when done): its own
+        reservation must not count against it."""
+        self._releasing = (
+            waiting.quantity * waiting.price
+            if waiting is not None and waiting.side is Side.BUY
+            else ZERO
         )
 
     def check(self, intent: OrderIntent, *, exclude: str | None = None) -> RiskDecision:
@@ -497,6 +519,8 @@ class Step:
             controls=tuple(self.controls),
             release=self.release,
             protection=self.protection_write(),
+            exposure=self.exposure(),
+            new_buys=self.new_buys(),
         )
 
     def protection_write(self) -> ProtectionWrite | None:
@@ -505,6 +529,22 @@ class Step:
         if self._protection_copied and self._protection_write is None:
             self._protection_write = protective.write_of(self)
         return self._protection_write
+
+    def new_buys(self) -> Decimal:
+        """Buying power this step takes: its new buy intents plus buys it sets waiting for a
+        rate token, less the waiting ones it released (they were reserved already)."""
+        intents = sum((i.notional for i in self.intents if i.side is Side.BUY), ZERO)
+        waiting = self.model.deferred_buys() - self.runner.model.deferred_buys()
+        return max(ZERO, intents + waiting)
+
+    def exposure(self) -> Decimal:
+        """What the risk ledger must hold for the execution after this step: its long
+        market value at the known marks, its live buys and the buys waiting for a rate
+        token (nothing once it ended)."""
+        model = self.model
+        if not model.status.is_running:
+            return ZERO
+        return self.valuation().market_value + model.buys_in_flight() + model.deferred_buys()
 
     def _outbox(self) -> list[OutboxEvent]:
         """The events with ids derived from (execution, version, position): deterministic."""

@@ -24,11 +24,19 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from strategy_worker.auth import ControlVerifier, control_verifier_from
 from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.clock import Clock
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
-from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, PriceFeed, PriceSource
+from strategy_worker.ports import (
+    DeadLetterSink,
+    EventPublisher,
+    OmsGateway,
+    OrderRateLimit,
+    PriceFeed,
+    PriceSource,
+)
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.settings import RuntimeSettings, settings_from
@@ -104,9 +112,12 @@ async def build_worker(
     publisher: EventPublisher | None = None,
     dead_letters: DeadLetterSink | None = None,
     clock: Clock | None = None,
+    token_clock: Clock | None = None,
     sleep: Sleep | None = None,
     settings: RuntimeSettings | None = None,
     registry: CollectorRegistry | None = None,
+    control_verifier: ControlVerifier | None = None,
+    order_rate: OrderRateLimit | None = None,
     consume: bool = True,
     serve_http: bool = True,
     migrate: bool = True,
@@ -114,7 +125,10 @@ async def build_worker(
     """Build the worker (see the module docstring). Each part given replaces the one the
     config describes: `price_feed=None` disables the price watch (left out: Redis pub/sub
     when `redis.price_channel` is set); `sleep` sleeps in the clock's seconds (an
-    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files)."""
+    accelerated paper clock's); `consume=False` reads no Kafka (paper mode feeds files);
+    `control_verifier` replaces the one the config describes (`control_auth`);
+    `token_clock` is what control tokens' validity is checked against (left out: `clock`;
+    paper mode's clock is simulated, its tokens expire in real time)."""
     async with contextlib.AsyncExitStack() as stack:
         registry = registry or CollectorRegistry()
         metrics = WorkerMetrics(registry)
@@ -147,7 +161,11 @@ async def build_worker(
             sleep=sleep,
             price_feed=feed,
             housekeeping=_housekeeping(config, store, clock, settings),
+            control_verifier=control_verifier or control_verifier_from(config),
+            token_clock=token_clock or clock,
         )
+        if order_rate is not None or config.risk.fleet_orders_per_second is not None:
+            worker.engine.order_rate = order_rate or _fleet_rate(config, stack)
         consumer = _consumer(config, worker, producer, metrics, settings) if consume else None
         http = None
         if serve_http:
@@ -270,6 +288,22 @@ def _dead_letters(producer: Any, topic: str, settings: RuntimeSettings) -> DeadL
     from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher
 
     return KafkaDeadLetterPublisher(producer, topic=topic, worker_id=settings.owner_id)
+
+
+def _fleet_rate(config: WorkerConfig, stack: contextlib.AsyncExitStack) -> OrderRateLimit:
+    from strategy_worker.adapters.redis_prices import redis_client
+    from strategy_worker.adapters.redis_rate_limit import RedisOrderRate
+
+    risk = config.risk
+    assert risk.fleet_orders_per_second is not None
+    limit = RedisOrderRate(
+        redis_client(config.redis),
+        key="strategy-worker:fleet-order-rate",
+        rate=float(risk.fleet_orders_per_second),
+        burst=risk.fleet_order_burst,
+    )
+    stack.push_async_callback(limit.close)
+    return limit
 
 
 def _housekeeping(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from functools import partial
 
+from strategy_worker.auth import ControlVerifier
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.errors import StrategyWorkerError
@@ -21,7 +23,9 @@ from strategy_worker.ports import DeadLetterSink, EventPublisher, OmsGateway, Pr
 from strategy_worker.runtime import decide as rules
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.control import ControlDesk
+from strategy_worker.runtime.decide import ledger_repaired
 from strategy_worker.runtime.engine import Engine
+from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.intake import IncomingStrategy, Intake
 from strategy_worker.runtime.leases import LeaseKeeper
 from strategy_worker.runtime.monitor import Monitor
@@ -60,6 +64,8 @@ class Worker:
         sleep: Sleep,
         real_sleep: Sleep = asyncio.sleep,
         price_feed: PriceFeed | None = None,
+        control_verifier: ControlVerifier,
+        token_clock: Clock | None = None,
         housekeeping: Sequence[tuple[str, float, Callable[[], Awaitable[object]]]] = (),
     ) -> None:
         self.settings = settings
@@ -79,10 +85,11 @@ class Worker:
         self.risk = RiskManager(settings.limits, clock)
         self.oms = oms
         self.protection = ProtectionDesk(metrics)
+        self.exposure = FleetExposure(self.book)
         ctx = StepContext(
             clock=clock,
             risk=self.risk,
-            exposure=self.book,
+            exposure=self.exposure,
             price_max_age=settings.price_max_age,
             protection=self.protection,
         )
@@ -91,6 +98,7 @@ class Worker:
             oms=oms,
             book=self.book,
             ctx=ctx,
+            exposure=self.exposure,
             supervisor=self.supervisor,
             metrics=metrics,
             sleep=sleep,
@@ -121,7 +129,7 @@ class Worker:
             settings=settings,
             store=store,
             prices=prices,
-            book=self.book,
+            exposure=self.exposure,
             engine=self.engine,
             risk=self.risk,
             metrics=metrics,
@@ -133,7 +141,9 @@ class Worker:
             engine=self.engine,
             supervisor=self.supervisor,
             clock=clock,
+            token_clock=token_clock or clock,
             reject=self.reject,
+            verifier=control_verifier,
         )
         self.leases = LeaseKeeper(
             settings=settings,
@@ -152,12 +162,12 @@ class Worker:
             store=store,
             publisher=publisher,
             metrics=metrics,
-            sleep=real_sleep,
             now=clock.now,
             retention=timedelta(seconds=settings.outbox_retention),
         )
         self.engine.on_committed = self.relay.nudge
         self._started = False
+        self._relay_task: asyncio.Task[None] | None = None
         self._shutdown_done = asyncio.Event()
         self._shutting_down = False
         self._abandoned = False
@@ -182,13 +192,17 @@ class Worker:
         sup.loop("rebalance", s.rebalance_interval, self.monitor.rebalance_cycle, sleep=self._sleep)
         sup.loop("reconcile", s.reconcile_interval, self._reconcile, sleep=self._sleep)
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
+        sup.loop("oms-probe", s.heartbeat, self.reconciler.probe, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
         sup.loop("fleet-pnl", _FLEET_PNL_S, self._fleet_pnl, sleep=self._real_sleep)
+        sup.loop("ledger", s.heartbeat, self._ledger_totals, sleep=self._real_sleep)
+        sup.loop("ledger-audit", s.ledger_audit_interval, self.audit_ledger, sleep=self._real_sleep)
         sup.loop("outbox-prune", _PRUNE_S, self.relay.prune, sleep=self._real_sleep)
         for name, interval, job in self._housekeeping:
             sup.loop(name, interval, job, sleep=self._real_sleep)
         sup.watch(asyncio.create_task(self.reconciler.pump(), name="oms-reports"))
-        sup.watch(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        sup.watch(self._relay_task)
         if self._price_feed is not None:
             sup.watch(
                 asyncio.create_task(
@@ -216,6 +230,10 @@ class Worker:
         try:
             if policy == "close" and self._started:
                 await self._close_all(deadline)
+            if self._relay_task is not None:
+                # Let the batch in flight be marked before the loops are cancelled.
+                self.relay.finish()
+                await asyncio.wait([self._relay_task], timeout=min(5.0, self.settings.grace_period))
             await self.supervisor.stop_loops()
             await self.supervisor.drain(deadline - loop.time())
             if self._abandoned:
@@ -321,3 +339,29 @@ class Worker:
 
     async def _fleet_pnl(self) -> None:
         self.metrics.set_pnl_total(await self.store.fleet_pnl())
+
+    async def _ledger_totals(self) -> None:
+        """What other workers' commits moved: the totals this worker's checks start from."""
+        self.exposure.observe(await self.store.ledger_totals(self.book.user_ids()))
+
+    async def audit_ledger(self) -> None:
+        """Recompute the ledger from orders and positions; export and repair a difference
+        (each repaired execution gets a risk event from its owner's next step)."""
+        audit = await self.store.audit_ledger()
+        self.metrics.ledger_difference.set(float(audit.difference))
+        if audit.difference or audit.repaired:
+            _log.error(
+                "risk ledger repaired",
+                difference=str(audit.difference),
+                executions=len(audit.repaired),
+            )
+        for execution_id, (held, recomputed) in audit.repaired.items():
+            runner = self.book.get(execution_id)
+            if runner is not None:
+                runner.ledger_exposure = recomputed
+                self.supervisor.spawn(
+                    self.engine.act(
+                        runner, partial(ledger_repaired, held=held, recomputed=recomputed)
+                    ),
+                    f"ledger-repaired-{execution_id}",
+                )

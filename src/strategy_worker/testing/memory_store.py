@@ -17,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.orders import OrderStatus
+from strategy_worker.domain.money import ZERO, money_str
+from strategy_worker.domain.orders import OrderStatus, Side
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
     FIRST_VERSION,
+    FLEET,
     CommitOutcome,
     ControlOutcome,
     ControlRequestRecord,
@@ -39,9 +40,14 @@ from strategy_worker.store import (
     FillRecord,
     IntentConflictError,
     JsonObject,
+    LedgerAudit,
+    LedgerCaps,
+    LedgerRefusedError,
+    LedgerScope,
     LoadedExecution,
     MarkWrite,
     OrderRecord,
+    OutboxEvent,
     OutboxLeadershipLostError,
     OutboxRow,
     ProtectionWrite,
@@ -52,6 +58,24 @@ from strategy_worker.store import (
 )
 
 RUNNING = (ExecutionStatus.ACTIVE, ExecutionStatus.PAUSED)
+
+
+def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord]) -> Decimal:
+    """Exposure from a stored state: each held quantity at the state's stored mark (its last
+    fill price when it has none) plus the remaining notional of live buys and of the buys
+    waiting for a rate token."""
+    marks = positions.get("marks") or {}
+    total = ZERO
+    for symbol, row in (positions.get("positions") or {}).items():
+        mark = marks.get(symbol) or row.get("last_price") or "0"
+        total += Decimal(str(row["quantity"])) * Decimal(str(mark))
+    for order in orders:
+        if order.side is Side.BUY and not order.status.is_terminal:
+            total += (order.quantity - order.filled_quantity) * order.price
+    for waiting in (positions.get("runtime") or {}).get("deferred") or ():
+        if waiting.get("side") == "BUY":
+            total += Decimal(str(waiting["quantity"])) * Decimal(str(waiting["price"]))
+    return total
 
 
 @dataclass
@@ -121,6 +145,9 @@ class MemoryDatabase:
         self.commits = 0
         self.protection: dict[uuid.UUID, ProtectionRow] = {}
         """`execution_protection`: each execution's protection state, as last written."""
+        self.ledger: dict[LedgerScope, Decimal] = {FLEET: ZERO}
+        self.buy_commits: list[tuple[LedgerCaps | None, dict[LedgerScope, Decimal]]] = []
+        """Every commit that recorded new buys: the caps it carried, the totals after it."""
 
     def handle(self) -> MemoryStore:
         return MemoryStore(self)
@@ -132,6 +159,20 @@ class MemoryDatabase:
             unprotected=write.unprotected,
             revision=1 if before is None else before.revision + 1,
         )
+
+    def move_ledger(self, user_id: uuid.UUID, delta: Decimal) -> None:
+        if delta:
+            for scope in (FLEET, ("user", str(user_id))):
+                self.ledger[scope] = self.ledger.get(scope, ZERO) + delta
+
+    def recomputed_exposure(self, execution_id: uuid.UUID) -> Decimal:
+        """An execution's exposure from its stored positions (at its stored marks) and its
+        live buy orders: what the ledger must hold for it."""
+        ex = self.executions[execution_id]
+        state = ex.record.state
+        if not state.status.is_running:
+            return ZERO
+        return stored_exposure(state.positions, [self.orders[c] for c in ex.order_ids])
 
     def check(self) -> None:
         if self.now().timestamp() < self.faults.down_until:
@@ -160,7 +201,12 @@ class MemoryStore:
     # ------------------------------------------------------------------ the write path
 
     async def commit(
-        self, writes: Sequence[ExecutionWrite], *, cursor: tuple[str, int] | None = None
+        self,
+        writes: Sequence[ExecutionWrite],
+        *,
+        cursor: tuple[str, int] | None = None,
+        caps: LedgerCaps | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> CommitOutcome:
         db = await self._enter()
         after = db.faults.commit_failures.pop(0) if db.faults.commit_failures else None
@@ -168,6 +214,8 @@ class MemoryStore:
             raise StoreError("commit failed (simulated)", retryable=True)
         staged = _Staging(db)
         outcome = staged.apply(writes, cursor)
+        staged.orphan_events(events)
+        outcome = replace(outcome, ledger=staged.ledger(caps))
         staged.publish()
         db.commits += 1
         if after:
@@ -196,7 +244,12 @@ class MemoryStore:
                 )
             )
             state = replace(rec.state, unrealized_pnl=w.unrealized_pnl, total_pnl=w.total_pnl)
-            ex.record = replace(rec, state=state, updated_at=db.now())
+            if w.marks is not None:
+                marks = {s: money_str(p) for s, p in w.marks.items()}
+                state = replace(state, positions={**state.positions, "marks": marks})
+            exposure = rec.ledger_exposure if w.exposure is None else w.exposure
+            db.move_ledger(rec.user_id, exposure - rec.ledger_exposure)
+            ex.record = replace(rec, state=state, updated_at=db.now(), ledger_exposure=exposure)
             if w.snapshot is not None:
                 db.snapshots.setdefault(w.snapshot.snapshot_id, w.snapshot)
             if w.protection is not None:
@@ -270,6 +323,33 @@ class MemoryStore:
             r for r in (await self._enter()).risk_events.values() if r.execution_id == execution_id
         ]
         return sorted(rows, key=lambda r: r.occurred_at)
+
+    async def ledger_totals(self, user_ids: Collection[uuid.UUID]) -> dict[LedgerScope, Decimal]:
+        db = await self._enter()
+        scopes = [FLEET, *(("user", str(u)) for u in user_ids)]
+        return {scope: db.ledger.get(scope, ZERO) for scope in scopes}
+
+    async def audit_ledger(self) -> LedgerAudit:
+        db = await self._enter()
+        repaired: dict[uuid.UUID, tuple[Decimal, Decimal]] = {}
+        totals: dict[LedgerScope, Decimal] = {FLEET: ZERO}
+        for eid, ex in sorted(db.executions.items()):
+            rec = ex.record
+            exposure = db.recomputed_exposure(eid)
+            if exposure != rec.ledger_exposure:
+                repaired[eid] = (rec.ledger_exposure, exposure)
+                ex.record = replace(rec, ledger_exposure=exposure)
+            for scope in (FLEET, ("user", str(rec.user_id))):
+                totals[scope] = totals.get(scope, ZERO) + exposure
+        difference = sum(
+            (
+                abs(totals.get(s, ZERO) - db.ledger.get(s, ZERO))
+                for s in set(totals) | set(db.ledger)
+            ),
+            ZERO,
+        )
+        db.ledger = totals
+        return LedgerAudit(difference=difference, repaired=repaired)
 
     async def fleet_pnl(self) -> Decimal:
         db = await self._enter()
@@ -461,6 +541,9 @@ class _Staging:
         self.cursor: tuple[str, int] | None = None
         self.seen: list[WriteSeen] = []
         self.protection: dict[uuid.UUID, ProtectionWrite] = {}
+        self.moves: dict[LedgerScope, Decimal] = {}
+        self.new_buys = ZERO
+        self.buy_commit: tuple[LedgerCaps | None, dict[LedgerScope, Decimal]] | None = None
 
     def apply(
         self, writes: Sequence[ExecutionWrite], cursor: tuple[str, int] | None
@@ -478,6 +561,7 @@ class _Staging:
                 lost.add(w.execution_id)
                 continue
             self._rows(w)
+            self._exposure(w)
         self.cursor = cursor
         return CommitOutcome(
             created=frozenset(created), existed=frozenset(existed), lost=frozenset(lost)
@@ -641,7 +725,7 @@ class _Staging:
                 r.event.event_id == event.event_id for r in self.events
             ):
                 continue
-            self.events.append(OutboxRow(seq=0, event=event))
+            self.events.append(OutboxRow(seq=0, event=event, created_at=self.now))
         if w.protection is not None:
             self.protection[w.execution_id] = w.protection
         for done in w.controls:
@@ -655,9 +739,48 @@ class _Staging:
                 completed_at=done.completed_at,
             )
 
+    def _exposure(self, w: ExecutionWrite) -> None:
+        """The write's ledger move: its exposure replaces what its execution held."""
+        self.new_buys += w.new_buys
+        if w.exposure is None:
+            return
+        record = self.records[w.execution_id]
+        old = (
+            ZERO
+            if w.create is not None
+            else self.db.executions[w.execution_id].record.ledger_exposure
+        )
+        delta = w.exposure - old
+        self.records[w.execution_id] = replace(record, ledger_exposure=w.exposure)
+        if delta:
+            for scope in (FLEET, ("user", str(record.user_id))):
+                self.moves[scope] = self.moves.get(scope, ZERO) + delta
+
+    def ledger(self, caps: LedgerCaps | None) -> dict[LedgerScope, Decimal]:
+        """The totals after this commit; refuses it when its new buys pass a cap."""
+        after = {s: self.db.ledger.get(s, ZERO) + d for s, d in sorted(self.moves.items())}
+        if self.new_buys > 0:
+            self.buy_commit = (caps, after)
+        if caps is not None and self.new_buys > 0:
+            for scope, total in after.items():
+                cap = caps.fleet if scope == FLEET else caps.user
+                if cap is not None and total > cap:
+                    raise LedgerRefusedError(scope, self.db.ledger.get(scope, ZERO), cap)
+        return after
+
+    def orphan_events(self, events: Sequence[OutboxEvent]) -> None:
+        known = {r.event.event_id for r in self.events}
+        for event in events:
+            if event.event_id not in self.db.outbox_ids and event.event_id not in known:
+                self.events.append(OutboxRow(seq=0, event=event, created_at=self.now))
+
     def publish(self) -> None:
         """Make the staged commit visible (nothing above raised)."""
         db = self.db
+        for scope, delta in self.moves.items():
+            db.ledger[scope] = db.ledger.get(scope, ZERO) + delta
+        if self.buy_commit is not None:
+            db.buy_commits.append(self.buy_commit)
         for eid, ex in self.new_executions.items():
             db.executions[eid] = ex
             db.by_message[(ex.record.strategy_id, ex.record.approved_at)] = eid
@@ -675,7 +798,9 @@ class _Staging:
         for row in self.events:
             seq = db.next_seq
             db.next_seq += 1
-            db.outbox[seq] = db.unpublished[seq] = OutboxRow(seq=seq, event=row.event)
+            db.outbox[seq] = db.unpublished[seq] = OutboxRow(
+                seq=seq, event=row.event, created_at=row.created_at
+            )
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
         for eid, write in self.protection.items():

@@ -76,6 +76,9 @@ class MemoryPublisher:
         self.published: list[Published] = []
         self.down_until = float("-inf")
         self.refuse: Callable[[OutboxEvent], bool] = lambda event: False
+        self.ack_delay = 0.0
+        """Seconds between the records leaving and their acknowledgement (Kafka's round
+        trip): a relay cut off meanwhile has sent them without knowing it."""
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         now = self._now() if self._now else 0.0
@@ -85,6 +88,8 @@ class MemoryPublisher:
             if self.refuse(event):
                 raise StrategyWorkerError("record refused (simulated)", retryable=False)
         self.published.extend(Published(e, now) for e in events)
+        if self.ack_delay:
+            await asyncio.sleep(self.ack_delay)
 
     def unique(self) -> dict[object, OutboxEvent]:
         """What a consumer dropping repeats by event id sees."""

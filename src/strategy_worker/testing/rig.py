@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.auth import ControlVerifier
 from strategy_worker.config import WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
@@ -68,6 +69,9 @@ class Rig:
         self.events = MemoryPublisher(self.clock.timestamp)
         self.dead_letters = MemoryDeadLetters()
         self.stores: dict[str, MemoryStore] = {}
+        self.verifier = ControlVerifier(keys={}, require_signed=False)
+        """Development's reading: unsigned requests taken at their word (tests sign
+        requests themselves where the identity matters)."""
 
     def set_prices(self, prices: Mapping[str, Decimal | str], *, announce: bool = True) -> None:
         """The market moves: the price source, the feed and the venue's working orders."""
@@ -92,6 +96,7 @@ class Rig:
             dead_letters=self.dead_letters,
             clock=self.clock,
             settings=settings or default_settings(owner_id),
+            control_verifier=self.verifier,
             consume=False,
             serve_http=False,
             migrate=False,

@@ -163,7 +163,8 @@ async def test_reads_carry_exact_money_and_the_figures_of_the_books(
     (by_symbol,) = perf["by_symbol"]
     assert by_symbol["realized_pnl"] == Decimal("-1.0000")
     assert perf["max_drawdown"] < 0
-    assert decisions == {"available": False, "decisions": []}
+    # signal_decisions exists (migration 004); this allocation-only strategy decided nothing.
+    assert decisions == {"available": True, "decisions": []}
 
 
 async def test_openapi_is_served_without_a_token(http: Http) -> None:

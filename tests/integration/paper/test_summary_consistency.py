@@ -36,13 +36,18 @@ from strategy_worker.domain.orders import (
 from strategy_worker.domain.positions import Portfolio
 from strategy_worker.paper.summary import summarize
 from strategy_worker.store import (
+    FIRST_LEASE_EPOCH,
+    FIRST_VERSION,
     ExecutionState,
     ExecutionStatus,
+    ExecutionWrite,
+    Fence,
     FillRecord,
     NewExecution,
     OrderUpdate,
-    StateWrite,
 )
+
+from ..servers import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -62,24 +67,16 @@ TRADES = [
 ]
 
 
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def dsn(database_url: str) -> Iterator[str]:
     name = f"sw_summary_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_database(database_url, name))
     url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
     try:
         asyncio.run(migrate(url))
         yield url
     finally:
-        asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(database_url, name))
 
 
 @pytest.fixture
@@ -94,7 +91,7 @@ async def store(dsn: str) -> AsyncIterator[PostgresStore]:
 async def _traded_execution(store: PostgresStore) -> uuid.UUID:
     """An execution whose orders, fills and state are what the worker would have stored."""
     strategy_id = uuid.uuid4()
-    execution_id = execution_id_for(strategy_id, T0.isoformat())
+    execution_id = execution_id_for(strategy_id, T0)
     intents = [
         OrderIntent(
             client_order_id=client_order_id(execution_id, seq),
@@ -109,19 +106,29 @@ async def _traded_execution(store: PostgresStore) -> uuid.UUID:
         )
         for seq, (symbol, side, quantity, price, _) in enumerate(TRADES, start=1)
     ]
-    await store.create_execution(
-        NewExecution(
-            execution_id=execution_id,
-            strategy_id=strategy_id,
-            user_id=uuid.uuid4(),
-            approved_at=T0,
-            config={"name": "summary check"},
-            initial_capital=CAPITAL,
-            started_at=T0,
-            state=ExecutionState.initial(CAPITAL),
-        ),
-        intents,
+    fence = Fence(owner_id="summary-writer", epoch=FIRST_LEASE_EPOCH)
+    created = await store.commit(
+        [
+            ExecutionWrite(
+                execution_id=execution_id,
+                fence=fence,
+                version=FIRST_VERSION,
+                create=NewExecution(
+                    execution_id=execution_id,
+                    strategy_id=strategy_id,
+                    user_id=uuid.uuid4(),
+                    approved_at=T0,
+                    config={"name": "summary check"},
+                    initial_capital=CAPITAL,
+                    started_at=T0,
+                    state=ExecutionState.initial(CAPITAL),
+                ),
+                intents=intents,
+                next_intent_seq=len(intents) + 1,
+            )
+        ]
     )
+    assert created.created == {execution_id}
     book = Portfolio(CAPITAL)
     fills: list[FillRecord] = []
     updates: list[OrderUpdate] = []
@@ -167,11 +174,20 @@ async def _traded_execution(store: PostgresStore) -> uuid.UUID:
         winning_trades=book.winning_trades,
         losing_trades=book.losing_trades,
     )
-    await store.record_order_reports(
-        updates=updates,
-        fills=fills,
-        states=[StateWrite(execution_id=execution_id, state=state, fence=None)],
+    # The reports and the state they led to, in one commit (as the worker writes them).
+    reported = await store.commit(
+        [
+            ExecutionWrite(
+                execution_id=execution_id,
+                fence=fence,
+                version=FIRST_VERSION + 1,
+                state=state,
+                order_updates=updates,
+                fills=fills,
+            )
+        ]
     )
+    assert reported.lost == frozenset()
     return execution_id
 
 

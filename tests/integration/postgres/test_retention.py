@@ -27,9 +27,9 @@ from strategy_worker.adapters.postgres.retention import (
     thin_snapshots,
     trading_day_floor,
 )
-from strategy_worker.store import SnapshotRecord
+from strategy_worker.store import MarkWrite, SnapshotRecord
 
-from .factories import new_execution
+from .factories import create, new_execution
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,7 @@ async def _empty_snapshots(raw_conn: asyncpg.Connection) -> None:
 
 
 async def _executions(store: PostgresStore, count: int) -> list[uuid.UUID]:
-    ids = []
-    for _ in range(count):
-        execution = new_execution()
-        await store.create_execution(execution)
-        ids.append(execution.execution_id)
-    return ids
+    return [(await create(store, new_execution())).execution_id for _ in range(count)]
 
 
 def _series(
@@ -227,7 +222,8 @@ async def test_a_snapshot_insert_never_waits_for_a_thinning_batch(
 ) -> None:
     # Arrange: a batch delete of old snapshots left open (as if the batch were slow), and
     # a thinning run going on at the same time.
-    (execution,) = await _executions(store, 1)
+    record = await create(store, new_execution())
+    execution = record.execution_id
     rows = _series(execution, START, START + timedelta(days=6), timedelta(minutes=1), 5)
     await _insert(raw_conn, rows)
     now = START + timedelta(days=6)
@@ -246,21 +242,31 @@ async def test_a_snapshot_insert_never_waits_for_a_thinning_batch(
             thin_snapshots(pool, now=now, fine_window=FINE, hourly_window=HOURLY, batch=100)
         )
 
-        # Act: the monitor's inserts for the same execution, meanwhile.
+        # Act: the monitor's quiet ticks (a mark and a snapshot) for the same execution,
+        # meanwhile, and plain inserts.
+        assert record.fence is not None
         for n in range(20):
-            await store.insert_snapshots(
+            skipped = await store.record_marks(
                 [
-                    SnapshotRecord(
-                        snapshot_id=uuid.uuid4(),
+                    MarkWrite(
                         execution_id=execution,
-                        taken_at=now + timedelta(seconds=n),
-                        positions={},
-                        total_value=Decimal("100000"),
-                        total_pnl=Decimal(0),
+                        fence=record.fence,
+                        version=record.version,
                         unrealized_pnl=Decimal(0),
+                        total_pnl=Decimal(0),
+                        snapshot=SnapshotRecord(
+                            snapshot_id=uuid.uuid4(),
+                            execution_id=execution,
+                            taken_at=now + timedelta(seconds=n),
+                            positions={},
+                            total_value=Decimal("100000"),
+                            total_pnl=Decimal(0),
+                            unrealized_pnl=Decimal(0),
+                        ),
                     )
                 ]
             )
+            assert skipped == set()
             await inserter.execute(
                 "INSERT INTO position_snapshots (snapshot_id, execution_id, taken_at, positions,"
                 " total_value, total_pnl, unrealized_pnl) "

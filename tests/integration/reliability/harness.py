@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import yaml
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -33,6 +34,7 @@ from strategy_worker.adapters.oms_grpc.config import BreakerConfig, OmsClientCon
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore
 from strategy_worker.adapters.redis_prices import RedisPriceSource
 from strategy_worker.config import WorkerConfig
+from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig
@@ -43,6 +45,7 @@ from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
 from strategy_worker.runtime.worker import Worker
+from strategy_worker.store import OutboxEvent
 
 from ..servers import SERVICES_DIR
 
@@ -100,6 +103,13 @@ def strategy_message(
             "risk_params": {"max_position_size": "0.30", "max_daily_loss": "0.05"},
         },
     }
+
+
+def execution_of(message: Mapping[str, Any]) -> uuid.UUID:
+    """The execution a `strategy.approved` message creates (strategy id, approval instant)."""
+    return execution_id_for(
+        uuid.UUID(message["strategy_id"]), datetime.fromisoformat(message["timestamp"])
+    )
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -178,6 +188,36 @@ def oms_client_config(port: int, **overrides: Any) -> OmsClientConfig:
 # --------------------------------------------------------------------------- in process
 
 
+class RecordingSink(JsonLinesSink):
+    """Events and dead letters in memory, events kept with their ids too.
+
+    Events leave through the outbox relay, after their commit and at least once (a relay
+    cancelled between the publisher's ack and its mark publishes them again): tests wait
+    for them and count `unique_events()`, deduplicated by event id as consumers do."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.published: list[OutboxEvent] = []
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        self.published.extend(events)
+        await super().publish(events)
+
+    def unique_events(self) -> list[Mapping[str, Any]]:
+        """Each event's payload once (its first delivery), in delivery order."""
+        seen: set[uuid.UUID] = set()
+        out: list[Mapping[str, Any]] = []
+        for event in self.published:
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                out.append(event.payload)
+        return out
+
+    def repeats(self) -> int:
+        """Deliveries beyond the first of an event (allowed: at least once)."""
+        return len(self.published) - len({e.event_id for e in self.published})
+
+
 @dataclass
 class Rig:
     """One in-process worker on the real adapters (events and dead letters in memory),
@@ -187,7 +227,7 @@ class Rig:
     store: PostgresStore
     oms: OmsGrpcClient
     prices: RedisPriceSource
-    sink: JsonLinesSink
+    sink: RecordingSink
     registry: CollectorRegistry
     stack: contextlib.AsyncExitStack
     started: bool = False
@@ -256,7 +296,7 @@ async def open_rig(
             metrics=WorkerMetrics(CollectorRegistry()),
         )
         stack.push_async_callback(prices.close)
-        sink = JsonLinesSink(None)
+        sink = RecordingSink()
         app = await stack.enter_async_context(
             build_worker(
                 WorkerConfig(),
@@ -405,9 +445,11 @@ def worker_config_file(
     group: str,
     oms_port: int,
     price_prefix: str,
+    risk: Mapping[str, Any] | None = None,
     **execution: Any,
 ) -> Path:
-    """A YAML config for `strategy-worker run` against the harness (secrets stay in env)."""
+    """A YAML config for `strategy-worker run` against the harness (secrets stay in env);
+    `risk` overrides the shipped limits."""
     exec_section: dict[str, Any] = {
         "lease_seconds": 2,
         "heartbeat": 0.5,
@@ -433,6 +475,7 @@ def worker_config_file(
             "breaker": {"failure_threshold": 5, "reset_timeout_s": 1},
         },
         "execution": exec_section,
+        **({"risk": dict(risk)} if risk else {}),
         "redis": {"key_prefix": price_prefix, "price_max_age": 3600},
         "metrics": {"port": 0},
         "health": {"port": 0},
@@ -492,3 +535,27 @@ def fills_by_execution(book: Ledger) -> dict[str, int]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def read_events(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """Every event on the topic so far (no group, from the beginning), by event id, each
+    once (its first delivery, in delivery order): the outbox relay delivers at least once,
+    and consumers drop repeats by the `event-id` header."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        events: dict[str, dict[str, Any]] = {}
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                return events
+            for records in batch.values():
+                for record in records:
+                    event_id = dict(record.headers or ()).get("event-id")
+                    assert event_id, "an event without its event-id header"
+                    if record.value is not None:
+                        events.setdefault(event_id.decode(), json.loads(record.value))
+    finally:
+        await consumer.stop()

@@ -243,8 +243,19 @@ class TopicReader:
             self.records.append(record)
 
     def json(self) -> list[dict[str, Any]]:
-        """Values parsed with exact decimals (as docs/messages.md tells consumers to)."""
-        return [json.loads(r.value, parse_float=Decimal) for r in self.records]
+        """Values parsed with exact decimals (as docs/messages.md tells consumers to), each
+        event once: the outbox relay delivers at least once, and a consumer drops repeats by
+        the `event-id` header (records without one, e.g. dead letters, are all kept)."""
+        seen: set[bytes] = set()
+        out: list[dict[str, Any]] = []
+        for record in self.records:
+            event_id = dict(record.headers or ()).get("event-id")
+            if event_id is not None:
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+            out.append(json.loads(record.value, parse_float=Decimal))
+        return out
 
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], *, within: float, what: str

@@ -16,7 +16,7 @@ SAMPLE_BYTES = SAMPLE_MESSAGE.read_bytes()
 SAMPLE = json.loads(SAMPLE_BYTES, parse_float=Decimal)
 STRATEGY_ID = uuid.UUID(SAMPLE["strategy_id"])
 USER_ID = uuid.UUID(SAMPLE["user_id"])
-EXECUTION_ID = execution_id_for(STRATEGY_ID, SAMPLE["timestamp"])
+EXECUTION_ID = execution_id_for(STRATEGY_ID, datetime.fromisoformat(SAMPLE["timestamp"]))
 CAPITAL = Decimal("100000.00")
 POSITION_LIMIT = Decimal("0.30")  # the spec's risk.max_position_size and the sample's own
 SYMBOLS = ("AAPL", "GOOGL", "MSFT")
@@ -54,7 +54,7 @@ def other_strategy(name: str) -> tuple[bytes, uuid.UUID]:
 
 def execution_of(strategy_id: uuid.UUID) -> uuid.UUID:
     """The execution a sample-shaped message for `strategy_id` creates."""
-    return execution_id_for(strategy_id, SAMPLE["timestamp"])
+    return execution_id_for(strategy_id, datetime.fromisoformat(SAMPLE["timestamp"]))
 
 
 def control(action: str, execution_id: uuid.UUID, request_id: uuid.UUID) -> bytes:

@@ -344,6 +344,10 @@ async def test_stop_request_on_control_topic_then_everything_closed_and_stopped(
     assert stopped["execution_id"] == str(EXECUTION_ID)
     assert stopped["request_id"] == str(request_id)
     assert stopped["reason"]
+    # A stop is a plan (issue 12): announced as `stopping`, ended as `stopped` once flat.
+    kinds = [e["type"].rsplit(".", 1)[-1] for e in events.json()]
+    assert kinds.count("stopping") == 1
+    assert kinds.index("stopping") < kinds.index("stopped")
 
     (execution,) = await db.executions()
     assert execution["status"] == "stopped"
@@ -428,8 +432,16 @@ async def test_metrics_count_what_happened_and_readiness_follows_the_oms(
     ready_url = worker.health_url.replace("/health", "/ready")
     status, body = await worker.get(ready_url)
     assert status == 200, body
-    # Every dependency an execution needs to stay protected, and the executions themselves.
-    assert set(json.loads(body)["checks"]) == {"kafka", "postgres", "oms", "redis", "executions"}
+    # Every dependency an execution needs to stay protected (the price feed too: it is how
+    # a stop-loss hears a price at once), and the executions themselves.
+    assert set(json.loads(body)["checks"]) == {
+        "kafka",
+        "postgres",
+        "oms",
+        "redis",
+        "price-feed",
+        "executions",
+    }
 
     await oms.stop(grace=0)
     try:

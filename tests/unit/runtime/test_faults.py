@@ -81,12 +81,12 @@ def test_a_worker_that_lost_its_lease_while_frozen_writes_nothing_for_the_succes
         rig.set_prices(PRICES)
         async with rig.worker("w1") as first, rig.worker("w2") as second:
             await first.start()
-            (execution,) = await admit(first, approved({"AAPL": "0.3"}))
+            (execution,) = await admit(first, approved({"AAPL": "0.3"}, stop_loss="0.05"))
             await rig.run_for(2)
             await second.start()
             rig.stores["w1"].frozen_until = rig.clock.timestamp() + 40  # SIGSTOP past the lease
             rig.set_prices({"AAPL": "85.00"})  # both react: only the lease holder may write
-            await rig.run_for(60)
+            await rig.run_for(70)  # past the successor's first monitor cycle
 
             held_by = rig.db.executions[execution].record.owner_id
             assert held_by == "w2"
@@ -171,5 +171,23 @@ def test_events_committed_before_a_kill_9_are_published_after_the_restart() -> N
             await rig.run_for(5)
 
         assert committed <= set(rig.events.unique())
+
+    run(scenario)
+
+
+def test_orders_held_up_by_an_oms_outage_leave_within_a_heartbeat_of_its_return() -> None:
+    # Item 18: orders resumed 33 s after the OMS was back (the retries' backoff had grown).
+    async def scenario() -> None:
+        rig = Rig(seed=26)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            rig.oms.down_until = rig.clock.timestamp() + 50
+            (execution,) = await admit(app, approved({"AAPL": "0.3"}))
+            await rig.run_for(49)  # retries 31.5 s and 61.5 s after the first try
+            assert not rig.oms.venue.orders(execution_id=execution)
+            await rig.run_for(1 + app.settings.heartbeat + 0.5)
+
+            assert rig.oms.venue.orders(execution_id=execution)
 
     run(scenario)

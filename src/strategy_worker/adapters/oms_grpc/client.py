@@ -21,7 +21,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from strategy_worker.adapters.oms_grpc import codec
-from strategy_worker.adapters.oms_grpc.breaker import CircuitBreaker
+from strategy_worker.adapters.oms_grpc.breaker import BreakerState, CircuitBreaker
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig, TlsConfig
 from strategy_worker.adapters.oms_grpc.metrics import OmsClientMetrics
 from strategy_worker.adapters.retry import Backoff, retry_async
@@ -45,6 +45,9 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
+_RECONNECT_CEILING_MS = 3000
+"""The longest wait between two connection attempts to an OMS that is away (one TCP connect
+per 3 s costs nothing; waiting longer delays everything after its return)."""
 # A report stream reconnects forever; its backoff ceiling stops doubling after this many.
 _MAX_STREAM_BACKOFF_STEP = 30
 
@@ -243,14 +246,20 @@ class OmsGrpcClient:
         return self._reports(from_seq)
 
     async def ping(self) -> bool:
-        """True when the OMS answers within the timeout; never raises, never retries."""
+        """True when the OMS answers within the timeout; never raises, never retries. A
+        serving answer closes an open breaker: the OMS is back, so orders need not wait out
+        the breaker's reset timeout (readiness and order flow agree)."""
         try:
             response = await self._stub.Ping(pb.PingRequest(), timeout=self._config.timeout)
         except grpc.aio.AioRpcError as exc:
             self._metrics.calls.labels("Ping", exc.code().name).inc()
             return False
         self._metrics.calls.labels("Ping", "OK").inc()
-        return response.status == pb.PingResponse.SERVING_STATUS_SERVING
+        serving = response.status == pb.PingResponse.SERVING_STATUS_SERVING
+        if serving and self._breaker.state is not BreakerState.CLOSED:
+            log.info("the OMS answers a ping: breaker closed", was=self._breaker.state.name)
+            self._breaker.record_success()
+        return serving
 
     async def close(self) -> None:
         """Close the channel (idempotent); open report streams end."""
@@ -377,11 +386,15 @@ class OmsGrpcClient:
 
 
 def _make_channel(config: OmsClientConfig) -> grpc.aio.Channel:
-    """One channel for the client's life; reconnects follow the retry backoff settings."""
+    """One channel for the client's life; reconnects start at the retry backoff and grow to
+    at most `_RECONNECT_CEILING_MS`, so an OMS that comes back is connected within seconds
+    (a 30 s ceiling kept /ready at 503 and orders waiting long after it returned)."""
+    first = max(min(config.retry.backoff_ms, _RECONNECT_CEILING_MS), 10)
+    ceiling = max(min(config.retry.max_backoff_ms, _RECONNECT_CEILING_MS), first)
     options: list[tuple[str, int | str]] = [
-        ("grpc.initial_reconnect_backoff_ms", max(config.retry.backoff_ms, 10)),
-        ("grpc.min_reconnect_backoff_ms", max(config.retry.backoff_ms, 10)),
-        ("grpc.max_reconnect_backoff_ms", max(config.retry.max_backoff_ms, 10)),
+        ("grpc.initial_reconnect_backoff_ms", first),
+        ("grpc.min_reconnect_backoff_ms", first),
+        ("grpc.max_reconnect_backoff_ms", ceiling),
         # Detect a dead connection under a long-lived report stream.
         ("grpc.keepalive_time_ms", 120_000),
         ("grpc.keepalive_timeout_ms", 20_000),

@@ -25,6 +25,7 @@ from strategy_worker.adapters.postgres.config import DatabaseConfig
 from strategy_worker.adapters.postgres.connect import connect_with_retry
 from strategy_worker.adapters.postgres.coordination import CoordinationQueries
 from strategy_worker.adapters.postgres.errors import MigrationError
+from strategy_worker.adapters.postgres.ledger import LedgerQueries
 from strategy_worker.adapters.postgres.migrate import pending_versions
 from strategy_worker.adapters.postgres.outbox import ConnectOne, OutboxQueries
 from strategy_worker.adapters.postgres.writes import CommitWrites
@@ -72,7 +73,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-class PostgresStore(CommitWrites, OutboxQueries, CoordinationQueries):
+class PostgresStore(CommitWrites, LedgerQueries, OutboxQueries, CoordinationQueries):
     """The worker's durable state in PostgreSQL (implements `strategy_worker.store.Store`)."""
 
     def __init__(

@@ -219,6 +219,7 @@ def execution_from_row(row: Row) -> ExecutionRecord:
         state=state,
         next_intent_seq=row["next_intent_seq"],
         version=row["state_version"],
+        ledger_exposure=row["ledger_exposure"],
         owner_id=row["owner_id"],
         lease_epoch=row["lease_epoch"],
         lease_expires_at=row["lease_expires_at"],
@@ -338,4 +339,4 @@ def outbox_from_row(row: Row) -> OutboxRow:
         event_type=row["event_type"],
         payload=row["payload"],
     )
-    return OutboxRow(seq=row["seq"], event=event)
+    return OutboxRow(seq=row["seq"], event=event, created_at=row["created_at"])

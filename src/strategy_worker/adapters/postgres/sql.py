@@ -24,7 +24,8 @@ from __future__ import annotations
 # --- the commit (one transaction per batch; see writes.py) ------------------------------
 
 # $1..$7 the immutable columns, $8 next_intent_seq, $9 the owner (NULL: released at once),
-# $10..$24 the state, then the scalars $25 epoch, $26 lease seconds, $27 version. Inserted
+# $10..$24 the state, then the scalars $25 epoch, $26 lease seconds, $27 version, and
+# $28 the ledger exposures. Inserted
 # in the arrays' order (sorted by execution_id), ON CONFLICT DO NOTHING on the id and on
 # the message key (strategy_id, approved_at).
 CREATE_EXECUTIONS = """
@@ -33,7 +34,7 @@ INSERT INTO strategy_executions (
     next_intent_seq, owner_id, lease_epoch, lease_expires_at, heartbeat_at, state_version,
     status, positions, cash, fees, realized_pnl, unrealized_pnl, total_pnl,
     total_trades, winning_trades, losing_trades, trading_state, trading_day,
-    day_start_equity, stop_reason, stopped_at)
+    day_start_equity, stop_reason, stopped_at, ledger_exposure)
 SELECT u.execution_id, u.strategy_id, u.user_id, u.approved_at, u.config::jsonb,
     u.initial_capital, u.started_at, u.next_intent_seq, u.owner_id, $25::bigint,
     CASE WHEN u.owner_id IS NULL THEN NULL
@@ -42,18 +43,19 @@ SELECT u.execution_id, u.strategy_id, u.user_id, u.approved_at, u.config::jsonb,
     $27::bigint,
     u.status, u.positions::jsonb, u.cash, u.fees, u.realized_pnl, u.unrealized_pnl,
     u.total_pnl, u.total_trades, u.winning_trades, u.losing_trades, u.trading_state,
-    u.trading_day, u.day_start_equity, u.stop_reason, u.stopped_at
+    u.trading_day, u.day_start_equity, u.stop_reason, u.stopped_at, u.ledger_exposure
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
             $6::numeric[], $7::timestamptz[], $8::integer[], $9::text[],
             $10::text[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
             $15::numeric[], $16::numeric[], $17::integer[], $18::integer[], $19::integer[],
-            $20::text[], $21::date[], $22::numeric[], $23::text[], $24::timestamptz[])
+            $20::text[], $21::date[], $22::numeric[], $23::text[], $24::timestamptz[],
+            $28::numeric[])
      WITH ORDINALITY
      AS u(execution_id, strategy_id, user_id, approved_at, config, initial_capital,
           started_at, next_intent_seq, owner_id,
           status, positions, cash, fees, realized_pnl, unrealized_pnl, total_pnl,
           total_trades, winning_trades, losing_trades, trading_state, trading_day,
-          day_start_equity, stop_reason, stopped_at, ord)
+          day_start_equity, stop_reason, stopped_at, ledger_exposure, ord)
 ORDER BY u.ord
 ON CONFLICT DO NOTHING
 RETURNING execution_id
@@ -63,7 +65,8 @@ RETURNING execution_id
 # their fence and version are checked against (READ COMMITTED: after waiting for a lock, the
 # latest row version is returned). Also the lock of the quiet mark writes.
 LOCK_EXECUTIONS = """
-SELECT execution_id, owner_id, lease_epoch, state_version FROM strategy_executions
+SELECT execution_id, owner_id, lease_epoch, state_version, user_id, ledger_exposure
+FROM strategy_executions
 WHERE execution_id = ANY($1::uuid[])
 ORDER BY execution_id
 FOR NO KEY UPDATE
@@ -72,7 +75,7 @@ FOR NO KEY UPDATE
 # The row update of the writes whose fence and version held (their rows are locked by
 # LOCK_EXECUTIONS; the WHERE restates the rule). $1..$5 id, owner, epoch, version,
 # has_state; $6..$20 the state (ignored where has_state is false); $21 next_intent_seq
-# (NULL keeps it; it never goes down); $22 release.
+# (NULL keeps it; it never goes down); $22 release; $23 ledger exposure (NULL keeps it).
 APPLY_WRITES = """
 UPDATE strategy_executions AS e SET
     state_version = u.version,
@@ -95,16 +98,18 @@ UPDATE strategy_executions AS e SET
     next_intent_seq = GREATEST(e.next_intent_seq, COALESCE(u.next_intent_seq, 1)),
     owner_id = CASE WHEN u.release THEN NULL ELSE e.owner_id END,
     lease_expires_at = CASE WHEN u.release THEN NULL ELSE e.lease_expires_at END,
+    ledger_exposure = COALESCE(u.ledger_exposure, e.ledger_exposure),
     updated_at = now()
 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[],
             $6::text[], $7::text[], $8::numeric[], $9::numeric[], $10::numeric[],
             $11::numeric[], $12::numeric[], $13::integer[], $14::integer[], $15::integer[],
             $16::text[], $17::date[], $18::numeric[], $19::text[], $20::timestamptz[],
-            $21::integer[], $22::boolean[])
+            $21::integer[], $22::boolean[], $23::numeric[])
      AS u(execution_id, owner_id, lease_epoch, version, has_state,
           status, positions, cash, fees, realized_pnl, unrealized_pnl, total_pnl,
           total_trades, winning_trades, losing_trades, trading_state, trading_day,
-          day_start_equity, stop_reason, stopped_at, next_intent_seq, release)
+          day_start_equity, stop_reason, stopped_at, next_intent_seq, release,
+          ledger_exposure)
 WHERE e.execution_id = u.execution_id
   AND e.owner_id = u.owner_id AND e.lease_epoch = u.lease_epoch
   AND e.state_version = u.version - 1
@@ -247,10 +252,15 @@ SELECT 1
 RECORD_MARKS = """
 WITH marked AS (
     UPDATE strategy_executions AS e
-    SET unrealized_pnl = u.unrealized_pnl, total_pnl = u.total_pnl, updated_at = now()
+    SET unrealized_pnl = u.unrealized_pnl, total_pnl = u.total_pnl,
+        ledger_exposure = COALESCE(u.ledger_exposure, e.ledger_exposure),
+        positions = CASE WHEN u.marks IS NULL THEN e.positions
+                         ELSE jsonb_set(e.positions, '{marks}', u.marks::jsonb) END,
+        updated_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::numeric[],
-                $6::numeric[])
-         AS u(execution_id, owner_id, lease_epoch, version, unrealized_pnl, total_pnl)
+                $6::numeric[], $16::numeric[], $17::text[])
+         AS u(execution_id, owner_id, lease_epoch, version, unrealized_pnl, total_pnl,
+              ledger_exposure, marks)
     WHERE e.execution_id = u.execution_id
       AND e.owner_id = u.owner_id AND e.lease_epoch = u.lease_epoch
       AND e.state_version = u.version
@@ -411,7 +421,8 @@ TRY_OUTBOX_LEADERSHIP = "SELECT pg_try_advisory_lock($1)"
 
 # Served by event_outbox_unpublished_idx.
 CLAIM_OUTBOX = """
-SELECT seq, event_id, execution_id, user_id, key, event_type, payload FROM event_outbox
+SELECT seq, event_id, execution_id, user_id, key, event_type, payload, created_at
+FROM event_outbox
 WHERE published_seq IS NULL
 ORDER BY seq
 LIMIT $1
@@ -453,4 +464,70 @@ WITH doomed AS (
     DELETE FROM event_outbox WHERE seq IN (SELECT seq FROM doomed) RETURNING 1
 )
 SELECT count(*) FROM deleted
+"""
+
+# --- the risk ledger ------------------------------------------------------------------
+
+# Move totals by the given amounts (rows in (scope, key) order: the lock order) and return
+# them as they stand after: a commit with new buys checks them against its caps in the same
+# transaction, so the reservation and the check cannot be separated by another commit.
+MOVE_LEDGER = """
+INSERT INTO risk_ledger AS l (scope, scope_key, exposure)
+SELECT u.scope, u.scope_key, u.delta
+FROM unnest($1::text[], $2::text[], $3::numeric[]) WITH ORDINALITY
+     AS u(scope, scope_key, delta, ord)
+ORDER BY u.ord
+ON CONFLICT (scope, scope_key) DO UPDATE
+    SET exposure = l.exposure + EXCLUDED.exposure, updated_at = now()
+RETURNING scope, scope_key, exposure
+"""
+
+LEDGER_TOTALS = """
+SELECT scope, scope_key, exposure FROM risk_ledger
+WHERE scope = 'fleet' OR scope_key = ANY($1::text[])
+"""
+
+# The audit: every running execution's exposure from its stored state (positions at the
+# state's marks, else the last fill price), its live buys and its buys waiting for a rate
+# token, and what the ledger holds.
+LEDGER_RECOMPUTED = """
+SELECT e.execution_id, e.user_id, e.ledger_exposure,
+    CASE WHEN e.status IN ('active', 'paused') THEN
+        COALESCE((
+            SELECT sum((p.value->>'quantity')::numeric * COALESCE(
+                (e.positions->'marks'->>p.key)::numeric, (p.value->>'last_price')::numeric))
+            FROM jsonb_each(COALESCE(e.positions->'positions', '{}'::jsonb)) AS p
+        ), 0) + COALESCE((
+            SELECT sum((o.quantity - o.filled_quantity) * o.price)
+            FROM execution_orders AS o
+            WHERE o.execution_id = e.execution_id AND o.side = 'BUY'
+              AND o.status IN ('PENDING', 'ACCEPTED', 'PARTIALLY_FILLED')
+        ), 0) + COALESCE((
+            SELECT sum((d.value->>'quantity')::numeric * (d.value->>'price')::numeric)
+            FROM jsonb_array_elements(
+                COALESCE(e.positions->'runtime'->'deferred', '[]'::jsonb)) AS d
+            WHERE d.value->>'side' = 'BUY'
+        ), 0)
+    ELSE 0 END AS recomputed
+FROM strategy_executions AS e
+ORDER BY e.execution_id
+"""
+
+AUDIT_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('strategy_worker.ledger_audit'))"
+
+REPAIR_EXPOSURES = """
+UPDATE strategy_executions AS e SET ledger_exposure = u.exposure
+FROM unnest($1::uuid[], $2::numeric[]) AS u(execution_id, exposure)
+WHERE e.execution_id = u.execution_id
+"""
+
+SET_LEDGER = """
+INSERT INTO risk_ledger AS l (scope, scope_key, exposure)
+SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[])
+ON CONFLICT (scope, scope_key) DO UPDATE SET exposure = EXCLUDED.exposure, updated_at = now()
+"""
+
+CLEAR_OTHER_USERS = """
+UPDATE risk_ledger SET exposure = 0, updated_at = now()
+WHERE scope = 'user' AND NOT (scope_key = ANY($1::text[])) AND exposure <> 0
 """

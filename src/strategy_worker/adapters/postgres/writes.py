@@ -14,6 +14,8 @@ one `unnest` statement for the whole batch, skipping the kinds the batch does no
    completions, 9. risk events, snapshots, outbox events and the report cursor (one
    statement), 10. the protection states (`execution_protection`, one upsert), all for
    the writes that were created or held only;
+11. the risk ledger's totals, moved by what the applied writes' exposures changed, and
+    checked against the caps when the commit records new buys (one statement);
 11. COMMIT.
 
 A replayed intent or fill costs one more read (the stored rows, compared in Python).
@@ -29,6 +31,8 @@ import dataclasses
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -37,20 +41,26 @@ from strategy_worker.adapters.postgres import protection as P
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.base import StoreBase
+from strategy_worker.domain.money import money_str
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
 from strategy_worker.domain.protection.state import STATE_VERSION
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
     FIRST_VERSION,
+    FLEET,
     CommitOutcome,
     ExecutionWrite,
     FillConflictError,
     FillRecord,
     IntentConflictError,
     JsonObject,
+    LedgerCaps,
+    LedgerRefusedError,
+    LedgerScope,
     MarkWrite,
     OrderUpdate,
+    OutboxEvent,
     ProtectionWrite,
 )
 
@@ -197,7 +207,12 @@ class CommitWrites(StoreBase):
     """The lease a creation's owner gets (set by PostgresStore)."""
 
     async def commit(
-        self, writes: Sequence[ExecutionWrite], *, cursor: tuple[str, int] | None = None
+        self,
+        writes: Sequence[ExecutionWrite],
+        *,
+        cursor: tuple[str, int] | None = None,
+        caps: LedgerCaps | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> CommitOutcome:
         """Apply every write in one transaction (see the module docstring for the order).
 
@@ -220,11 +235,11 @@ class CommitWrites(StoreBase):
         `plan_commit`).
         """
         plan = plan_commit(writes)
-        if not writes and cursor is None:
+        if not writes and cursor is None and not events:
             return CommitOutcome()
         async with self._tx("commit") as conn:
             created = await self._create(conn, plan.creations)
-            held = await self._apply(conn, plan.updates)
+            held, before = await self._apply(conn, plan.updates)
             applied = created | held
             live = sorted(
                 (w for w in (*plan.creations, *plan.updates) if w.execution_id in applied),
@@ -238,14 +253,18 @@ class CommitWrites(StoreBase):
             await self._apply_order_updates(conn, live)
             await self._insert_fills(conn, live)
             await self._complete_controls(conn, live)
-            await self._insert_history(conn, live, cursor)
+            await self._insert_history(conn, live, cursor, events)
             await _upsert_protection(
                 conn, [(w.execution_id, w.protection) for w in live if w.protection is not None]
             )
+            moves = _ledger_moves(live, before)
+            new_buys = sum((w.new_buys for w in live), Decimal(0))
+            ledger = await move_ledger(conn, moves, caps if new_buys > 0 else None)
         return CommitOutcome(
             created=frozenset(created),
             existed=frozenset(w.execution_id for w in plan.creations) - created,
             lost=frozenset(w.execution_id for w in plan.updates) - held,
+            ledger=ledger,
         )
 
     async def _create(
@@ -274,18 +293,21 @@ class CommitWrites(StoreBase):
             FIRST_LEASE_EPOCH,
             float(self._creation_lease_seconds),
             FIRST_VERSION,
+            [R.num(w.exposure or Decimal(0)) for w in creations],
         )
         return frozenset(r["execution_id"] for r in rows)
 
     async def _apply(
         self, conn: asyncpg.Connection, updates: Sequence[ExecutionWrite]
-    ) -> frozenset[uuid.UUID]:
+    ) -> tuple[frozenset[uuid.UUID], dict[uuid.UUID, tuple[uuid.UUID, Decimal]]]:
+        """The held writes, and (user, ledger exposure) of every locked execution."""
         if not updates:
-            return frozenset()
+            return frozenset(), {}
         current = await _lock(conn, [w.execution_id for w in updates])
-        held = [w for w in updates if current.get(w.execution_id) == _expected(w)]
+        before = {e: (row[3], row[4]) for e, row in current.items()}
+        held = [w for w in updates if current.get(w.execution_id, ())[:3] == _expected(w)]
         if not held:
-            return frozenset()
+            return frozenset(), before
         rows = await conn.fetch(
             Q.APPLY_WRITES,
             [w.execution_id for w in held],
@@ -296,8 +318,9 @@ class CommitWrites(StoreBase):
             *R.state_columns([w.state for w in held]),
             [_next_intent_seq(w) for w in held],
             [w.release for w in held],
+            [R.opt_num(w.exposure) for w in held],
         )
-        return frozenset(r["execution_id"] for r in rows)
+        return frozenset(r["execution_id"] for r in rows), before
 
     async def _insert_intents(
         self, conn: asyncpg.Connection, intents: Sequence[OrderIntent], *, all_columns: bool = False
@@ -386,10 +409,11 @@ class CommitWrites(StoreBase):
         conn: asyncpg.Connection,
         live: Sequence[ExecutionWrite],
         cursor: tuple[str, int] | None,
+        extra: Sequence[OutboxEvent] = (),
     ) -> None:
         risk = [e for w in live for e in w.risk_events]
         snapshots = [s for w in live for s in w.snapshots]
-        events = [e for w in live for e in w.events]
+        events = [*(e for w in live for e in w.events), *extra]
         if not risk and not snapshots and not events and cursor is None:
             return
         name, seq = (None, None) if cursor is None else cursor
@@ -415,7 +439,8 @@ class CommitWrites(StoreBase):
             held = [
                 w
                 for w in writes
-                if current.get(w.execution_id) == (w.fence.owner_id, w.fence.epoch, w.version)
+                if current.get(w.execution_id, ())[:3]
+                == (w.fence.owner_id, w.fence.epoch, w.version)
             ]
             if not held:
                 return {w.execution_id for w in writes}
@@ -432,7 +457,16 @@ class CommitWrites(StoreBase):
                 [R.num(w.unrealized_pnl) for w in held],
                 [R.num(w.total_pnl) for w in held],
                 *R.snapshot_columns(snapshots),
+                [R.opt_num(w.exposure) for w in held],
+                [
+                    None
+                    if w.marks is None
+                    else jsoncodec.dumps({s: money_str(R.num(p)) for s, p in w.marks.items()})
+                    for w in held
+                ],
             )
+            before = {e: (row[3], row[4]) for e, row in current.items()}
+            await move_ledger(conn, _ledger_moves(held, before), None)
         return {w.execution_id for w in writes} - {r["execution_id"] for r in rows}
 
     async def load_protection(
@@ -479,10 +513,66 @@ async def _upsert_protection(
 
 async def _lock(
     conn: asyncpg.Connection, execution_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, tuple[str | None, int, int]]:
-    """Lock the executions in id order; their (owner, epoch, state_version) as locked."""
+) -> dict[uuid.UUID, tuple[Any, ...]]:
+    """Lock the executions in id order; their (owner, epoch, state_version, user,
+    ledger exposure) as locked."""
     rows = await conn.fetch(Q.LOCK_EXECUTIONS, execution_ids)
-    return {r["execution_id"]: (r["owner_id"], r["lease_epoch"], r["state_version"]) for r in rows}
+    return {
+        r["execution_id"]: (
+            r["owner_id"],
+            r["lease_epoch"],
+            r["state_version"],
+            r["user_id"],
+            r["ledger_exposure"],
+        )
+        for r in rows
+    }
+
+
+def _ledger_moves(
+    live: Sequence[ExecutionWrite | MarkWrite],
+    before: dict[uuid.UUID, tuple[uuid.UUID, Decimal]],
+) -> dict[LedgerScope, Decimal]:
+    """How much each ledger total moves: every applied write's exposure replaces what its
+    execution held (0 for a creation)."""
+    moves: dict[LedgerScope, Decimal] = {}
+    for write in live:
+        if write.exposure is None:
+            continue
+        create = getattr(write, "create", None)
+        if create is not None:
+            user, held = create.user_id, Decimal(0)
+        else:
+            user, held = before[write.execution_id]
+        delta = write.exposure - held
+        if delta:
+            for scope in (FLEET, ("user", str(user))):
+                moves[scope] = moves.get(scope, Decimal(0)) + delta
+    return moves
+
+
+async def move_ledger(
+    conn: asyncpg.Connection, moves: dict[LedgerScope, Decimal], caps: LedgerCaps | None
+) -> dict[LedgerScope, Decimal]:
+    """Move the totals in one statement (rows in (scope, key) order, the lock order) and,
+    with `caps` (the commit records new buys), refuse the transaction when a total ends
+    above its cap: raising rolls every write of the commit back."""
+    if not moves:
+        return {}
+    ordered = sorted(moves.items())
+    rows = await conn.fetch(
+        Q.MOVE_LEDGER,
+        [scope for (scope, _), _ in ordered],
+        [key for (_, key), _ in ordered],
+        [R.num(delta) for _, delta in ordered],
+    )
+    after = {(r["scope"], r["scope_key"]): r["exposure"] for r in rows}
+    if caps is not None:
+        for scope, total in sorted(after.items()):
+            cap = caps.fleet if scope == FLEET else caps.user
+            if cap is not None and total > cap:
+                raise LedgerRefusedError(scope, total - moves[scope], cap)
+    return after
 
 
 def _expected(write: ExecutionWrite) -> tuple[str, int, int]:

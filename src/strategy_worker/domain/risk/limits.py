@@ -38,6 +38,11 @@ class RiskLimits(BaseModel):
     position_warning_ratio: Decimal = Field(default=Decimal("0.80"), gt=0, le=1)
     #: Worker-wide gross long exposure, orders in flight included.
     max_total_exposure: Decimal = Field(default=Decimal("1000000"), gt=0)
+    #: The same, per user (every execution of one user_id, fleet-wide); None = no cap.
+    max_user_exposure: Decimal | None = Field(default=None, gt=0)
+    #: A strategy whose first orders the remaining capacity funds to less than this
+    #: fraction is refused (`insufficient_capacity`); at or above it, it starts scaled down.
+    min_funded_fraction: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     #: Daily loss limit as a fraction of start-of-day equity ...
     max_daily_loss: Decimal = Field(default=Decimal("0.05"), gt=0, le=1)
     #: ... and as an absolute amount; the smaller of the two applies.

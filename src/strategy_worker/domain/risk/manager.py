@@ -58,6 +58,7 @@ class RiskReason(StrEnum):
     POSITION_LIMIT = "POSITION_LIMIT"
     INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
     EXPOSURE_LIMIT = "EXPOSURE_LIMIT"
+    USER_EXPOSURE_LIMIT = "USER_EXPOSURE_LIMIT"
     NO_POSITION = "NO_POSITION"
     OVERSELL = "OVERSELL"
     RATE_LIMITED = "RATE_LIMITED"
@@ -128,6 +129,8 @@ class RiskContext:
     pending_buy_quantity: Decimal = ZERO
     pending_sell_quantity: Decimal = ZERO
     worker_exposure: Decimal = ZERO
+    user_exposure: Decimal = ZERO
+    """The same for the order's user (checked only when `max_user_exposure` is set)."""
 
 
 _BUY = Side.BUY
@@ -204,7 +207,7 @@ class RiskManager:
             return _deny(order, RiskReason.INVALID_ORDER, "quantity and price must be positive")
         if order.side is not _BUY:
             return self._check_sell(order, context, ex, now, qty, price)
-        if ex.halted or ex.reducing or ex.stops.stopped_out:
+        if ex.halted or ex.reducing or ex.operator_reducing or ex.stops.stopped_out:
             denied = _buy_state_denial(order, ex)
             if denied is not None:
                 return denied
@@ -231,6 +234,9 @@ class RiskManager:
             return self._resize_buy(order, context, ex, now, held_value)
         if context.worker_exposure + notional > self._max_exposure:
             return _exposure_denial(order, context.worker_exposure, notional, self._max_exposure)
+        user_cap = self.limits.max_user_exposure
+        if user_cap is not None and context.user_exposure + notional > user_cap:
+            return _user_exposure_denial(order, context.user_exposure, notional, user_cap)
         # Both token buckets, inline (see TokenBucket for the same logic as methods).
         bucket = ex.bucket
         worker = self._worker_bucket
@@ -276,6 +282,9 @@ class RiskManager:
             return _deny(order, reason, _why(reason, allowed, ex, equity))
         if ctx.worker_exposure + notional > self._max_exposure:
             return _exposure_denial(order, ctx.worker_exposure, notional, self._max_exposure)
+        user_cap = self.limits.max_user_exposure
+        if user_cap is not None and ctx.user_exposure + notional > user_cap:
+            return _user_exposure_denial(order, ctx.user_exposure, notional, user_cap)
         if not self._take(ex.bucket, now, forced=False):
             return _deny(order, RiskReason.RATE_LIMITED, "order submit rate limit reached")
         events = [_resized_event(order, new_qty, reason, _why(reason, allowed, ex, equity))]
@@ -367,7 +376,7 @@ def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
 def _buy_state_denial(order: OrderIntent, ex: ExecutionRisk) -> RiskDecision | None:
     if ex.halted:
         return _deny(order, RiskReason.TRADING_HALTED, "trading HALTED: daily loss limit")
-    if ex.reducing:
+    if ex.reducing or ex.operator_reducing:
         return _deny(order, RiskReason.TRADING_REDUCING, "trading REDUCING: no buys")
     level = ex.stops.stopped_out.get(order.symbol)
     if level is not None:
@@ -383,7 +392,15 @@ def _exposure_denial(
     order: OrderIntent, exposure: Decimal, notional: Decimal, limit: Decimal
 ) -> RiskDecision:
     return _deny(
-        order, RiskReason.EXPOSURE_LIMIT, f"worker exposure {exposure} + {notional} > {limit}"
+        order, RiskReason.EXPOSURE_LIMIT, f"fleet exposure {exposure} + {notional} > {limit}"
+    )
+
+
+def _user_exposure_denial(
+    order: OrderIntent, exposure: Decimal, notional: Decimal, limit: Decimal
+) -> RiskDecision:
+    return _deny(
+        order, RiskReason.USER_EXPOSURE_LIMIT, f"user exposure {exposure} + {notional} > {limit}"
     )
 
 

@@ -59,6 +59,7 @@ class ExecutionRisk:
         "loss_limit",
         "max_position",
         "next_day_ts",
+        "operator_reducing",
         "position_cap",
         "reducing",
         "reducing_reason",
@@ -88,6 +89,9 @@ class ExecutionRisk:
         self.halted = False
         self.reducing = False
         self.reducing_reason = ""
+        #: An operator's kill switch (reduce-only): apart from `reducing`, which
+        #: reconciliation may clear; only `leave_operator_reducing` lifts this one.
+        self.operator_reducing = False
         self.bucket = TokenBucket(
             limits.execution_orders_per_second, limits.execution_order_burst, now.timestamp()
         )
@@ -117,7 +121,7 @@ class ExecutionRisk:
     def state(self) -> TradingState:
         if self.halted:
             return TradingState.HALTED
-        if self.reducing:
+        if self.reducing or self.operator_reducing:
             return TradingState.REDUCING
         return TradingState.ACTIVE
 
@@ -203,6 +207,7 @@ class ExecutionRisk:
             "halted": self.halted,
             "reducing": self.reducing,
             "reducing_reason": self.reducing_reason,
+            "operator_reducing": self.operator_reducing,
             "trading_day": self.trading_day.isoformat(),
             "day_start_equity": money_str(self.day_start_equity),
             "stopped_out": {sym: money_str(lvl) for sym, lvl in self.stops.stopped_out.items()},
@@ -216,6 +221,7 @@ class ExecutionRisk:
             day = date.fromisoformat(data["trading_day"])
             self.reducing = bool(data["reducing"])
             self.reducing_reason = str(data["reducing_reason"])
+            self.operator_reducing = bool(data.get("operator_reducing", False))
             self.stops.stopped_out = {
                 str(sym): to_decimal(lvl) for sym, lvl in data["stopped_out"].items()
             }
@@ -244,6 +250,18 @@ class ExecutionRisk:
         before = self.state
         self.reducing = False
         self.reducing_reason = ""
+        self._changed(before, reason)
+
+    def enter_operator_reducing(self, reason: str) -> None:
+        """An operator's reduce-only (kill switch): only sells pass until lifted."""
+        before = self.state
+        self.operator_reducing = True
+        self._changed(before, reason)
+
+    def leave_operator_reducing(self, reason: str) -> None:
+        """Lift the operator's reduce-only; REDUCING stays if another reason holds it."""
+        before = self.state
+        self.operator_reducing = False
         self._changed(before, reason)
 
     def _changed(self, before: TradingState, reason: str) -> None:

@@ -16,7 +16,10 @@
 - stored positions and P&L equal a replay of the recorded fills, to the cent;
 - a worker's runner equals what the store holds (memory is never ahead of the store);
 - every published event was committed first (the outbox), and at the end every committed
-  event was published, once after dropping repeats by event id, in commit order per key.
+  event was published, once after dropping repeats by event id, in commit order per key;
+- the risk ledger: every commit that recorded new buys carried the caps and left every total
+  within them; every total is the sum of what its executions hold, and what an execution
+  holds is its exposure recomputed from its stored positions and orders.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.positions import Portfolio
 from strategy_worker.runtime.book import ExecutionBook
-from strategy_worker.store import ExecutionState, ExecutionStatus, FillRecord
+from strategy_worker.store import FLEET, ExecutionState, ExecutionStatus, FillRecord, LedgerCaps
 from strategy_worker.testing.memory_store import MemoryDatabase
 from strategy_worker.testing.ports import MemoryPublisher
 from strategy_worker.testing.venue import SimOms
@@ -59,6 +62,8 @@ class Invariants:
     _unprotected_since: dict[tuple[uuid.UUID, str], float] = field(default_factory=dict)
     now: Any = None
     """The clock (a callable giving epoch seconds), for the unprotected bound."""
+    _buy_commits: int = 0
+    caps: LedgerCaps | None = None
     checks: int = 0
     protective_exits: int = 0
     """Protective orders the OMS received (the simulation reports them)."""
@@ -127,6 +132,7 @@ class Invariants:
         self._never_short()
         self._one_protective_exit()
         self._protected(books)
+        self._ledger()
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
 
@@ -181,6 +187,12 @@ class Invariants:
             problem = replay_problem(ex.record.initial_capital, ex.fills, ex.record.state)
             if problem:
                 self.violations.append(f"{eid} v{version}: {problem}")
+            recomputed = self.db.recomputed_exposure(eid)
+            if recomputed != ex.record.ledger_exposure:
+                self.violations.append(
+                    f"{eid} v{version}: ledger holds {ex.record.ledger_exposure}, its stored "
+                    f"positions and orders give {recomputed}"
+                )
 
     def _memory_is_the_store(self, books: Iterable[ExecutionBook]) -> None:
         for book in books:
@@ -276,6 +288,28 @@ class Invariants:
             if item.event.event_id not in committed:
                 self.violations.append(f"event {item.event.event_id} published, never committed")
         self._published_seen = len(published)
+
+    def _ledger(self) -> None:
+        for caps, after in self.db.buy_commits[self._buy_commits :]:
+            if caps is None or caps != self.caps:
+                self.violations.append(f"a commit with new buys carried caps {caps}")
+                continue
+            for scope, total in after.items():
+                cap = caps.fleet if scope == FLEET else caps.user
+                if cap is not None and total > cap:
+                    self.violations.append(f"ledger {scope} at {total} > cap {cap} after buys")
+        self._buy_commits = len(self.db.buy_commits)
+        sums: dict[tuple[str, str], Decimal] = {FLEET: ZERO}
+        for ex in self.db.executions.values():
+            rec = ex.record
+            for scope in (FLEET, ("user", str(rec.user_id))):
+                sums[scope] = sums.get(scope, ZERO) + rec.ledger_exposure
+        for scope in set(sums) | set(self.db.ledger):
+            if sums.get(scope, ZERO) != self.db.ledger.get(scope, ZERO):
+                self.violations.append(
+                    f"ledger {scope} holds {self.db.ledger.get(scope)}, its executions "
+                    f"{sums.get(scope)}"
+                )
 
     # ------------------------------------------------------------------ at the end
 

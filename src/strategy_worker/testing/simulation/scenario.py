@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,13 +37,16 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
 from strategy_worker.runtime.intake import IncomingStrategy
 from strategy_worker.runtime.wiring import App
+from strategy_worker.store import LedgerCaps
 from strategy_worker.testing.memory_store import MemoryStore
 from strategy_worker.testing.rig import Rig, default_settings
 from strategy_worker.testing.simulation.invariants import Invariants, InvariantViolation
 from strategy_worker.testing.virtual_time import run_in_virtual_time
 
-EPOCH = datetime(2024, 1, 2, 22, 0, tzinfo=UTC)
-"""Two virtual hours before midnight UTC: every long run crosses a trading-day roll."""
+MIDNIGHT = datetime(2024, 1, 3, 0, 0, tzinfo=UTC)
+"""A trading-day roll (trading_day_start 00:00 UTC). Each seed starts 5 to 40 virtual
+minutes before it, so a run of a few hundred steps (about half a virtual hour) crosses it
+early or late in its life, often with positions open and faults active."""
 SYMBOLS = {
     "AAPL": Decimal("175.50"),
     "MSFT": Decimal("410.20"),
@@ -56,6 +59,8 @@ SYMBOLS = {
 }
 USERS = [uuid.UUID(int=0xA11CE + i) for i in range(3)]
 LEASE_S = 15.0
+CAPS = LedgerCaps(fleet=Decimal("1500000"), user=Decimal("700000"))
+"""Caps that bind: the scenario approves more than they fund."""
 HEARTBEAT_S = 5.0
 
 
@@ -134,11 +139,13 @@ class Simulation:
                 partial_fill_slices=rng.choice([1, 1, 2, 3]),
             ),
             lease_seconds=LEASE_S,
-            epoch=EPOCH,
+            epoch=MIDNIGHT - timedelta(minutes=rng.uniform(5, 40)),
             native_protection=self.native,
         )
         self.limit_offset = rng.choice([None, None, Decimal("0.01")])
-        self.inv = Invariants(db=rig.db, oms=rig.oms, events=rig.events, now=rig.clock.timestamp)
+        self.inv = Invariants(
+            db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS, now=rig.clock.timestamp
+        )
         rig.oms.on_receive = self.inv.on_receipt
         rig.set_prices(SYMBOLS)
         self.slots = [_Slot(f"w{i + 1}") for i in range(self.config.workers)]
@@ -204,7 +211,8 @@ class Simulation:
             slot.name,
             limits=RiskLimits(
                 stop_loss_pct=Decimal("0.05"),
-                max_total_exposure=Decimal("2000000"),
+                max_total_exposure=CAPS.fleet,
+                max_user_exposure=CAPS.user,
                 execution_orders_per_second=1.0,
                 execution_order_burst=5,
                 protection_limit_offset_pct=self.limit_offset,
