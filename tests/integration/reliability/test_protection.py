@@ -180,6 +180,11 @@ async def test_a_bracket_whose_entry_fills_partially_then_gaps_through_the_stop_
             assert protective(server) == []  # native legs wait for the entry to finish
 
             await market.set("150.00")  # gaps through 166.7250
+            await server.tick()  # the second slice fills at the gap: the worker learns later
+            await eventually(
+                lambda: _entry_is(server, OrderStatus.CANCELLED), 10, "the entry cancelled"
+            )
+            assert protective(server)  # the exit left with the cancel, in one commit
             ticker = asyncio.create_task(_tick(server))
             try:
                 await eventually(lambda: _flat(server), 15, "the position exited")
