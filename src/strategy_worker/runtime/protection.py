@@ -188,12 +188,16 @@ def protect(step: Step) -> None:
     if book is None:
         return
     at = step.now
+    told = _positions_told(book)
     for item in step.observed:
         if isinstance(item, ExecutionReport):
             book.on_report(item, at=at)
         else:
             book.on_oms_order(item, at=at)
     tell_positions(step, book)
+    committed = step.runner.model.protection
+    if book.symbols and (committed is None or set(book.symbols) - set(committed.symbols)):
+        step.touched = True  # a position the stored book does not guard yet: write it now
     decided = book.decide(at=at, next_seq=model.next_seq)
     if decided.intents:
         step.add_numbered(decided.intents)
@@ -203,7 +207,7 @@ def protect(step: Step) -> None:
     for event in decided.events:
         step.risk(event.risk_event)
         if isinstance(event, ProtectionTriggered):
-            _triggered(step, event)
+            _triggered(step, event, told.get(event.symbol))
 
 
 def tell_positions(step: Step, book: ProtectionBook) -> None:
@@ -232,10 +236,11 @@ def tell_positions(step: Step, book: ProtectionBook) -> None:
 
 def watch(step: Step) -> None:
     """The monitor step's marks for the book: every held symbol at its fresh mark (the
-    stop-loss's price path). A ratchet the committed book did not have yet (its runner
-    was busy when the mark came) makes the step write."""
+    stop-loss's price path), the positions told first (a book restored without a state, or
+    just created, learns of them before its first mark). A ratchet the committed book did
+    not have yet (its runner was busy when the mark came) makes the step write."""
     model = step.model
-    if model.protection is None or not model.portfolio.positions:
+    if not model.portfolio.positions or (model.protection is None and step.info.protection is None):
         return
     fresh = step.fresh_marks()
     marks = {s: fresh[s] for s in sorted(model.portfolio.positions) if s in fresh}
@@ -244,6 +249,8 @@ def watch(step: Step) -> None:
     book = step.protection
     if book is None:
         return
+    if any(book.guard(symbol) is None for symbol in marks):
+        tell_positions(step, book)
     for symbol, mark in marks.items():
         guard = book.guard(symbol)
         before = None if guard is None else guard.watermark
@@ -253,10 +260,23 @@ def watch(step: Step) -> None:
             step.touched = True
 
 
-def _triggered(step: Step, event: ProtectionTriggered) -> None:
+def _positions_told(book: ProtectionBook) -> dict[str, tuple[Decimal, Decimal]]:
+    """(quantity, cost basis) of each open position as the book knew it before this step."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for symbol in book.symbols:
+        guard = book.guard(symbol)
+        if guard is not None and guard.quantity > 0:
+            out[symbol] = (guard.quantity, guard.cost_basis)
+    return out
+
+
+def _triggered(
+    step: Step, event: ProtectionTriggered, told: tuple[Decimal, Decimal] | None
+) -> None:
     """A leg triggered: the re-entry block (as a stop-out's), the rest of any buy of the
     symbol still working cancelled (the position is being exited, not grown), and for the
-    stop-loss the spec's `stop_loss_triggered` event."""
+    stop-loss the spec's `stop_loss_triggered` event: the position that triggered, as held
+    now or, when the OMS's own stop already sold it in this step, as the book knew it."""
     _block(step, event.symbol, event.level)
     for order in list(step.model.orders.values()):
         intent = order.intent
@@ -267,19 +287,22 @@ def _triggered(step: Step, event: ProtectionTriggered) -> None:
     if event.leg is not Leg.STOP_LOSS:
         return
     pos = step.model.portfolio.positions.get(event.symbol)
-    if pos is None:
+    if pos is not None:
+        quantity, cost = pos.quantity, pos.cost_basis
+    elif told is not None:
+        quantity, cost = told
+    else:
         return
-    valued = step.valuation().positions.get(event.symbol)
     step.emit(
         msg.stop_loss_triggered(
             step.runner.context,
             at=step.now,
             symbol=event.symbol,
-            quantity=pos.quantity,
-            average_cost=pos.avg_cost,
+            quantity=quantity,
+            average_cost=quantize_level(cost / quantity),
             stop_price=event.level,
             price=event.mark,
-            unrealized_pnl=valued.unrealized_pnl if valued is not None else ZERO,
+            unrealized_pnl=quantity * event.mark - cost,
         )
     )
 

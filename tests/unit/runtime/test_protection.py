@@ -223,6 +223,34 @@ def test_a_restart_while_an_emulated_stop_watches_exits_once_on_the_price_throug
     run(scenario)
 
 
+def test_an_execution_stored_without_a_protection_state_is_protected_when_resumed() -> None:
+    # An execution from before protective orders (or whose state was lost): the resumed
+    # worker builds its book from the positions and exits once on a price through the stop.
+    async def scenario() -> None:
+        rig = Rig(seed=17)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as first:
+            await first.start()
+            (execution,) = await admit(first, approved({"AAPL": "0.3"}, stop_loss="0.05"))
+            await rig.run_for(2)
+            await first.abandon()
+            rig.stores["w1"].crash()
+        del rig.db.protection[execution]
+        async with rig.worker("w2") as second:
+            await second.start()
+            await rig.run_for(25)
+            assert execution in rig.db.protection  # written again by the resumed worker
+            assert protective(rig, execution) == []
+
+            await walk(rig, "94.00", "93.00")
+
+            [exit_order] = protective(rig, execution)
+            assert exit_order.request.purpose == OrderPurpose.STOP_LOSS.value
+            assert held(rig, execution) == 0
+
+    run(scenario)
+
+
 def test_an_exit_recorded_but_never_sent_is_sent_again_after_a_takeover_with_its_id() -> None:
     async def scenario() -> None:
         rig = Rig(seed=16)
@@ -315,6 +343,16 @@ def test_native_legs_wait_for_the_entry_then_a_gap_through_the_stop_exits_once()
             assert protective(rig, execution) == [leg]
             assert leg.status is OrderStatus.FILLED
             assert held(rig, execution) == 0
+            await rig.run_for(5)
+            [message] = [
+                p.event.payload
+                for p in rig.events.published
+                if p.event.event_type.endswith("stop_loss_triggered")
+            ]
+            # The OMS's own stop sold it in the step the worker heard of the trigger: the
+            # spec's event still says what was held and where it stopped.
+            assert message["quantity"] == leg.request.quantity
+            assert message["stop_price"] == D("95.0000")
 
     run(scenario)
 
