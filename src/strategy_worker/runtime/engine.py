@@ -278,11 +278,7 @@ class Engine:
             self.supervisor.spawn(self.send(runner, singles), f"send-{runner.execution_id}")
         for coid in step.cancels:
             self.supervisor.spawn(self._cancel(coid, runner), "cancel")
-        wake = protection.next_wake(runner.model.protection, step.now)
-        if wake is not None:
-            self._once(
-                runner, f"protect@{step.timestamp + wake:.3f}", lambda: self._wake(runner, wake)
-            )
+        self.arm_protection(runner)
         plans = runner.model.plans
         if plans.deferred:
             # Orders wait for a rate token: look again when the next one is due.
@@ -301,6 +297,15 @@ class Engine:
         elif runner.model.portfolio.positions and plan.next_round_at > step.timestamp:
             delay = plan.next_round_at - step.timestamp
             self._once(runner, "round", lambda: self._wake(runner, delay))
+
+    def arm_protection(self, runner: ExecutionRunner) -> None:
+        """A timer at the protection book's next deadline (a native leg's grace, a failed
+        exit's back-off): after every commit, and for a runner just resumed or reloaded."""
+        now = self.ctx.clock.now()
+        wake = protection.next_wake(runner.model.protection, now)
+        if wake is not None:
+            due = f"protect@{now.timestamp() + wake:.3f}"
+            self._once(runner, due, lambda: self._wake(runner, wake))
 
     async def send(self, runner: ExecutionRunner, intents: Sequence[OrderIntent]) -> None:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
@@ -372,8 +377,10 @@ class Engine:
     def _once(
         self, runner: ExecutionRunner, kind: str, work: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run `work()` for this runner unless the same kind is already pending."""
-        key = (runner.execution_id, kind)
+        """Run `work()` for this runner unless the same kind is already pending for it. Keyed
+        by the runner itself: a timer of the runner a reload replaced finds it no longer
+        current and does nothing, so it must not hold back the new runner's."""
+        key = (runner, kind)
         if key in self._timers:
             return
         self._timers.add(key)

@@ -127,6 +127,7 @@ class LeaseKeeper:
         ):
             self._engine.on_unsent(runner)  # the OMS could not be asked: retried with backoff
         await self._supervisor.guard(runner, self._engine.act(runner, lambda s: None))
+        self._engine.arm_protection(runner)  # a back-off or grace the previous owner began
         if self._check is not None:
             await self._supervisor.guard(runner, self._check([runner]))
 

@@ -4,12 +4,13 @@ one exit per trigger, re-armed after a takeover."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
-from strategy_worker.errors import OmsError
+from strategy_worker.errors import OmsError, StoreError
 from strategy_worker.oms_sim.venue import SimOrder, VenueRules
 from strategy_worker.runtime.wiring import App
 from strategy_worker.store import ExecutionStatus
@@ -276,6 +277,33 @@ def test_an_exit_recorded_but_never_sent_is_sent_again_after_a_takeover_with_its
 
             [exit_order] = protective(rig, execution)
             assert exit_order.client_order_id == recorded[0].client_order_id
+            assert held(rig, execution) == 0
+
+    run(scenario)
+
+
+def test_a_reload_during_a_failed_exits_back_off_keeps_the_next_exits_timer() -> None:
+    # Found by the simulation (seed 78): the back-off timer of the runner a reload replaced
+    # held back the new runner's (timers were keyed by execution, not by runner), and the
+    # next exit waited for the monitor cycle, a minute later.
+    async def scenario() -> None:
+        rig = Rig(seed=18)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            (execution,) = await admit(app, approved({"AAPL": "0.3"}, stop_loss="0.05"))
+            await rig.run_for(2)
+            rig.oms.reject_rate = 1.0  # the OMS refuses every exit for a while
+            await walk(rig, "94.00", pause=4.0)
+            assert "PROTECTION_EXIT_FAILED" in risk_of(rig, execution)
+            rig.db.faults.fail_next_commit(applied=True)  # a commit whose outcome is lost
+            with contextlib.suppress(StoreError):
+                await app.worker.handle_control(control(execution, "pause"), "test")
+            await rig.run_for(1)  # the runner is reloaded from the store
+            rig.oms.reject_rate = 0.0
+
+            await rig.run_for(20)  # within the back-off, far from the minute's cycle
+
             assert held(rig, execution) == 0
 
     run(scenario)

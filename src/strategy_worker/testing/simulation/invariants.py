@@ -9,8 +9,9 @@
   never an oversell, however protective legs, exits and closes race);
 - protective orders (issue 16): at most one protective exit live at the OMS per position
   (an emulated exit, or one native OCO group, never both, never two); protective orders
-  never sell more than was bought; an open position the worker drives is never
-  unprotected longer than `UNPROTECTED_BOUND_S` (the back-off after failed exits);
+  never sell more than was bought; an open position the worker drives is unprotected only
+  while a failed exit backs off (at most 60 s), and its next exit leaves within
+  `UNPROTECTED_BOUND_S` after that;
 - `stopped` (or `error`) implies flat at the OMS, with nothing working there;
 - no write by a worker that does not hold the lease;
 - stored positions and P&L equal a replay of the recorded fills, to the cent;
@@ -40,9 +41,11 @@ from strategy_worker.testing.ports import MemoryPublisher
 from strategy_worker.testing.venue import SimOms
 
 ENDED = (ExecutionStatus.STOPPED, ExecutionStatus.ERROR)
-UNPROTECTED_BOUND_S = 75.0
-"""The longest a position may be unprotected: a failed exit's longest back-off (60 s), the
-timer's slack and one OMS round trip (the README's documented bound)."""
+UNPROTECTED_BOUND_S = 30.0
+"""How long an open position of a driven execution may be without live protection: the
+documented state is a failed exit's back-off (at most 60 s, `retry_max_s`), after which
+the next exit must leave within this bound; any other unprotected state (a position the
+book has not been told of yet) must end within it too."""
 
 
 class InvariantViolation(AssertionError):
@@ -254,7 +257,9 @@ class Invariants:
                     )
 
     def _protected(self, books: Iterable[ExecutionBook]) -> None:
-        """No open position of a driven execution stays unprotected past the bound."""
+        """No open position of a driven execution without protection beyond the bound:
+        only while a failed exit backs off (at most 60 s), and its next exit leaves within
+        UNPROTECTED_BOUND_S of the back-off's end."""
         if self.now is None:
             return
         now = float(self.now())
@@ -265,11 +270,19 @@ class Invariants:
                 if runner.dirty or protection is None or not runner.running:
                     continue
                 ex = self.db.executions.get(runner.execution_id)
-                if ex is None or ex.record.owner_id != runner.fence.owner_id:
-                    continue
-                if ex.record.lease_epoch != runner.fence.epoch:
-                    continue
+                if ex is None or not _holds_lease(ex.record, runner.fence, now):
+                    continue  # not driven any more (the successor is checked instead)
                 for symbol in protection.unprotected(runner.held()):
+                    guard = protection.guard(symbol)
+                    retry_at = None if guard is None else guard.retry_at
+                    if retry_at is not None:
+                        due = retry_at.timestamp()
+                        if due - now > 60.0 + 1.0 or now - due > UNPROTECTED_BOUND_S:
+                            self.violations.append(
+                                f"{runner.execution_id} {symbol}: next exit due at {due:.0f}, "
+                                f"now {now:.0f} (back-off over 60 s or exit overdue)"
+                            )
+                        continue
                     key = (runner.execution_id, symbol)
                     seen.add(key)
                     since = self._unprotected_since.setdefault(key, now)
@@ -334,6 +347,15 @@ class Invariants:
             last_by_key[key] = at
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
+
+
+def _holds_lease(record: Any, fence: Any, now: float) -> bool:
+    expires = record.lease_expires_at
+    return bool(
+        record.owner_id == fence.owner_id
+        and record.lease_epoch == fence.epoch
+        and (expires is None or expires.timestamp() > now)
+    )
 
 
 def replay_problem(capital: Decimal, fills: Iterable[FillRecord], state: ExecutionState) -> str:
