@@ -34,6 +34,7 @@ from strategy_worker.domain.orders import (
     OrderStatus,
     OrderType,
     Side,
+    Trail,
 )
 from strategy_worker.domain.risk.state import TradingState as TradingState
 from strategy_worker.domain.signals.decisions import SignalDecision
@@ -207,6 +208,12 @@ class OrderRecord:
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    # Protective orders (migration 005); defaults for every MARKET and LIMIT order.
+    stop_price: Decimal | None = None
+    trail: Trail | None = None
+    parent_client_order_id: str = ""
+    oco_group_id: str = ""
+    reduce_only: bool = False
 
     @property
     def intent(self) -> OrderIntent:
@@ -222,6 +229,11 @@ class OrderRecord:
             price=self.price,
             purpose=self.purpose,
             limit_price=self.limit_price,
+            stop_price=self.stop_price,
+            trail=self.trail,
+            parent_client_order_id=self.parent_client_order_id,
+            oco_group_id=self.oco_group_id,
+            reduce_only=self.reduce_only,
         )
 
     @property
@@ -343,6 +355,15 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectionWrite:
+    """An execution's protective-order state (`ProtectionBook.to_json`) as of a write, and
+    how many of its open positions had no live protection then (`execution_protection`)."""
+
+    state: JsonObject
+    unprotected: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionWrite:
     """Everything one step decided for one execution, written atomically (`Store.commit`).
 
@@ -371,6 +392,9 @@ class ExecutionWrite:
     timeframe, bar, rule) is skipped (a replayed bar)."""
     release: bool = False
     """Give up the lease with this write (the execution is stopped or handed over)."""
+    protection: ProtectionWrite | None = None
+    """The protection state after this write (None leaves the stored one): committed with
+    the protective intents it decided, before any of them is sent."""
     exposure: Decimal | None = None
     """The execution's exposure after this write, as the risk ledger counts it: its long
     market value at the marks it knew plus the remaining notional of its live buys. The
@@ -448,6 +472,8 @@ class MarkWrite:
     unrealized_pnl: Decimal
     total_pnl: Decimal
     snapshot: SnapshotRecord | None = None
+    protection: ProtectionWrite | None = None
+    """Trailing watermarks ratcheted by quiet marks, written under the same conditions."""
     exposure: Decimal | None = None
     """The execution's exposure at the new marks (see `ExecutionWrite.exposure`)."""
     marks: Mapping[str, Decimal] | None = None
@@ -530,6 +556,13 @@ class Store(Protocol):
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
         """Every order of an execution by intent_seq."""
+        ...
+
+    async def load_protection(
+        self, execution_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, JsonObject]:
+        """The stored protection state (`ProtectionBook.to_json`) of those executions that
+        have one (restore after a restart or takeover, with `load_executions`)."""
         ...
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:

@@ -1,9 +1,11 @@
 """What the runtime decides about one execution, each a pure function of a `Step`.
 
 - `monitor`: the one monitor step, used by the periodic cycle and the price watch alike:
-  the trading day opened at fresh marks, the daily loss halt, stop-losses.
+  the trading day opened at fresh marks, the daily loss halt, stop-losses, the marks for
+  the protective orders (`protection.watch`).
 - `settle`: run by the engine after every step: a rebalance's buys once its sells are
-  done, a stop's next closing round, orders waiting for a rate token.
+  done, a stop's next closing round, orders waiting for a rate token, and last the
+  protective orders' facts and decision (`protection.protect`).
 - `rebalance`, `begin_stop` / `drive_stop` / `finish_stop`, `resubmit_unseen`, `fault`.
 
 None of them performs I/O; the engine commits what they decided and then acts on it.
@@ -25,9 +27,10 @@ from strategy_worker.domain.events import (
     details,
 )
 from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
+from strategy_worker.domain.orders import OrderIntent, OrderPurpose, OrderType, Side
 from strategy_worker.domain.rebalancing import plan_rebalance
 from strategy_worker.domain.risk.manager import RiskReason
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.model import StopPlan
 from strategy_worker.runtime.signal_phases import rebalance_targets
 from strategy_worker.runtime.step import Step, closing
@@ -70,17 +73,23 @@ def monitor(step: Step) -> None:
         risk.halt(equity)
     step.drain_risk_state()
     _stop_losses(step)
+    protection.watch(step)
 
 
 def _stop_losses(step: Step) -> None:
     model = step.model
     fresh = step.fresh_marks()
+    pending = model.pending_sells()
+    if protection.owns_stop_loss(step.info):
+        # The protection book exits stopped positions (and says so): the monitor keeps the
+        # warning zone and the re-entry block, and sends nothing itself.
+        pending = {s: p.quantity for s, p in model.portfolio.positions.items()}
     scan = model.risk.stops.scan(
         model.portfolio.positions,
         fresh,
         execution_id=step.execution_id,
         first_seq=model.next_seq,
-        pending_sells=model.pending_sells(),
+        pending_sells=pending,
     )
     if not scan.events and not scan.intents:
         return
@@ -110,13 +119,15 @@ def _stop_losses(step: Step) -> None:
 
 
 def settle(step: Step) -> None:
-    """What is due after any step: a stop's next round, a rebalance's buys, waiting orders."""
+    """What is due after any step: a stop's next round, a rebalance's buys, waiting orders,
+    then the protective orders (last: they see every order the step added)."""
     if step.model.plans.stop is not None:
         drive_stop(step)
-        return
-    _rebalance_buys(step)
-    if step.model.status is ExecutionStatus.ACTIVE:
-        release_deferred(step)  # paused: waiting orders wait on (no new entries)
+    else:
+        _rebalance_buys(step)
+        if step.model.status is ExecutionStatus.ACTIVE:
+            release_deferred(step)  # paused: waiting orders wait on (no new entries)
+    protection.protect(step)
 
 
 def release_deferred(step: Step) -> None:
@@ -156,7 +167,7 @@ def rebalance(step: Step, threshold: Decimal) -> None:
         model.status is not ExecutionStatus.ACTIVE
         or model.plans.stop is not None
         or model.risk.state.value != "ACTIVE"
-        or model.live_orders()
+        or model.working_orders()
         or model.plans.deferred
         or model.plans.rebalance_drift is not None
     ):
@@ -293,14 +304,16 @@ def begin_stop(
 
 
 def drive_stop(step: Step) -> None:
-    """A stop's next move: cancel live buys, close what is held and not being sold (a
-    rejected close is retried with capped backoff), alert when it does not complete."""
+    """A stop's next move: cancel live buys (and protective LIMIT exits, which may rest
+    below a gap), close what is held and not being sold (a rejected close is retried with
+    capped backoff), alert when it does not complete."""
     model = step.model
     plan = model.plans.stop
     if plan is None:
         return
+    legs = model.resting_legs().legs
     for order in list(model.orders.values()):
-        if order.is_live and order.intent.side is Side.BUY and not order.cancel_requested:
+        if order.is_live and not order.cancel_requested and _in_the_way(order.intent, legs):
             # Asked at the OMS, never assumed: a buy the OMS never saw is cancelled here
             # only by reconciliation, once the OMS says so (`resubmit_unseen`).
             live = step.order(order.client_order_id)
@@ -344,6 +357,18 @@ def drive_stop(step: Step) -> None:
             )
         )
         step.set_plans(stop=replace(plan, alerted=True))
+
+
+def _in_the_way(intent: OrderIntent, legs: frozenset[str]) -> bool:
+    """A live order a stop cancels: a buy, or an emulated protective exit working as a
+    LIMIT (a stop-limit's exit the price gapped past would hold the close up forever)."""
+    if intent.side is Side.BUY:
+        return True
+    return (
+        intent.purpose.is_protective
+        and intent.order_type is OrderType.LIMIT
+        and intent.client_order_id not in legs
+    )
 
 
 def finish_stop(step: Step, oms_positions: Mapping[str, Decimal]) -> bool:
@@ -391,6 +416,9 @@ def resubmit_unseen(step: Step, unseen: Sequence[str]) -> None:
         if order is None or not order.is_live:
             continue
         intent = order.intent
+        if intent.purpose.is_protective and intent.reduce_only:
+            protection.resubmit(step, order)  # the book's: never through the gate
+            continue
         if model.plans.stop is not None and intent.side is Side.BUY:
             step.cancel_locally(order, "not sent: the execution is stopping")
             _not_sent(step, intent, "EXECUTION_STOPPING", "the execution is stopping")

@@ -4,8 +4,10 @@
 settles it (`decide.settle`), and commits it in one transaction; only after that commit
 does the runner adopt the new model, and only then does the engine act on the decision:
 orders to the OMS (through the worker's submission queue, `runtime/submit.py`, which
-batches the orders of every execution), cancel requests, a stop's finish once flat, a timer
-for what is due later. `act_many` does the same for many executions in one transaction.
+batches the orders of every execution; native protective legs as one atomic group each),
+cancel requests, a stop's finish once flat, a timer for what is due later (a rate token, a
+protective order's grace or back-off). `act_many` does the same for many executions in one
+transaction.
 
 A commit whose outcome is unknown (the connection broke, the task was cancelled) marks its
 runners dirty: nothing acts on them until they are reloaded from the store. A commit that
@@ -26,6 +28,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import OmsGateway, OrderRateLimit
 from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.exposure import FleetExposure
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -252,6 +255,9 @@ class Engine:
         execution_id = step.runner.execution_id
         if step.create is not None and step.published_at is not None:
             self._first_order[execution_id] = step.published_at
+        written = step.protection_write()
+        if written is not None and self.ctx.protection is not None:
+            self.ctx.protection.note(execution_id, written.unprotected)
         for row in step.risk_rows:
             metrics.record_risk_event(row.event_type, row.severity.value)
         for event in step.events:
@@ -281,10 +287,20 @@ class Engine:
             )
             return
         outgoing = [*step.resend, *step.intents]
-        if outgoing:
-            await self.send(runner, outgoing)
+        desk = self.ctx.protection
+        caps = desk.capabilities if desk is not None else None
+        groups, singles = (
+            protection.split_groups(runner, outgoing, caps) if caps else ([], outgoing)
+        )
+        for group in groups:
+            self.supervisor.spawn(
+                protection.send_group(self, runner, group), f"send-group-{runner.execution_id}"
+            )
+        if singles:
+            await self.send(runner, singles)
         for coid in step.cancels:
-            self.supervisor.spawn(self._cancel(coid), "cancel")
+            self.supervisor.spawn(self._cancel(coid, runner), "cancel")
+        self.arm_protection(runner)
         plans = runner.model.plans
         if plans.deferred:
             # Orders wait for a rate token: look again when the next one is due.
@@ -303,6 +319,15 @@ class Engine:
         elif runner.model.portfolio.positions and plan.next_round_at > step.timestamp:
             delay = plan.next_round_at - step.timestamp
             self._once(runner, "round", lambda: self._wake(runner, delay))
+
+    def arm_protection(self, runner: ExecutionRunner) -> None:
+        """A timer at the protection book's next deadline (a native leg's grace, a failed
+        exit's back-off): after every commit, and for a runner just resumed or reloaded."""
+        now = self.ctx.clock.now()
+        wake = protection.next_wake(runner.model.protection, now)
+        if wake is not None:
+            due = f"protect@{now.timestamp() + wake:.3f}"
+            self._once(runner, due, lambda: self._wake(runner, wake))
 
     async def send(self, runner: ExecutionRunner, intents: Sequence[OrderIntent]) -> None:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
@@ -341,7 +366,7 @@ class Engine:
         allowed = {i.client_order_id for i in (*closing, *ordinary[:granted])}
         return [i for i in intents if i.client_order_id in allowed]
 
-    async def _cancel(self, client_order_id: str) -> None:
+    async def _cancel(self, client_order_id: str, runner: ExecutionRunner | None = None) -> None:
         try:
             await self.oms.cancel(client_order_id)
         except OmsError as exc:
@@ -350,12 +375,16 @@ class Engine:
                 client_order_id=client_order_id,
                 error=str(exc)[:200],
             )
+            if runner is not None:
+                self.on_unsent(runner)  # reconciliation asks the OMS and cancels again
 
     def _once(
         self, runner: ExecutionRunner, kind: str, work: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run `work()` for this runner unless the same kind is already pending."""
-        key = (runner.execution_id, kind)
+        """Run `work()` for this runner unless the same kind is already pending for it. Keyed
+        by the runner itself: a timer of the runner a reload replaced finds it no longer
+        current and does nothing, so it must not hold back the new runner's."""
+        key = (runner, kind)
         if key in self._timers:
             return
         self._timers.add(key)

@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.domain.protection import ProtectionSpec
 from strategy_worker.domain.rejection import Rejection
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.signals.parsing import parse_rules_from_config
@@ -36,6 +37,9 @@ class ExecutionInfo:
     """Why the stored rules could not be read back (then `rules` is None)."""
     started_at: datetime | None = None
     """When the execution started: its warm-up history is the bars before this instant."""
+    protection: ProtectionSpec | None = None
+    """The protective legs those limits configure (stop-loss, trailing stop, take-profit,
+    where they rest); None when they configure none."""
 
     @property
     def key(self) -> str:
@@ -61,14 +65,11 @@ def info_from_config(
     worker_limits: RiskLimits,
     started_at: datetime | None = None,
 ) -> ExecutionInfo:
-    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it)."""
-    risk = config.get("risk_params") or {}
-    params = StrategyRiskParams(
-        max_position_size=_opt_dec(risk.get("max_position_size")),
-        stop_loss_pct=_opt_dec(risk.get("stop_loss_pct")),
-        max_daily_loss=_opt_dec(risk.get("max_daily_loss")),
-    )
+    """Rebuild the facts from the stored `config` JSON (as `StrategyConfig.to_json` wrote it):
+    every risk param the strategy set, its own protection included, survives a restart."""
+    params = StrategyRiskParams.from_stored(config.get("risk_params") or {})
     limits = worker_limits.tightened_by(params)
+    spec = ProtectionSpec.from_limits(limits, include_stop_loss=True)
     cap = limits.max_position_size
     targets = {sym: min(Decimal(str(w)), cap) for sym, w in sorted(config["allocation"].items())}
     rules = parse_rules_from_config(config)
@@ -85,8 +86,5 @@ def info_from_config(
         rules=found,
         rules_problem=problem,
         started_at=started_at,
+        protection=spec if spec.enabled else None,
     )
-
-
-def _opt_dec(value: object) -> Decimal | None:
-    return None if value is None else Decimal(str(value))

@@ -12,19 +12,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from strategy_worker.domain.clock import Clock
+from strategy_worker.domain.orders import OrderStatus
 from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
+from strategy_worker.runtime.protection import ProtectionDesk
 from strategy_worker.runtime.restore import runner_from
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.supervisor import Supervisor
-from strategy_worker.store import ExecutionRecord, Store
+from strategy_worker.store import ExecutionRecord, JsonObject, LoadedExecution, Store
 
 _log = get_logger(__name__)
 
@@ -44,7 +47,11 @@ class LeaseKeeper:
         metrics: WorkerMetrics,
         reconcile: Callable[[ExecutionRunner], Awaitable[None]],
         after_cycle: Callable[[], None],
+        protection: ProtectionDesk | None = None,
+        check: Callable[[list[ExecutionRunner]], Awaitable[object]] | None = None,
     ) -> None:
+        self._protection = protection
+        self._check = check
         self._settings = settings
         self._store = store
         self._book = book
@@ -92,11 +99,13 @@ class LeaseKeeper:
 
     async def resume(self, records: Sequence[ExecutionRecord]) -> None:
         """Drive these executions from their stored state; reconcile each with the OMS."""
-        loaded = await self._store.load_executions([r.execution_id for r in records])
+        ids = [r.execution_id for r in records]
+        loaded = await self._store.load_executions(ids)
+        states = await self._store.load_protection(ids)
         for item in loaded:
             if item.record.owner_id != self._settings.owner_id:
                 continue  # taken by another worker between the two reads
-            runner = runner_from(item, worker_limits=self._settings.limits, clock=self._clock)
+            runner = self._runner(item, states)
             self._book.add(runner)
             _log.info(
                 "execution resumed",
@@ -108,9 +117,30 @@ class LeaseKeeper:
 
     async def _settle(self, runner: ExecutionRunner) -> None:
         """A resumed execution: reconcile first (missed fills, unseen orders), then let a
-        step settle it (a previous owner's stop continues from its durable plan)."""
+        step settle it (a previous owner's stop continues from its durable plan, the
+        protection book is re-armed), then a look at the marks (a stop or trigger level
+        passed while nobody watched acts now, not at the next monitor cycle)."""
         await self._supervisor.guard(runner, self._reconcile(runner))
+        if any(
+            o.status is OrderStatus.PENDING and not o.oms_order_id
+            for o in runner.model.live_orders()
+        ):
+            self._engine.on_unsent(runner)  # the OMS could not be asked: retried with backoff
         await self._supervisor.guard(runner, self._engine.act(runner, lambda s: None))
+        self._engine.arm_protection(runner)  # a back-off or grace the previous owner began
+        if self._check is not None:
+            await self._supervisor.guard(runner, self._check([runner]))
+
+    def _runner(
+        self, item: LoadedExecution, states: Mapping[uuid.UUID, JsonObject]
+    ) -> ExecutionRunner:
+        return runner_from(
+            item,
+            worker_limits=self._settings.limits,
+            clock=self._clock,
+            protection=self._protection,
+            protection_state=states.get(item.record.execution_id),
+        )
 
     async def reload_dirty(self) -> None:
         """Rebuild dirty runners from the store as soon as it answers."""
@@ -119,7 +149,9 @@ class LeaseKeeper:
         if not dirty:
             return
         try:
-            loaded = await self._store.load_executions([r.execution_id for r in dirty])
+            ids = [r.execution_id for r in dirty]
+            loaded = await self._store.load_executions(ids)
+            states = await self._store.load_protection(ids)
         except StoreError as exc:
             if not exc.retryable:
                 raise
@@ -137,7 +169,7 @@ class LeaseKeeper:
             if not record.state.status.is_running:
                 await self._book.remove(old, release=False)  # it ended with that commit
                 continue
-            new = runner_from(item, worker_limits=self._settings.limits, clock=self._clock)
+            new = self._runner(item, states)
             new.marks.update(old.marks)
             new.mark_times.update(old.mark_times)
             async with old.lock:

@@ -8,7 +8,8 @@ fork only once the commit succeeded, so memory is never ahead of the store.
 
 Persisted in `strategy_executions.positions` (JSONB): the portfolio (`Portfolio.to_json`),
 `risk` (`ExecutionRisk.to_json`), `runtime` (`RuntimePlans.to_json`) and `marks` (the
-prices the stored unrealized P&L was valued at).
+prices the stored unrealized P&L was valued at). The protective orders' book
+(`protection`, runtime/protection.py) is stored beside it, in `execution_protection`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from strategy_worker.domain.orders import (
     Side,
 )
 from strategy_worker.domain.positions import Portfolio, Valuation
+from strategy_worker.domain.protection import ProtectionBook
 from strategy_worker.domain.risk.state import ExecutionRisk
 from strategy_worker.errors import DomainError
 from strategy_worker.store import ExecutionState, ExecutionStatus, TradingState
@@ -120,6 +122,18 @@ class RuntimePlans:
             raise DomainError(f"runtime plans are not valid: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class RestingLegs:
+    """The protection book's native legs: `legs` every one, `quiet` those of groups the OMS
+    has not acted on (resting untriggered, nothing filled)."""
+
+    legs: frozenset[str]
+    quiet: frozenset[str]
+
+
+_NO_LEGS = RestingLegs(frozenset(), frozenset())
+
+
 @dataclass(slots=True, kw_only=True)
 class ExecutionModel:
     """One execution as committed. Mutated only by a step's fork; adopted after commit."""
@@ -132,10 +146,14 @@ class ExecutionModel:
     next_seq: int
     version: int
     plans: RuntimePlans = field(default_factory=RuntimePlans)
+    protection: ProtectionBook | None = None
+    """The protective orders of the execution's positions (None: none configured, or none
+    needed yet). Shared by `fork`: a step copies it on first use (`Step.protection`)."""
 
     def fork(self) -> ExecutionModel:
         """A working copy: portfolio, risk and the order map copied (a step copies an order
-        itself before it changes it, see `Step.order`); plans are immutable values."""
+        itself before it changes it, see `Step.order`, and the protection book the same
+        way); plans are immutable values."""
         return replace(
             self,
             portfolio=self.portfolio.clone(),
@@ -154,11 +172,42 @@ class ExecutionModel:
     def live_orders(self) -> list[OrderState]:
         return [o for o in self.orders.values() if o.is_live]
 
+    def working_orders(self) -> list[OrderState]:
+        """Live orders that are on their way to fill: every live order but the native
+        protective legs resting untriggered at the OMS (those may rest for the position's
+        whole life; a rebalance or a position check must not wait for them)."""
+        quiet = self.resting_legs().quiet
+        return [o for o in self.orders.values() if o.is_live and o.client_order_id not in quiet]
+
+    def resting_legs(self) -> RestingLegs:
+        """The native legs of the protection book (see `RestingLegs`)."""
+        book = self.protection
+        if book is None:
+            return _NO_LEGS
+        legs: set[str] = set()
+        quiet: set[str] = set()
+        for symbol in book.symbols:
+            guard = book.guard(symbol)
+            native = None if guard is None else guard.native
+            if native is None:
+                continue
+            ids = [leg.client_order_id for leg in native.legs]
+            legs.update(ids)
+            if not native.executing:
+                quiet.update(ids)
+        return RestingLegs(frozenset(legs), frozenset(quiet))
+
     def pending_sells(self) -> dict[str, Decimal]:
-        """Shares per symbol that live SELL orders will still sell (not to be sold twice)."""
+        """Shares per symbol that live SELL orders will still sell (not to be sold twice).
+        Native protective legs are not counted: they are reduce-only at the OMS, which never
+        lets them sell what another sell already sold (a close or a rebalance may race
+        them; the protection book re-arms them at the new size)."""
+        legs = self.resting_legs().legs
         pending: dict[str, Decimal] = {}
         for order in self.orders.values():
             if order.is_live and order.intent.side is Side.SELL:
+                if order.client_order_id in legs:
+                    continue
                 sym = order.intent.symbol
                 pending[sym] = pending.get(sym, ZERO) + order.remaining_quantity
         return pending

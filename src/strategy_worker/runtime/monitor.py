@@ -1,11 +1,14 @@
 """Prices in, monitor steps out: the periodic cycle and the price watch share one path.
 
-Both hand new marks to `Monitor.observe`, which runs the one monitor step
-(`decide.monitor`) only for the executions the marks can affect (`may_act`): a stop level
-or warning zone reached or left, a blocked symbol that may re-arm, the daily loss floor, a
-day roll, or a plan in progress. The others only take the marks; on the periodic cycle
-their valuation and snapshot are written in one batched statement (`Store.record_marks`)
-that never overwrites a newer commit.
+Both hand new marks to one observation (`Monitor._observe`; the price watch's
+`on_prices` through `_observe_and_act`, which acts in growing chunks), which runs the one
+monitor step (`decide.monitor`) only for the executions the marks can affect (`may_act`):
+a stop level or warning zone reached or left, a blocked symbol that may re-arm, the daily
+loss floor, a day roll, a plan in progress, or a protective leg the mark would trigger
+(`protection.observe`, which ratchets the trailing watermarks of the others in place). The
+others only take the marks; on the periodic cycle their valuation, snapshot and ratcheted
+protection state are written in one batched statement (`Store.record_marks`) that never
+overwrites a newer commit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from strategy_worker.domain.clock import Clock
@@ -22,6 +26,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import PriceSource
 from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -52,7 +57,9 @@ class Monitor:
         clock: Clock,
         metrics: WorkerMetrics,
         drift_threshold: Decimal,
+        protection_desk: protection.ProtectionDesk | None = None,
     ) -> None:
+        self._protection = protection_desk
         self._book = book
         self._engine = engine
         self._prices = prices
@@ -82,6 +89,8 @@ class Monitor:
             await asyncio.sleep(0)  # what was just committed leaves before the next chunk
         for chunk in _chunks(quiet):
             await self._quiet(chunk)
+        if self._protection is not None:
+            self._protection.recount(self._book.running())
         self._metrics.monitor_cycle_seconds.observe(time.perf_counter() - started)
 
     async def on_prices(self, prices: Mapping[str, Decimal]) -> int:
@@ -98,6 +107,19 @@ class Monitor:
         if missing:  # never valued since resumed: its other marks come from the source
             marks = {**(await self._prices.get_prices(missing)), **prices}
         return await self._observe_and_act(runners, marks)
+
+    async def check(self, runners: Sequence[ExecutionRunner]) -> int:
+        """Marks for these executions now, and the monitor step where they can affect
+        them: a resumed execution learns at once of a level passed while nobody watched
+        (the feed does not replay what it announced before). Returns how many acted."""
+        runners = [r for r in runners if r.running and not r.dirty and self._book.is_current(r)]
+        if not runners:
+            return 0
+        prices = await self._prices.get_prices(_symbols(runners))
+        acting = self._observe(runners, prices)
+        for chunk in _chunks(acting):
+            await self._engine.act_many(chunk, rules.monitor)
+        return len(acting)
 
     async def rebalance_cycle(self) -> None:
         """Every rebalance_interval: plan a rebalance where drift exceeds the threshold.
@@ -123,17 +145,14 @@ class Monitor:
         crosses thousands of stops, the first closes leave after a few executions were
         decided and committed, not after all of them."""
         self.observed(prices)
-        now = self._clock.now().timestamp()
+        at = self._clock.now()
         sizes = iter(_RAMP)
         want = next(sizes)
         acting: list[ExecutionRunner] = []
         done = 0
         for runner in runners:
-            own = _own(runner, prices)
-            if may_act(runner, own, now):
+            if self._give(runner, prices, at):
                 acting.append(runner)
-            runner.observe(own, now)
-            self._book.refresh(runner)
             if len(acting) >= want:
                 await self._engine.act_many(acting, rules.monitor)
                 done += len(acting)
@@ -150,15 +169,18 @@ class Monitor:
     ) -> list[ExecutionRunner]:
         """Give each runner its marks; returns those the marks can affect."""
         self.observed(prices)
-        now = self._clock.now().timestamp()
-        acting: list[ExecutionRunner] = []
-        for runner in runners:
-            own = _own(runner, prices)
-            if may_act(runner, own, now):
-                acting.append(runner)
-            runner.observe(own, now)
-            self._book.refresh(runner)
-        return acting
+        at = self._clock.now()
+        return [r for r in runners if self._give(r, prices, at)]
+
+    def _give(self, runner: ExecutionRunner, prices: Mapping[str, Decimal], at: datetime) -> bool:
+        """One runner's marks (and its protection's); True when they can affect it."""
+        own = _own(runner, prices)
+        now = at.timestamp()
+        protect = protection.observe(runner, own, at)
+        acts = may_act(runner, own, now) or protect
+        runner.observe(own, now)
+        self._book.refresh(runner)
+        return acts
 
     async def _quiet(self, runners: Sequence[ExecutionRunner]) -> None:
         """Valuation and snapshot of executions the marks did not affect, in one write."""
@@ -179,6 +201,7 @@ class Monitor:
                     snapshot=snapshot_of(
                         runner.execution_id, model.portfolio, val, at, model.version
                     ),
+                    protection=protection.mark_write(runner),
                     exposure=runner.exposure(),
                     marks={s: p.mark for s, p in val.positions.items()},
                 )

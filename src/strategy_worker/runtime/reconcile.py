@@ -3,9 +3,11 @@
 - `reconcile(runner)`: ask the OMS about every order of the execution; apply what it says
   (missed fills, rejects, cancels) through the order state machine; orders it has never
   seen pass the risk gate again *now* and are resent (same client order id) or cancelled
-  here (`decide.resubmit_unseen`); once nothing is in flight, compare positions: a
-  difference moves the execution to REDUCING, a clean comparison clears a REDUCING that a
-  difference caused.
+  here (`decide.resubmit_unseen`; protective orders as `protection.resubmit` says), and
+  cancels the protection book asked for go out again while the OMS shows the order live;
+  once nothing is in flight (native legs resting untriggered do not count), compare
+  positions: a difference moves the execution to REDUCING, a clean comparison clears a
+  REDUCING that a difference caused.
 - `pump()`: the OMS report stream, applied in batches (one commit per batch, the report
   cursor in it), resumed from the durable cursor after a restart.
 - `retry_unsent(runner)`: after a failed send, reconcile with capped backoff until the OMS
@@ -28,6 +30,7 @@ from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.ports import OmsGateway
 from strategy_worker.runtime import decide as rules
+from strategy_worker.runtime import protection
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.runtime.engine import Engine
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -84,13 +87,13 @@ class Reconciler:
         """See the module docstring; raises what the OMS or the store raise (guarded)."""
         views = await self._oms.list_orders(runner.execution_id)
         await self._engine.act(runner, lambda s: _apply_and_resubmit(s, views))
-        if not self._book.is_current(runner) or runner.model.live_orders():
+        if not self._book.is_current(runner) or runner.model.working_orders():
             return
         remote = await self._oms.get_positions(runner.execution_id)
         await self._engine.act(runner, lambda s: self._compare(s, remote))
 
     def _compare(self, step: Step, remote: Mapping[str, Decimal]) -> None:
-        if step.model.live_orders():
+        if step.model.working_orders():
             return  # something was sent meanwhile: compare next time
         local = {s: p.quantity for s, p in step.model.portfolio.positions.items()}
         unexplained = []
@@ -244,6 +247,7 @@ def _apply_and_resubmit(step: Step, views: list[OmsOrder]) -> None:
     if unseen:
         _log.info("orders the OMS never saw: checked again", orders=len(unseen))
         rules.resubmit_unseen(step, unseen)
+    protection.reconciled(step, views)
 
 
 ReconcileFn = Callable[[ExecutionRunner], Awaitable[None]]

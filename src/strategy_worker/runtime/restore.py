@@ -1,5 +1,7 @@
 """A runner for a stored execution: facts from its config, positions, the daily risk state
-and the runtime's plans from its row, order states replayed from its orders and fills.
+and the runtime's plans from its row, order states replayed from its orders and fills, the
+protection book from its committed state (`execution_protection`; re-armed by the
+reconciliation every restore is followed by).
 
 The day's start equity survives a restart on the same trading day; on a later day the new
 day waits for the first valuation at fresh marks (`ExecutionRisk.open_pending`), never a
@@ -18,14 +20,27 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.state import ExecutionRisk
 from strategy_worker.runtime.facts import info_from_config
 from strategy_worker.runtime.model import ExecutionModel, RuntimePlans
+from strategy_worker.runtime.protection import ProtectionDesk
 from strategy_worker.runtime.runner import ExecutionRunner
-from strategy_worker.store import ExecutionRecord, LoadedExecution, OrderRecord, TradingState
+from strategy_worker.store import (
+    ExecutionRecord,
+    JsonObject,
+    LoadedExecution,
+    OrderRecord,
+    TradingState,
+)
 
 
 def runner_from(
-    loaded: LoadedExecution, *, worker_limits: RiskLimits, clock: Clock
+    loaded: LoadedExecution,
+    *,
+    worker_limits: RiskLimits,
+    clock: Clock,
+    protection: ProtectionDesk | None = None,
+    protection_state: JsonObject | None = None,
 ) -> ExecutionRunner:
-    """The runner of a stored execution, as its last commit left it."""
+    """The runner of a stored execution, as its last commit left it (`protection_state`:
+    its stored protection book, `Store.load_protection`)."""
     record = loaded.record
     info = info_from_config(
         execution_id=record.execution_id,
@@ -72,6 +87,7 @@ def runner_from(
         next_seq=record.next_intent_seq,
         version=record.version,
         plans=plans,
+        protection=None if protection is None else protection.restore(info, protection_state),
     )
     fence = record.fence
     if fence is None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from strategy_worker.config import RiskSection, WorkerConfig
 from strategy_worker.domain.risk.limits import RiskLimits
-from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
+from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES, ProtectionPlacement
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +70,11 @@ def risk_limits_from(section: RiskSection) -> RiskLimits:
         slippage_reserve_bps=section.slippage_reserve_bps,
         fee_reserve_bps=section.fee_reserve_bps,
         fee_reserve_per_order=section.fee_reserve_per_order,
+        trailing_stop_pct=section.trailing_stop_pct,
+        take_profit_pct=section.take_profit_pct,
+        protection=ProtectionPlacement(section.protection),
+        protection_limit_offset_pct=section.protection_limit_offset_pct,
+        protection_native_grace=section.protection_native_grace,
     )
 
 

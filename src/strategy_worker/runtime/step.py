@@ -34,6 +34,7 @@ from strategy_worker.domain.orders import (
     Side,
 )
 from strategy_worker.domain.positions import Portfolio, Valuation
+from strategy_worker.domain.protection import ProtectionBook
 from strategy_worker.domain.risk.manager import (
     RiskContext,
     RiskDecision,
@@ -43,6 +44,7 @@ from strategy_worker.domain.risk.manager import (
 )
 from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import DomainError
+from strategy_worker.runtime import protection as protective
 from strategy_worker.runtime.model import ExecutionModel
 from strategy_worker.runtime.runner import ExecutionRunner
 from strategy_worker.store import (
@@ -52,6 +54,7 @@ from strategy_worker.store import (
     FillRecord,
     NewExecution,
     OutboxEvent,
+    ProtectionWrite,
     RiskEventRecord,
     SnapshotRecord,
 )
@@ -81,6 +84,8 @@ class StepContext:
     exposure: ExposureView
     price_max_age: float = 120.0
     """Seconds a mark stays current enough to size an order at it."""
+    protection: protective.ProtectionDesk | None = None
+    """What the OMS holds natively, for the protection books (None: baseline)."""
 
 
 class Step:
@@ -117,8 +122,12 @@ class Step:
         self.release = False
         self.touched = False
         """Something of the model changed that must be written even without rows."""
+        self.observed: list[ExecutionReport | OmsOrder] = []
+        """What the OMS said in this step about the execution's orders (for the book)."""
         self._copied: set[str] = set()
         self._valuation: Valuation | None = None
+        self._protection_copied = False
+        self._protection_write: ProtectionWrite | None = None
         self._releasing = ZERO
         """Notional of the waiting buy being checked for release (see `risk_context`)."""
 
@@ -150,6 +159,21 @@ class Step:
         self.model.orders[coid] = twin
         self._copied.add(coid)
         return twin
+
+    @property
+    def protection(self) -> ProtectionBook | None:
+        """The execution's protection book, copied into this step on first use (a fresh
+        one when its limits configure protection and it has none yet)."""
+        if not self._protection_copied:
+            self._protection_copied = True
+            desk = self.ctx.protection
+            book = self.model.protection
+            if book is not None:
+                caps = desk.capabilities if desk is not None else None
+                self.model.protection = book.clone(capabilities=caps)
+            elif desk is not None:
+                self.model.protection = desk.new_book(self.info)
+        return self.model.protection
 
     @property
     def has_effects(self) -> bool:
@@ -226,8 +250,13 @@ class Step:
         `exclude` leaves one recorded order out of the in-flight sums (re-checking it)."""
         model = self.model
         buy_value = buy_qty = sell_qty = ZERO
+        legs = model.resting_legs().legs  # reduce-only at the OMS: see pending_sells
         for order in model.orders.values():
-            if not order.is_live or order.client_order_id == exclude:
+            if (
+                not order.is_live
+                or order.client_order_id == exclude
+                or order.client_order_id in legs
+            ):
                 continue
             intent = order.intent
             remaining = order.remaining_quantity
@@ -341,19 +370,41 @@ class Step:
 
     def add(self, intents: Sequence[OrderIntent]) -> list[OrderIntent]:
         """Number approved intents from next_seq (consecutive client order ids) and record
-        them as live orders of this step: they are written before the OMS hears of them."""
+        them as live orders of this step: they are written before the OMS hears of them.
+        Sells are reduce-only where the OMS honours it: a protective leg resting there may
+        fill on the OMS's own prices at any moment, and a close racing it must not sell
+        what that leg already sold."""
+        desk = self.ctx.protection
+        reduce_only = desk is not None and desk.capabilities.reduce_only
         out: list[OrderIntent] = []
         for intent in intents:
             seq = self.model.next_seq
             self.model.next_seq += 1
             numbered = replace(
-                intent, intent_seq=seq, client_order_id=client_order_id(self.execution_id, seq)
+                intent,
+                intent_seq=seq,
+                client_order_id=client_order_id(self.execution_id, seq),
+                reduce_only=intent.reduce_only or (reduce_only and intent.side is Side.SELL),
             )
             self.model.orders[numbered.client_order_id] = OrderState(numbered)
             self._copied.add(numbered.client_order_id)
             out.append(numbered)
         self.intents.extend(out)
         return out
+
+    def add_numbered(self, intents: Sequence[OrderIntent]) -> None:
+        """Record intents numbered by their decider from next_seq on (the protection
+        book's), as live orders of this step, unchanged: written before they are sent."""
+        for intent in intents:
+            if intent.intent_seq != self.model.next_seq:
+                raise DomainError(
+                    f"intent {intent.client_order_id} is numbered {intent.intent_seq}, "
+                    f"the next is {self.model.next_seq}"
+                )
+            self.model.next_seq += 1
+            self.model.orders[intent.client_order_id] = OrderState(intent)
+            self._copied.add(intent.client_order_id)
+        self.intents.extend(intents)
 
     # ------------------------------------------------------------------ reports in
 
@@ -362,6 +413,7 @@ class Step:
         for report in reports:
             order = self.order(report.client_order_id)
             if order is not None:
+                self.observed.append(report)
                 before = self._before(order)
                 self._applied(order, before, [order.apply_report(report)])
 
@@ -370,6 +422,7 @@ class Step:
         for view in views:
             order = self.order(view.client_order_id)
             if order is not None:
+                self.observed.append(view)
                 before = self._before(order)
                 self._applied(order, before, order.apply_view(view))
 
@@ -476,9 +529,17 @@ class Step:
             controls=tuple(self.controls),
             decisions=tuple(self.decisions),
             release=self.release,
+            protection=self.protection_write(),
             exposure=self.exposure(),
             new_buys=self.new_buys(),
         )
+
+    def protection_write(self) -> ProtectionWrite | None:
+        """The book's state when this step changed it (computed once: a retried write
+        carries the same)."""
+        if self._protection_copied and self._protection_write is None:
+            self._protection_write = protective.write_of(self)
+        return self._protection_write
 
     def new_buys(self) -> Decimal:
         """Buying power this step takes: its new buy intents plus buys it sets waiting for a

@@ -39,6 +39,7 @@ from strategy_worker.runtime.leases import LeaseKeeper
 from strategy_worker.runtime.loop_lag import watch_loop_lag
 from strategy_worker.runtime.monitor import Monitor
 from strategy_worker.runtime.price_watch import watch_prices
+from strategy_worker.runtime.protection import ProtectionDesk
 from strategy_worker.runtime.reconcile import Reconciler
 from strategy_worker.runtime.relay import OutboxRelay
 from strategy_worker.runtime.runner import ExecutionRunner
@@ -96,12 +97,15 @@ class Worker:
         )
         self.supervisor = Supervisor(on_fault=self._fault, on_lost=self._lost)
         self.risk = RiskManager(settings.limits, clock)
+        self.oms = oms
+        self.protection = ProtectionDesk(metrics)
         self.exposure = FleetExposure(self.book)
         ctx = StepContext(
             clock=clock,
             risk=self.risk,
             exposure=self.exposure,
             price_max_age=settings.price_max_age,
+            protection=self.protection,
         )
         self.engine = Engine(
             store=store,
@@ -133,6 +137,7 @@ class Worker:
             clock=clock,
             metrics=metrics,
             drift_threshold=settings.drift_threshold,
+            protection_desk=self.protection,
         )
         self.intake = Intake(
             settings=settings,
@@ -164,6 +169,8 @@ class Worker:
             metrics=metrics,
             reconcile=self.reconciler.reconcile,
             after_cycle=self.controls.spawn_pending,
+            protection=self.protection,
+            check=self.monitor.check,
         )
         self.relay = OutboxRelay(
             store=store,
@@ -203,7 +210,9 @@ class Worker:
     async def start(self) -> None:
         """Resume what this worker may own (a previous process under the same owner id is
         gone), then start the loops. A store that is briefly unreachable does not stop the
-        start: the lease loop reclaims as soon as it answers."""
+        start: the lease loop reclaims as soon as it answers. Protective orders rest at the
+        OMS only once it said it can hold them (until then they are emulated)."""
+        await self._capabilities()
         try:
             await self.leases.acquire(reclaim=True)
         except StrategyWorkerError as exc:
@@ -214,7 +223,7 @@ class Worker:
         sup = self.supervisor
         sup.loop("monitor", s.position_check_interval, self.monitor.cycle, sleep=self._sleep)
         sup.loop("rebalance", s.rebalance_interval, self.monitor.rebalance_cycle, sleep=self._sleep)
-        sup.loop("reconcile", s.reconcile_interval, self.reconciler.cycle, sleep=self._sleep)
+        sup.loop("reconcile", s.reconcile_interval, self._reconcile, sleep=self._sleep)
         sup.loop("leases", s.heartbeat, self.leases.cycle, sleep=self._real_sleep)
         sup.loop("oms-probe", s.heartbeat, self.reconciler.probe, sleep=self._real_sleep)
         sup.loop("reload", _RELOAD_S, self.leases.reload_dirty, sleep=self._real_sleep)
@@ -362,6 +371,19 @@ class Worker:
 
     async def _lost(self, runner: ExecutionRunner) -> None:
         await self.engine.lost(runner)
+
+    async def _reconcile(self) -> None:
+        await self._capabilities()
+        await self.reconciler.cycle()
+
+    async def _capabilities(self) -> None:
+        """What the OMS holds natively, asked at start and again with every reconciliation
+        round (an OMS that was down at start, or came back with other features); a failure
+        keeps the last answer."""
+        try:
+            await self.protection.refresh(self.oms, self.book)
+        except StrategyWorkerError as exc:
+            _log.warning("oms capabilities unknown; protection emulated meanwhile", error=str(exc))
 
     async def _fleet_pnl(self) -> None:
         self.metrics.set_pnl_total(await self.store.fleet_pnl())

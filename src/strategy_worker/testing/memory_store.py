@@ -40,6 +40,7 @@ from strategy_worker.store import (
     FillConflictError,
     FillRecord,
     IntentConflictError,
+    JsonObject,
     LedgerAudit,
     LedgerCaps,
     LedgerRefusedError,
@@ -50,6 +51,7 @@ from strategy_worker.store import (
     OutboxEvent,
     OutboxLeadershipLostError,
     OutboxRow,
+    ProtectionWrite,
     RiskEventRecord,
     SnapshotRecord,
     Store,
@@ -111,6 +113,16 @@ class _Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtectionRow:
+    """One `execution_protection` row (the state as written: a fresh `to_json()` nobody
+    changes afterwards; readers get a deep copy)."""
+
+    state: dict[str, Any]
+    unprotected: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class WriteSeen:
     """One accepted write, with the fence it carried and who held the lease then."""
 
@@ -147,12 +159,22 @@ class MemoryDatabase:
         self.relay_leader: MemoryStore | None = None
         self.writes: list[WriteSeen] = []
         self.commits = 0
+        self.protection: dict[uuid.UUID, ProtectionRow] = {}
+        """`execution_protection`: each execution's protection state, as last written."""
         self.ledger: dict[LedgerScope, Decimal] = {FLEET: ZERO}
         self.buy_commits: list[tuple[LedgerCaps | None, dict[LedgerScope, Decimal]]] = []
         """Every commit that recorded new buys: the caps it carried, the totals after it."""
 
     def handle(self) -> MemoryStore:
         return MemoryStore(self)
+
+    def put_protection(self, execution_id: uuid.UUID, write: ProtectionWrite) -> None:
+        before = self.protection.get(execution_id)
+        self.protection[execution_id] = ProtectionRow(
+            state=dict(write.state),
+            unprotected=write.unprotected,
+            revision=1 if before is None else before.revision + 1,
+        )
 
     def move_ledger(self, user_id: uuid.UUID, delta: Decimal) -> None:
         if delta:
@@ -246,6 +268,8 @@ class MemoryStore:
             ex.record = replace(rec, state=state, updated_at=db.now(), ledger_exposure=exposure)
             if w.snapshot is not None:
                 db.snapshots.setdefault(w.snapshot.snapshot_id, w.snapshot)
+            if w.protection is not None:
+                db.put_protection(w.execution_id, w.protection)
         return missed
 
     # ------------------------------------------------------------------ executions
@@ -279,6 +303,16 @@ class MemoryStore:
             orders = sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
             out.append(LoadedExecution(record=ex.record, orders=orders, fills=list(ex.fills)))
         return out
+
+    async def load_protection(
+        self, execution_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, JsonObject]:
+        db = await self._enter()
+        return {
+            eid: copy.deepcopy(db.protection[eid].state)
+            for eid in execution_ids
+            if eid in db.protection
+        }
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
         db = await self._enter()
@@ -523,6 +557,7 @@ class _Staging:
         self.decisions: dict[DecisionKey, SignalDecision] = {}
         self.cursor: tuple[str, int] | None = None
         self.seen: list[WriteSeen] = []
+        self.protection: dict[uuid.UUID, ProtectionWrite] = {}
         self.moves: dict[LedgerScope, Decimal] = {}
         self.new_buys = ZERO
         self.buy_commit: tuple[LedgerCaps | None, dict[LedgerScope, Decimal]] | None = None
@@ -640,6 +675,11 @@ class _Staging:
                 quantity=intent.quantity,
                 price=intent.price,
                 limit_price=intent.limit_price,
+                stop_price=intent.stop_price,
+                trail=intent.trail,
+                parent_client_order_id=intent.parent_client_order_id,
+                oco_group_id=intent.oco_group_id,
+                reduce_only=intent.reduce_only,
                 status=OrderStatus.PENDING,
                 oms_order_id=None,
                 filled_quantity=ZERO,
@@ -707,6 +747,8 @@ class _Staging:
             slot = decision_key(w.execution_id, decision)
             if slot not in db.decisions:
                 self.decisions.setdefault(slot, decision)
+        if w.protection is not None:
+            self.protection[w.execution_id] = w.protection
         for done in w.controls:
             seen_control = self.controls.get(done.request_id) or db.controls.get(done.request_id)
             if seen_control is None:
@@ -783,6 +825,8 @@ class _Staging:
             db.outbox_ids.add(row.event.event_id)
         db.controls.update(self.controls)
         db.decisions.update(self.decisions)
+        for eid, write in self.protection.items():
+            db.put_protection(eid, write)
         if self.cursor is not None:
             name, seq = self.cursor
             db.cursors[name] = max(db.cursors.get(name, 0), seq)

@@ -59,7 +59,10 @@ class Rig:
         rules: VenueRules | None = None,
         lease_seconds: float = 15.0,
         epoch: datetime = EPOCH,
+        native_protection: bool | None = None,
     ) -> None:
+        """`native_protection`: the venue holds stops, trails and OCO groups (True), or
+        MARKET and LIMIT only (False: the worker emulates); None: as `rules` say."""
         loop = asyncio.get_event_loop()
         self.loop = loop
         self.clock = VirtualClock(loop, epoch=epoch)
@@ -70,6 +73,7 @@ class Rig:
             prices=lambda symbol: self.prices.prices.get(symbol),
             rules=rules,
             seed=seed,
+            native_protection=native_protection,
         )
         self.events = MemoryPublisher(self.clock.timestamp)
         self.dead_letters = MemoryDeadLetters()

@@ -1,6 +1,12 @@
 """`OmsGateway` in process: the paper venue (`oms_sim.venue.PaperVenue`) behind the port,
 with the faults a real OMS shows, each switchable and seeded.
 
+Native protection (contract 1.1: STOP, STOP_LIMIT, TRAILING_STOP, OCO groups, reduce-only,
+`submit_group`) is the paper venue's own: `native_protection=True` holds every type and
+group and triggers them on the prices `tick` hands it; False (the default) is an OMS that
+holds MARKET and LIMIT only (reduce-only stays), so the worker emulates its protection
+against the same venue. `capabilities()` answers what the venue's rules hold.
+
 - `down_until`: every call fails, retryable (the OMS unreachable, a breaker open);
 - `stall_s`: a submit is processed, then its answer is late (a timeout after processing is
   the classic unknown outcome: the order exists although the caller saw an error);
@@ -30,18 +36,13 @@ from strategy_worker.domain.orders import (
     OmsCapabilities,
     OmsOrder,
     OrderIntent,
+    OrderType,
 )
-from strategy_worker.errors import OmsError
-from strategy_worker.oms_sim.venue import (
-    ClientOrderIdReusedError,
-    OrderRequest,
-    PaperVenue,
-    SimOrder,
-    VenueRules,
-)
+from strategy_worker.errors import DomainError, OmsError, ValidationError
+from strategy_worker.oms_sim.venue import OrderRequest, PaperVenue, SimOrder, VenueRules
 from strategy_worker.ports import SubmitEntry, SubmitOutcome
 
-_NO_GROUPS = "order groups are not supported by this OMS"
+_BASIC = frozenset({OrderType.MARKET, OrderType.LIMIT})
 
 
 class SimOms:
@@ -54,8 +55,16 @@ class SimOms:
         prices: Callable[[str], Decimal | None],
         rules: VenueRules | None = None,
         seed: int = 0,
+        native_protection: bool | None = None,
     ) -> None:
-        self.venue = PaperVenue(rules or VenueRules(), seed=seed)
+        rules = rules or VenueRules(native_types=_BASIC, contingent=False)
+        if native_protection is not None:
+            rules = replace(
+                rules,
+                native_types=frozenset(OrderType) if native_protection else _BASIC,
+                contingent=native_protection,
+            )
+        self.venue = PaperVenue(rules, seed=seed)
         self._now = now
         self._price = prices
         self._rng = random.Random(seed + 1)
@@ -102,57 +111,69 @@ class SimOms:
     async def submit_batch(self, entries: Sequence[SubmitEntry]) -> list[SubmitOutcome]:
         """Every entry in order, in one call (the faults apply to the call as a whole,
         as to one OrderBatch: down, the whole batch fails; stalled, all of it was
-        processed and the answer is lost). Groups are refused (`capabilities()`)."""
+        processed and the answer is lost). A group is held all or none, as the venue's
+        rules allow (`capabilities()`); a refused entry is an error, never retried."""
         self._enter()
         now = self._now()
         out: list[SubmitOutcome] = []
         for entry in entries:
-            if entry.group:
-                out.append(SubmitOutcome(error=OmsError(_NO_GROUPS, retryable=False)))
-                continue
             try:
-                out.append(SubmitOutcome(orders=(self._submit_one(entry, now),)))
-            except ClientOrderIdReusedError as exc:
-                out.append(SubmitOutcome(error=OmsError(str(exc), retryable=False)))
+                if entry.group:
+                    orders = self._submit_group(entry, now)
+                else:
+                    orders = (self._submit_one(entry, now),)
+            except (DomainError, ValidationError) as exc:  # INVALID_ARGUMENT: never retried
+                out.append(SubmitOutcome(error=OmsError(f"OMS refused: {exc}", retryable=False)))
+                continue
+            out.append(SubmitOutcome(orders=orders))
+        return await self._answer(out)
+
+    async def submit_group(
+        self, intents: Sequence[OrderIntent], *, account_id: str
+    ) -> list[OmsOrder]:
+        """The orders atomically (SubmitOrderGroup): all accepted or none (refused:
+        INVALID_ARGUMENT, not retryable); idempotent like `submit`."""
+        [outcome] = await self.submit_batch([SubmitEntry(tuple(intents), account_id, group=True)])
+        if outcome.error is not None:
+            raise outcome.error
+        return list(outcome.orders)
+
+    async def capabilities(self) -> OmsCapabilities:
+        """What the venue's rules hold (see the module docstring)."""
+        self._enter()
+        return self.venue.rules.capabilities()
+
+    def _submit_one(self, entry: SubmitEntry, now: datetime) -> OmsOrder:
+        [intent] = entry.intents
+        known = self.venue.get(client_order_id=intent.client_order_id) is not None
+        if not known:
+            self._received(intent, now)
+        price = self._price(intent.symbol)
+        if not known and self.reject_rate and self._rng.random() < self.reject_rate:
+            price = None  # the venue rejects it (NO_PRICE), as an OMS may at any time
+        order, _ = self.venue.submit(_request(intent, entry.account_id), price=price, now=now)
+        return self._view(order)
+
+    def _submit_group(self, entry: SubmitEntry, now: datetime) -> tuple[OmsOrder, ...]:
+        intents = entry.intents
+        requests = [_request(i, entry.account_id) for i in intents]
+        fresh = [i for i in intents if self.venue.get(client_order_id=i.client_order_id) is None]
+        prices = {i.symbol: self._price(i.symbol) for i in intents}
+        held = self.venue.submit_group(requests, prices=prices, now=now)
+        for intent in fresh:
+            self._received(intent, now)
+        return tuple(self._view(order) for order, _ in held)
+
+    def _received(self, intent: OrderIntent, now: datetime) -> None:
+        self.on_receive(intent)
+        self.received.append((now.timestamp(), intent))
+
+    async def _answer(self, out: list[SubmitOutcome]) -> list[SubmitOutcome]:
         self._changed.set()
         if self.stall_s > 0:
             await asyncio.sleep(self.stall_s)
             raise OmsError("deadline exceeded after processing (simulated)", retryable=True)
         return out
-
-    def _submit_one(self, entry: SubmitEntry, now: datetime) -> OmsOrder:
-        [intent] = entry.intents
-        request = OrderRequest(
-            client_order_id=intent.client_order_id,
-            execution_id=intent.execution_id,
-            account_id=entry.account_id,
-            symbol=intent.symbol,
-            side=intent.side,
-            order_type=intent.order_type,
-            quantity=intent.quantity,
-            limit_price=intent.limit_price,
-            purpose=intent.purpose.value,
-        )
-        known = self.venue.get(client_order_id=intent.client_order_id) is not None
-        if not known:
-            self.on_receive(intent)
-            self.received.append((now.timestamp(), intent))
-        price = self._price(intent.symbol)
-        if not known and self.reject_rate and self._rng.random() < self.reject_rate:
-            price = None  # the venue rejects it (NO_PRICE), as an OMS may at any time
-        order, _ = self.venue.submit(request, price=price, now=now)
-        return self._view(order)
-
-    async def submit_group(
-        self, intents: Sequence[OrderIntent], *, account_id: str
-    ) -> list[OmsOrder]:
-        """Groups are not held here (`capabilities()` says so): the worker emulates them."""
-        raise OmsError(_NO_GROUPS, retryable=False)
-
-    async def capabilities(self) -> OmsCapabilities:
-        """A contract 1.0 OMS: MARKET and LIMIT; every protective order is emulated."""
-        self._enter()
-        return OmsCapabilities.baseline()
 
     async def cancel(self, client_order_id: str) -> OmsOrder:
         self._enter()
@@ -226,6 +247,9 @@ class SimOms:
                     avg_fill_price=report.avg_fill_price,
                     fill=fill,
                     reason=report.reason,
+                    triggered=report.triggered,
+                    stop_price=report.stop_price,
+                    active_quantity=report.active_quantity,
                 )
             )
             # Decided per report, the same for every reader of the stream.
@@ -269,3 +293,22 @@ class SimOms:
     def _view(self, order: SimOrder) -> OmsOrder:
         view = order.snapshot()
         return replace(view, fills=tuple(self._published(f) for f in view.fills))
+
+
+def _request(intent: OrderIntent, account_id: str) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=intent.client_order_id,
+        execution_id=intent.execution_id,
+        account_id=account_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        order_type=intent.order_type,
+        quantity=intent.quantity,
+        limit_price=intent.limit_price,
+        purpose=intent.purpose.value,
+        stop_price=intent.stop_price,
+        trail=intent.trail,
+        parent_client_order_id=intent.parent_client_order_id,
+        oco_group_id=intent.oco_group_id,
+        reduce_only=intent.reduce_only,
+    )

@@ -110,8 +110,9 @@ def worker_env(dsn: str, redis_url: str, kafka_bootstrap: str) -> dict[str, str]
 
 
 async def converged(dsn: str, server: OmsSimServer, expected: int, owner: str) -> bool:
-    """Every strategy has its execution, owned by `owner`; no order is open; the OMS and
-    PostgreSQL agree on orders and fills."""
+    """Every strategy has its execution, owned by `owner`; no order is open (protective legs
+    resting at the OMS for a position's life do not count); the OMS and PostgreSQL agree on
+    orders and fills."""
     rows = await fetch_all(
         dsn,
         "SELECT count(*) FILTER (WHERE owner_id = $1 AND lease_expires_at > now()) AS owned, "
@@ -123,7 +124,9 @@ async def converged(dsn: str, server: OmsSimServer, expected: int, owner: str) -
     open_orders = await fetch_all(
         dsn,
         "SELECT count(*) AS n FROM execution_orders "
-        "WHERE status NOT IN ('FILLED', 'CANCELLED', 'REJECTED')",
+        "WHERE status NOT IN ('FILLED', 'CANCELLED', 'REJECTED') AND NOT (reduce_only "
+        "AND purpose IN ('STOP_LOSS', 'TAKE_PROFIT', 'TRAILING_STOP') "
+        "AND order_type <> 'MARKET')",
     )
     if open_orders[0]["n"]:
         return False

@@ -74,6 +74,9 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
     # Kafka calls give up after 3 s, so an outage of OUTAGE_S outlasts every one of them.
     settings = yaml.safe_load(config.read_text())
     settings["kafka"]["request_timeout_ms"] = 3000
+    # The paper OMS walks its own prices here, not Redis's: a stop resting there would not
+    # see the falls below, and the worker would take over only after the native grace.
+    settings["risk"] = {"protection": "emulated"}
     config.write_text(yaml.safe_dump(settings))
     worker_id = f"{run}-w"
     proc = spawn_worker(

@@ -110,11 +110,21 @@ class Db:
         }
 
     async def all_filled(self, execution_id: uuid.UUID, count: int) -> list[asyncpg.Record]:
-        """The execution's orders once there are `count` of them and all are FILLED."""
-        rows = await self.orders(execution_id)
+        """The execution's orders once there are `count` of them and all are FILLED
+        (protective legs resting at the OMS left out: they rest for the position's life)."""
+        rows = [r for r in await self.orders(execution_id) if not _resting_leg(r)]
         if len(rows) >= count and all(r["status"] == "FILLED" for r in rows):
             return rows
         return []
+
+
+def _resting_leg(row: asyncpg.Record) -> bool:
+    """A native protective leg (STOP, STOP_LIMIT, TRAILING_STOP or a take-profit LIMIT)."""
+    return bool(
+        row["reduce_only"]
+        and row["purpose"] in ("STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP")
+        and row["order_type"] != "MARKET"
+    )
 
 
 @pytest.fixture

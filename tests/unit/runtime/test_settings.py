@@ -6,6 +6,7 @@ from datetime import time
 from decimal import Decimal
 
 from strategy_worker.config import RiskSection, WorkerConfig
+from strategy_worker.domain.strategy import ProtectionPlacement
 from strategy_worker.runtime.settings import risk_limits_from, settings_from
 
 
@@ -120,3 +121,32 @@ def test_worker_default_stop_loss_protects_an_execution_whose_strategy_sets_none
 
     assert loose.stops.stop_loss_pct == Decimal("0.10")
     assert tighter.stops.stop_loss_pct == Decimal("0.05")
+
+
+def test_risk_limits_from_when_protection_keys_set_then_every_one_is_mapped() -> None:
+    section = RiskSection.model_validate(
+        {
+            "trailing_stop_pct": "0.08",
+            "take_profit_pct": "0.20",
+            "protection": "emulated",
+            "protection_limit_offset_pct": "0.01",
+            "protection_native_grace": 2.5,
+        }
+    )
+
+    limits = risk_limits_from(section)
+
+    assert limits.trailing_stop_pct == Decimal("0.08")
+    assert limits.take_profit_pct == Decimal("0.20")
+    assert limits.protection is ProtectionPlacement.EMULATED
+    assert limits.protection_limit_offset_pct == Decimal("0.01")
+    assert limits.protection_native_grace == 2.5
+
+
+def test_risk_limits_from_when_protection_keys_left_out_then_none_and_auto() -> None:
+    limits = risk_limits_from(RiskSection())
+
+    assert (limits.trailing_stop_pct, limits.take_profit_pct) == (None, None)
+    assert limits.protection is ProtectionPlacement.AUTO
+    assert limits.protection_limit_offset_pct is None
+    assert limits.protection_native_grace == 5.0

@@ -45,8 +45,10 @@ def approved(
     entry_rules: Mapping[str, Any] | None = None,
     exit_rules: Mapping[str, Any] | None = None,
     strategy_type: str = "MOMENTUM",
+    risk: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A `strategy.approved` message with money as exact JSON numbers."""
+    """A `strategy.approved` message with money as exact JSON numbers (`risk`: more
+    `risk_params`, e.g. trailing_stop_pct; `protection` stays a string)."""
     config: dict[str, Any] = {
         "name": name,
         "type": strategy_type,
@@ -54,8 +56,13 @@ def approved(
         "allocation": {s: f"@{w}@" for s, w in allocation.items()},
         "initial_capital": f"@{capital}@",
     }
+    params: dict[str, str] = {}
     if stop_loss is not None:
-        config["risk_params"] = {"stop_loss_pct": f"@{stop_loss}@"}
+        params["stop_loss_pct"] = f"@{stop_loss}@"
+    for key, value in (risk or {}).items():
+        params[key] = value if key == "protection" else f"@{value}@"
+    if params:
+        config["risk_params"] = params
     if entry_rules is not None:
         config["entry_rules"] = entry_rules
     if exit_rules is not None:

@@ -16,6 +16,7 @@ from strategy_worker.domain.orders import (
     OrderStatus,
     OrderType,
     Side,
+    Trail,
 )
 from strategy_worker.errors import StoreError
 from strategy_worker.messages import encode_json
@@ -249,7 +250,29 @@ def order_from_row(row: Row) -> OrderRecord:
         reason=row["reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        **_protective_columns(row),
     )
+
+
+def _protective_columns(row: Row) -> dict[str, Any]:
+    """The columns of migration 005 (stop, trail, group, reduce-only) as OrderRecord fields;
+    a row read without them (a narrower SELECT) is a plain MARKET/LIMIT order."""
+    get = row.get
+    trail: Trail | None = None
+    if row["order_type"] == OrderType.TRAILING_STOP.value:
+        trail = Trail(
+            pct=get("trail_pct"),
+            amount=get("trail_amount"),
+            limit_offset=get("trail_limit_offset"),
+            reference_price=get("trail_reference"),
+        )
+    return {
+        "stop_price": get("stop_price"),
+        "trail": trail,
+        "parent_client_order_id": get("parent_client_order_id") or "",
+        "oco_group_id": get("oco_group_id") or "",
+        "reduce_only": bool(get("reduce_only") or False),
+    }
 
 
 def fill_from_row(row: Row) -> FillRecord:

@@ -9,10 +9,12 @@ one `unnest` statement for the whole batch, skipping the kinds the batch does no
 3. every other write's execution row locked in execution_id order (FOR NO KEY UPDATE),
    and 4. updated where the fence (owner, epoch) holds and `state_version` is the write's
    version - 1;
-5. the intents, 6. the order updates, 7. the fills, 8. the control completions,
-   9. risk events, snapshots, outbox events and the report cursor (one statement),
-   10. the signal decisions (one statement),
-   all for the writes that were created or held only;
+5. the intents (protective ones, with their stop, trail, group and reduce-only columns,
+   in a statement of their own), 6. the order updates, 7. the fills, 8. the control
+   completions, 9. risk events, snapshots, outbox events and the report cursor (one
+   statement), 10. the signal decisions (one statement), 11. the protection states
+   (`execution_protection`, one upsert), all for the writes that were created or held
+   only;
 11. the risk ledger's totals, moved by what the applied writes' exposures changed, and
     checked against the caps when the commit records new buys (one statement);
 12. COMMIT.
@@ -36,6 +38,7 @@ from typing import Any
 import asyncpg
 
 from strategy_worker.adapters.postgres import jsoncodec
+from strategy_worker.adapters.postgres import protection as P
 from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.adapters.postgres.base import StoreBase
@@ -45,6 +48,7 @@ from strategy_worker.adapters.postgres.market_data import (
 )
 from strategy_worker.domain.money import money_str
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
+from strategy_worker.domain.protection.state import STATE_VERSION
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
@@ -55,12 +59,14 @@ from strategy_worker.store import (
     FillConflictError,
     FillRecord,
     IntentConflictError,
+    JsonObject,
     LedgerCaps,
     LedgerRefusedError,
     LedgerScope,
     MarkWrite,
     OrderUpdate,
     OutboxEvent,
+    ProtectionWrite,
 )
 
 _TERMINAL = [s.value for s in OrderStatus if s.is_terminal]
@@ -244,12 +250,19 @@ class CommitWrites(StoreBase):
                 (w for w in (*plan.creations, *plan.updates) if w.execution_id in applied),
                 key=lambda w: w.execution_id,
             )
-            await self._insert_intents(conn, [i for w in live for i in w.intents])
+            intents = [i for w in live for i in w.intents]
+            await self._insert_intents(conn, [i for i in intents if not _protective(i)])
+            await self._insert_intents(
+                conn, [i for i in intents if _protective(i)], all_columns=True
+            )
             await self._apply_order_updates(conn, live)
             await self._insert_fills(conn, live)
             await self._complete_controls(conn, live)
             await self._insert_history(conn, live, cursor, events)
             await self._insert_decisions(conn, live)
+            await _upsert_protection(
+                conn, [(w.execution_id, w.protection) for w in live if w.protection is not None]
+            )
             moves = _ledger_moves(live, before)
             new_buys = sum((w.new_buys for w in live), Decimal(0))
             ledger = await move_ledger(conn, moves, caps if new_buys > 0 else None)
@@ -316,11 +329,18 @@ class CommitWrites(StoreBase):
         return frozenset(r["execution_id"] for r in rows), before
 
     async def _insert_intents(
-        self, conn: asyncpg.Connection, intents: Sequence[OrderIntent]
+        self, conn: asyncpg.Connection, intents: Sequence[OrderIntent], *, all_columns: bool = False
     ) -> None:
+        """Insert intents (`all_columns`: protective ones, migration 005's columns too); a
+        replay must equal what is stored, every column compared."""
         if not intents:
             return
-        rows = await conn.fetch(Q.INSERT_INTENTS, *R.intent_columns(intents))
+        if all_columns:
+            rows = await conn.fetch(
+                P.INSERT_PROTECTIVE_INTENTS, *P.protective_intent_params(intents)
+            )
+        else:
+            rows = await conn.fetch(Q.INSERT_INTENTS, *R.intent_columns(intents))
         inserted = {r["client_order_id"] for r in rows}
         seen = [i for i in intents if i.client_order_id not in inserted]
         if not seen:
@@ -438,6 +458,9 @@ class CommitWrites(StoreBase):
             if not held:
                 return {w.execution_id for w in writes}
             snapshots = [w.snapshot for w in held if w.snapshot is not None]
+            await _upsert_protection(
+                conn, [(w.execution_id, w.protection) for w in held if w.protection is not None]
+            )
             rows = await conn.fetch(
                 Q.RECORD_MARKS,
                 [w.execution_id for w in held],
@@ -458,6 +481,47 @@ class CommitWrites(StoreBase):
             before = {e: (row[3], row[4]) for e, row in current.items()}
             await move_ledger(conn, _ledger_moves(held, before), None)
         return {w.execution_id for w in writes} - {r["execution_id"] for r in rows}
+
+    async def load_protection(
+        self, execution_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, JsonObject]:
+        """The stored protection state of those executions that have one (one query)."""
+        wanted = list(dict.fromkeys(execution_ids))
+        if not wanted:
+            return {}
+        async with self._conn("load_protection") as conn:
+            rows = await conn.fetch(P.GET_PROTECTION_STATES, wanted)
+        return {r["execution_id"]: P.protection_state_from_row(r).state for r in rows}
+
+
+def _protective(intent: OrderIntent) -> bool:
+    """An intent with a column only migration 005 has (a stop, a trail, a group, ...)."""
+    return bool(
+        intent.stop_price is not None
+        or intent.trail is not None
+        or intent.parent_client_order_id
+        or intent.oco_group_id
+        or intent.reduce_only
+    )
+
+
+async def _upsert_protection(
+    conn: asyncpg.Connection, items: Sequence[tuple[uuid.UUID, ProtectionWrite]]
+) -> None:
+    """The protection states of writes already fenced in this transaction (one upsert; the
+    statement's own fence is left open: NULL owner)."""
+    if not items:
+        return
+    items = sorted(items, key=lambda item: item[0])
+    await conn.execute(
+        P.UPSERT_PROTECTION_STATES,
+        [eid for eid, _ in items],
+        [jsoncodec.dumps(w.state) for _, w in items],
+        [STATE_VERSION for _ in items],
+        [w.unprotected for _, w in items],
+        [None for _ in items],
+        [None for _ in items],
+    )
 
 
 async def _lock(

@@ -116,6 +116,22 @@ class ProtectionBook:
                 book._owned[order.client_order_id] = symbol
         return book
 
+    def clone(self, *, capabilities: OmsCapabilities | None = None) -> ProtectionBook:
+        """An independent copy (for a step that may not be committed), equal in every state
+        `to_json` writes, its dirty flag and the events its triggers still owe `decide`;
+        `capabilities` replaces the OMS's answer (as `set_capabilities`)."""
+        twin = ProtectionBook.__new__(ProtectionBook)
+        twin.execution_id = self.execution_id
+        twin.spec = self.spec
+        caps = self.capabilities if capabilities is None else capabilities
+        twin.capabilities = caps
+        twin._ctx = self._ctx if caps == self.capabilities else steps.Ctx.of(self.spec, caps)
+        twin._guards = {symbol: guard.copy() for symbol, guard in self._guards.items()}
+        twin._owned = dict(self._owned)
+        twin._pending = list(self._pending)
+        twin._dirty = self._dirty
+        return twin
+
     @property
     def dirty(self) -> bool:
         """State changed since the last `to_json()` (e.g. a trailing watermark ratcheted).

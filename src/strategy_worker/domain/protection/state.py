@@ -8,7 +8,7 @@ exit released by the worker. Decimals are written as strings and instants as ISO
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -73,6 +73,9 @@ class TrackedOrder:
     def live(self) -> bool:
         return not self.status.is_terminal
 
+    def copy(self) -> TrackedOrder:
+        return replace(self)
+
 
 @dataclass(slots=True, kw_only=True)
 class NativeGroup:
@@ -96,6 +99,9 @@ class NativeGroup:
     def executing(self) -> bool:
         """The OMS has acted on the group: a leg triggered or (partially) filled."""
         return any(leg.triggered or leg.filled > 0 for leg in self.legs)
+
+    def copy(self) -> NativeGroup:
+        return replace(self, legs=[leg.copy() for leg in self.legs])
 
     @property
     def refused(self) -> bool:
@@ -137,6 +143,15 @@ class Guard:
     level_cache: tuple[tuple[Decimal, Decimal, Decimal | None], dict[Leg, Decimal]] | None = field(
         default=None, repr=False, compare=False
     )
+
+    def copy(self) -> Guard:
+        """An independent copy (the trigger is immutable and shared; so is the level cache,
+        whose answers nobody mutates)."""
+        return replace(
+            self,
+            native=None if self.native is None else self.native.copy(),
+            exit=None if self.exit is None else self.exit.copy(),
+        )
 
     @property
     def exposed(self) -> Decimal:

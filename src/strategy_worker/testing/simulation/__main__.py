@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"seed {seed}: ok {report.steps} steps, {report.executions} executions, "
             f"{report.orders} orders, {report.fills} fills, {report.events} events, "
-            f"{report.crashes} crashes, {report.virtual_seconds / 3600:.1f} virtual h, "
+            f"{report.crashes} crashes, {report.protective} protective orders "
+            f"({'native' if report.native else 'emulated'} venue), "
+            f"{report.virtual_seconds / 3600:.1f} virtual h, "
             f"{report.steps_per_second:.0f} steps/s, digest {report.digest}"
         )
     took = time.perf_counter() - started

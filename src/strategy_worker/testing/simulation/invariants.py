@@ -4,7 +4,14 @@
 - intent before action: every order the OMS ever received was recorded first, identically;
 - every order that reaches the OMS passes the gate at that moment (`on_receipt`): no buy
   unless the execution is active, trading ACTIVE, not stopping and the symbol not blocked;
-  no sell beyond what the OMS holds for the execution (long-only, never an oversell);
+  no sell (but the protective ones, bounded by the book) beyond what the worker holds net
+  of its other sells in flight; and the OMS never holds a short position (long-only,
+  never an oversell, however protective legs, exits and closes race);
+- protective orders (issue 16): at most one protective exit live at the OMS per position
+  (an emulated exit, or one native OCO group, never both, never two); protective orders
+  never sell more than was bought; an open position the worker drives is unprotected only
+  while a failed exit backs off (at most 60 s), and its next exit leaves within
+  `UNPROTECTED_BOUND_S` after that;
 - `stopped` (or `error`) implies flat at the OMS, with nothing working there;
 - no write by a worker that does not hold the lease;
 - stored positions and P&L equal a replay of the recorded fills, to the cent;
@@ -30,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.orders import OrderIntent, Side
+from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.positions import Portfolio
 from strategy_worker.runtime.book import ExecutionBook
 from strategy_worker.store import FLEET, ExecutionState, ExecutionStatus, FillRecord, LedgerCaps
@@ -39,6 +46,11 @@ from strategy_worker.testing.ports import MemoryPublisher
 from strategy_worker.testing.venue import SimOms
 
 ENDED = (ExecutionStatus.STOPPED, ExecutionStatus.ERROR)
+UNPROTECTED_BOUND_S = 30.0
+"""How long an open position of a driven execution may be without live protection: the
+documented state is a failed exit's back-off (at most 60 s, `retry_max_s`), after which
+the next exit must leave within this bound; any other unprotected state (a position the
+book has not been told of yet) must end within it too."""
 
 
 class InvariantViolation(AssertionError):
@@ -55,6 +67,9 @@ class Invariants:
     _writes_seen: int = 0
     _published_seen: int = 0
     _versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    _unprotected_since: dict[tuple[uuid.UUID, str], float] = field(default_factory=dict)
+    now: Any = None
+    """The clock (a callable giving epoch seconds), for the unprotected bound."""
     _buy_commits: int = 0
     _orders_judged: dict[uuid.UUID, int] = field(default_factory=dict)
     _decisions_seen: int = 0
@@ -64,6 +79,8 @@ class Invariants:
     _known: set[uuid.UUID] = field(default_factory=set)
     caps: LedgerCaps | None = None
     checks: int = 0
+    protective_exits: int = 0
+    """Protective orders the OMS received (the simulation reports them)."""
 
     # ------------------------------------------------------------------ at the OMS
 
@@ -92,8 +109,11 @@ class Invariants:
             if why:
                 self.violations.append(f"BUY {intent.client_order_id} reached the OMS: {why}")
             return
-        book = self.oms.venue.execution_book(intent.execution_id)
-        held = book.net(intent.symbol)
+        if intent.purpose.is_protective:
+            self.protective_exits += 1
+            return  # bounded by the book; reduce-only, checked as "never short" below
+        stored = (state.positions.get("positions") or {}).get(intent.symbol) or {}
+        held = Decimal(str(stored.get("quantity", "0")))
         selling = sum(
             (
                 o.request.quantity - o.filled_quantity
@@ -101,13 +121,15 @@ class Invariants:
                 if o.request.side is Side.SELL
                 and o.request.symbol == intent.symbol
                 and not o.status.is_terminal
+                and not OrderPurpose(o.request.purpose or "INITIAL").is_protective
+                and o.client_order_id != intent.client_order_id
             ),
             ZERO,
         )
         if intent.quantity + selling > held:
             self.violations.append(
                 f"SELL {intent.client_order_id}: {intent.quantity} + {selling} in flight "
-                f"> {held} held at the OMS"
+                f"> {held} held by the worker"
             )
 
     # ------------------------------------------------------------------ after every step
@@ -118,9 +140,13 @@ class Invariants:
         self._fenced_writes()
         self._ended_flat()
         self._replays()
+        books = list(books)
         self._memory_is_the_store(books)
         self._published_were_committed()
         self._signals()
+        self._never_short()
+        self._one_protective_exit()
+        self._protected(books)
         self._ledger()
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
@@ -204,6 +230,81 @@ class Invariants:
                 stored = rec.state
                 if pf.cash != stored.cash or pf.realized_pnl != stored.realized_pnl:
                     self.violations.append(f"{runner.execution_id}: memory differs from store")
+
+    def _never_short(self) -> None:
+        for eid in self.db.executions:
+            book = self.oms.venue.execution_book(eid)
+            short = {s: q for s, q in book.net_positions().items() if q < 0}
+            if short:
+                self.violations.append(f"{eid} is short at the OMS: {short}")
+
+    def _one_protective_exit(self) -> None:
+        """Per execution and symbol at the OMS: at most one live protective exit (an
+        emulated exit, or one OCO group), and protective fills never above what was bought."""
+        for eid in self.db.executions:
+            units: dict[str, set[str]] = {}
+            bought: dict[str, Decimal] = {}
+            sold: dict[str, Decimal] = {}
+            for order in self.oms.venue.orders(execution_id=eid):
+                req = order.request
+                if req.side is Side.BUY:
+                    bought[req.symbol] = bought.get(req.symbol, ZERO) + order.filled_quantity
+                    continue
+                if not OrderPurpose(req.purpose or "INITIAL").is_protective:
+                    continue
+                sold[req.symbol] = sold.get(req.symbol, ZERO) + order.filled_quantity
+                if not order.status.is_terminal:
+                    units.setdefault(req.symbol, set()).add(req.oco_group_id or req.client_order_id)
+            for symbol, live in units.items():
+                if len(live) > 1:
+                    self.violations.append(
+                        f"{eid} {symbol}: {len(live)} protective exits live at the OMS: "
+                        f"{sorted(live)}"
+                    )
+            for symbol, quantity in sold.items():
+                if quantity > bought.get(symbol, ZERO):
+                    self.violations.append(
+                        f"{eid} {symbol}: protective orders sold {quantity} of "
+                        f"{bought.get(symbol, ZERO)} bought"
+                    )
+
+    def _protected(self, books: Iterable[ExecutionBook]) -> None:
+        """No open position of a driven execution without protection beyond the bound:
+        only while a failed exit backs off (at most 60 s), and its next exit leaves within
+        UNPROTECTED_BOUND_S of the back-off's end."""
+        if self.now is None:
+            return
+        now = float(self.now())
+        seen: set[tuple[uuid.UUID, str]] = set()
+        for book in books:
+            for runner in book:
+                protection = runner.model.protection
+                if runner.dirty or protection is None or not runner.running:
+                    continue
+                ex = self.db.executions.get(runner.execution_id)
+                if ex is None or not _holds_lease(ex.record, runner.fence, now):
+                    continue  # not driven any more (the successor is checked instead)
+                for symbol in protection.unprotected(runner.held()):
+                    guard = protection.guard(symbol)
+                    retry_at = None if guard is None else guard.retry_at
+                    if retry_at is not None:
+                        due = retry_at.timestamp()
+                        if due - now > 60.0 + 1.0 or now - due > UNPROTECTED_BOUND_S:
+                            self.violations.append(
+                                f"{runner.execution_id} {symbol}: next exit due at {due:.0f}, "
+                                f"now {now:.0f} (back-off over 60 s or exit overdue)"
+                            )
+                        continue
+                    key = (runner.execution_id, symbol)
+                    seen.add(key)
+                    since = self._unprotected_since.setdefault(key, now)
+                    if now - since > UNPROTECTED_BOUND_S:
+                        self.violations.append(
+                            f"{runner.execution_id} {symbol}: unprotected for "
+                            f"{now - since:.0f} s (> {UNPROTECTED_BOUND_S:.0f} s)"
+                        )
+        for key in set(self._unprotected_since) - seen:
+            del self._unprotected_since[key]
 
     def _published_were_committed(self) -> None:
         committed = self.db.outbox_ids
@@ -308,6 +409,15 @@ class Invariants:
             last_by_key[key] = at
         if self.violations:
             raise InvariantViolation("; ".join(self.violations[:5]))
+
+
+def _holds_lease(record: Any, fence: Any, now: float) -> bool:
+    expires = record.lease_expires_at
+    return bool(
+        record.owner_id == fence.owner_id
+        and record.lease_epoch == fence.epoch
+        and (expires is None or expires.timestamp() > now)
+    )
 
 
 def replay_problem(capital: Decimal, fills: Iterable[FillRecord], state: ExecutionState) -> str:

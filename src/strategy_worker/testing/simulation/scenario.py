@@ -10,9 +10,11 @@ commit that fails before or after it is applied, an OMS outage or stall, an OMS 
 reusing fill ids, rejects, late and post-cancel fills, overfill reports, an event-broker,
 price-source or bar-store outage), a worker crash (kill -9) and restart, a worker frozen
 past its lease — then lets virtual time pass and checks every invariant (`invariants.py`).
-The trading day rolls during the run. At the end every fault heals, every execution is
-stopped, and the last checks run: every committed event published once, in order per key;
-stopped means flat.
+The trading day rolls during the run. Strategies carry stop-losses, trailing stops and
+take-profits, resting at the venue or emulated (`risk_params.protection`); the venue holds
+protective orders natively in half the seeds and MARKET/LIMIT only in the others. At the
+end every fault heals, every execution is stopped, and the last checks run: every
+committed event published once, in order per key; stopped means flat.
 
 The same seed replays exactly: `python -m strategy_worker.testing.simulation --seed N`.
 """
@@ -108,6 +110,9 @@ class SimReport:
     crashes: int
     digest: str
     actions: dict[str, int] = field(default_factory=dict)
+    native: bool = False
+    protective: int = 0
+    """Protective orders (legs and exits) the venue received."""
 
     @property
     def steps_per_second(self) -> float:
@@ -151,6 +156,7 @@ class Simulation:
     async def run(self) -> SimReport:
         started = time.perf_counter()
         rng = self.rng
+        self.native = self.config.seed % 2 == 0
         self.rig = rig = Rig(
             seed=self.config.seed,
             rules=VenueRules(
@@ -160,8 +166,12 @@ class Simulation:
             ),
             lease_seconds=LEASE_S,
             epoch=MIDNIGHT - timedelta(minutes=rng.uniform(5, 40)),
+            native_protection=self.native,
         )
-        self.inv = Invariants(db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS)
+        self.limit_offset = rng.choice([None, None, Decimal("0.01")])
+        self.inv = Invariants(
+            db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS, now=rig.clock.timestamp
+        )
         rig.oms.on_receive = self.inv.on_receipt
         rig.set_prices(SYMBOLS)
         self.slots = [_Slot(f"w{i + 1}") for i in range(self.config.workers)]
@@ -193,6 +203,8 @@ class Simulation:
             crashes=self.crashes,
             digest=self._digest(),
             actions=dict(sorted(self.actions.items())),
+            native=self.native,
+            protective=self.inv.protective_exits,
         )
 
     def _dt(self) -> float:
@@ -229,6 +241,8 @@ class Simulation:
                 max_user_exposure=CAPS.user,
                 execution_orders_per_second=1.0,
                 execution_order_burst=5,
+                protection_limit_offset_pct=self.limit_offset,
+                protection_native_grace=3.0,
             ),
             position_check_interval=60.0,
             rebalance_interval=300.0,
@@ -324,7 +338,7 @@ class Simulation:
                 "initial_capital": rng.choice(
                     [Decimal("20000"), Decimal("100000"), Decimal("250000")]
                 ),
-                "risk_params": {"stop_loss_pct": rng.choice([Decimal("0.03"), Decimal("0.08")])},
+                "risk_params": self._risk_params(),
             },
         }
         rules = rng.random()
@@ -338,6 +352,21 @@ class Simulation:
         self._strategies.append((strategy_id, user, payload))
         self._deliver(_Message(payload, "approved"))
         return f"{strategy_id.hex[:6]} {symbols}"
+
+    def _risk_params(self) -> dict[str, Any]:
+        """A stop-loss always; a trailing stop, a take-profit and where they rest, often."""
+        rng = self.rng
+        params: dict[str, Any] = {"stop_loss_pct": rng.choice([Decimal("0.03"), Decimal("0.08")])}
+        trail = rng.choice([None, Decimal("0.02"), Decimal("0.05")])
+        take = rng.choice([None, None, Decimal("0.03"), Decimal("0.10")])
+        placement = rng.choice([None, "native", "emulated", "auto"])
+        if trail is not None:
+            params["trailing_stop_pct"] = trail
+        if take is not None:
+            params["take_profit_pct"] = take
+        if placement is not None:
+            params["protection"] = placement
+        return params
 
     def _do_replay(self) -> str:
         if not self._strategies:
@@ -620,9 +649,10 @@ class Simulation:
 def _encode(message: dict[str, Any]) -> bytes:
     """JSON with money as exact JSON numbers (the spec's format), never through a float."""
     text = json.dumps(message, default=str)
-    for key in ("initial_capital", "stop_loss_pct"):
+    for key in ("initial_capital", "stop_loss_pct", "trailing_stop_pct", "take_profit_pct"):
         value = _find(message, key)
-        text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}')
+        if value is not None:
+            text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}')
     for sym, weight in message["config"]["allocation"].items():
         text = text.replace(f'"{sym}": "{weight}"', f'"{sym}": {weight}')
     return text.encode()
