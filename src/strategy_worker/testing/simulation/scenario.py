@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.adapters.retry import seed_jitter
 from strategy_worker.domain.money import quantize_price
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
@@ -111,7 +112,8 @@ class Simulation:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        random.seed(config.seed)  # backoff jitter and anything else on the global generator
+        random.seed(config.seed)  # anything on the global generator
+        seed_jitter(config.seed)  # the retry backoffs' own generator
         self.trace: deque[str] = deque(maxlen=40)
         self.actions: dict[str, int] = {}
         self.crashes = 0
