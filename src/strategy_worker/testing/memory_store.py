@@ -76,6 +76,16 @@ def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord])
     return total
 
 
+def happened(record: FillRecord) -> tuple[Any, ...]:
+    """The order fills are read in, as PostgreSQL returns them: by the instant they
+    happened; ties (one timestamp) by report sequence (reconciled fills, without one, last),
+    then by key. Not the order they were recorded in: reconciliation can record a fill
+    after others that happened later."""
+    fill = record.fill
+    seq = record.oms_seq
+    return (fill.filled_at, seq is None, seq or 0, fill.client_order_id, fill.fill_id)
+
+
 @dataclass
 class Faults:
     """Injected store faults (see the module docstring)."""
@@ -261,7 +271,8 @@ class MemoryStore:
             if ex is None:
                 continue
             orders = sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
-            out.append(LoadedExecution(record=ex.record, orders=orders, fills=list(ex.fills)))
+            fills = sorted(ex.fills, key=happened)
+            out.append(LoadedExecution(record=ex.record, orders=orders, fills=fills))
         return out
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
@@ -273,7 +284,7 @@ class MemoryStore:
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
         ex = (await self._enter()).executions.get(execution_id)
-        return list(ex.fills) if ex else []
+        return sorted(ex.fills, key=happened) if ex else []
 
     async def get_snapshots(
         self, execution_id: uuid.UUID, *, limit: int = 100
