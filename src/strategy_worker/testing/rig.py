@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
+from strategy_worker.store import Store
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
 from strategy_worker.testing.ports import MemoryDeadLetters, MemoryPrices, MemoryPublisher
 from strategy_worker.testing.venue import SimOms
@@ -50,6 +51,7 @@ class Rig:
         rules: VenueRules | None = None,
         lease_seconds: float = 15.0,
         epoch: datetime = EPOCH,
+        wrap_store: Callable[[MemoryStore], Store] | None = None,
     ) -> None:
         loop = asyncio.get_event_loop()
         self.loop = loop
@@ -65,6 +67,8 @@ class Rig:
         self.events = MemoryPublisher(self.clock.timestamp)
         self.dead_letters = MemoryDeadLetters()
         self.stores: dict[str, MemoryStore] = {}
+        self.wrap_store = wrap_store
+        """What a worker gets instead of its memory handle (e.g. a mirror of it)."""
         self.verifier = ControlVerifier(keys={}, require_signed=False)
         """Development's reading: unsigned requests taken at their word (tests sign
         requests themselves where the identity matters)."""
@@ -84,7 +88,7 @@ class Rig:
         self.stores[owner_id] = store
         async with build_worker(
             WorkerConfig(),
-            store=store,
+            store=store if self.wrap_store is None else self.wrap_store(store),
             oms=self.oms,
             prices=self.prices,
             price_feed=self.prices if watch else None,
