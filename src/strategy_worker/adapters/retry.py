@@ -58,6 +58,7 @@ def seed_jitter(seed: int) -> None:
     same seed replays the same retry delays (in production it stays seeded from the OS)."""
     _RNG.seed(seed)
 
+
 RetryHook = Callable[[int, BaseException, float], None]
 """Called before each retry with (retry number, the error, the delay in seconds)."""
 

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from strategy_worker.domain.money import ZERO, money_str
+from strategy_worker.domain.order_state import can_transition
 from strategy_worker.domain.orders import OrderStatus, Side
 from strategy_worker.errors import StoreError
 from strategy_worker.store import (
@@ -649,13 +650,12 @@ class _Staging:
             )
             if stored is None:
                 raise StoreError(f"order {update.client_order_id} is not recorded")
-            if stored.status.is_terminal and update.status is not stored.status:
-                late_fill = (
-                    stored.status is OrderStatus.CANCELLED
-                    and update.filled_quantity > stored.filled_quantity
-                )
-                if not late_fill:
-                    continue
+            if (
+                stored.status.is_terminal
+                and update.status is not stored.status
+                and not can_transition(stored.status, update.status)
+            ):
+                continue  # stale: only a late fill completes a cancelled order
             if update.filled_quantity < stored.filled_quantity:
                 continue
             self.orders[update.client_order_id] = replace(

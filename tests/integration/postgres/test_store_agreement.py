@@ -9,11 +9,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from strategy_worker.adapters.postgres.repository import PostgresStore
-from strategy_worker.store import FillRecord, Store
+from strategy_worker.domain.order_state import can_transition
+from strategy_worker.domain.orders import OrderStatus
+from strategy_worker.store import FillRecord, OrderUpdate, Store
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
 
 from .factories import T0, commit_one, create, fill, intent, new_execution, step
@@ -71,3 +74,64 @@ async def test_both_stores_read_fills_in_the_order_they_happened_not_as_recorded
     assert keys(read["postgres"]) == happened
     assert keys(read["memory"]) == happened
     assert keys(loaded["postgres"]) == keys(loaded["memory"]) == happened
+
+
+REACHED = {
+    OrderStatus.FILLED: Decimal("10"),
+    OrderStatus.CANCELLED: Decimal("4"),
+    OrderStatus.REJECTED: Decimal("0"),
+}
+"""Terminal statuses, with the filled quantity the order (of 10) reached them at."""
+
+
+def _update_to(target: OrderStatus, done: Decimal) -> OrderUpdate:
+    """An update to `target` that never lowers the filled quantity (FILLED fills it)."""
+    quantity = Decimal("10") if target is OrderStatus.FILLED else min(done + 2, Decimal("9"))
+    return OrderUpdate(
+        client_order_id="",
+        status=target,
+        filled_quantity=max(quantity, done),
+        filled_price=Decimal("175.5") if quantity else None,
+    )
+
+
+async def _order_after(
+    store: Store, stored: OrderStatus, update: OrderUpdate
+) -> tuple[OrderStatus, Decimal]:
+    execution = new_execution()
+    order = intent(execution.execution_id, 1, quantity="10")
+    record = await create(store, execution, intents=[order], next_intent_seq=2)
+    done = REACHED[stored]
+    reach = OrderUpdate(
+        client_order_id=order.client_order_id,
+        status=stored,
+        filled_quantity=done,
+        filled_price=Decimal("175.5") if done else None,
+    )
+    record = await commit_one(store, step(record, order_updates=[reach]))
+    await commit_one(
+        store,
+        step(record, order_updates=[replace(update, client_order_id=order.client_order_id)]),
+    )
+    (found,) = await store.get_orders(execution.execution_id)
+    return found.status, found.filled_quantity
+
+
+@pytest.mark.parametrize("stored", list(REACHED), ids=str)
+@pytest.mark.parametrize("target", list(OrderStatus), ids=str)
+async def test_both_stores_move_a_terminal_order_only_as_the_order_state_machine_allows(
+    store: PostgresStore, memory: MemoryStore, stored: OrderStatus, target: OrderStatus
+) -> None:
+    # Arrange: an order in a terminal status, and an update that moves it to `target`
+    update = _update_to(target, REACHED[stored])
+    allowed = target is stored or can_transition(stored, target)
+    expected = (target, update.filled_quantity) if allowed else (stored, REACHED[stored])
+
+    # Act
+    in_postgres = await _order_after(store, stored, update)
+    in_memory = await _order_after(memory, stored, update)
+
+    # Assert: a late fill completes a cancelled order; nothing else leaves a terminal
+    # status (a stale update is skipped), in either store
+    assert in_postgres == expected
+    assert in_memory == expected
