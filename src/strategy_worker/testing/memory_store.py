@@ -254,11 +254,19 @@ class MemoryStore:
     ) -> dict[uuid.UUID, uuid.UUID]:
         db = await self._enter()
         wanted = set(strategy_ids)
-        return {
-            ex.record.strategy_id: eid
-            for eid, ex in sorted(db.executions.items())
-            if ex.record.strategy_id in wanted and ex.record.state.status in RUNNING
-        }
+        named: dict[uuid.UUID, ExecutionRecord] = {}
+        for ex in db.executions.values():
+            rec = ex.record
+            if rec.strategy_id not in wanted or rec.state.status not in RUNNING:
+                continue
+            other = named.get(rec.strategy_id)
+            # Should a strategy run twice, the latest approved is named (ties: lowest id).
+            if other is None or (rec.approved_at, other.execution_id) > (
+                other.approved_at,
+                rec.execution_id,
+            ):
+                named[rec.strategy_id] = rec
+        return {strategy: rec.execution_id for strategy, rec in named.items()}
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
         ex = (await self._enter()).executions.get(execution_id)
@@ -293,14 +301,15 @@ class MemoryStore:
         rows = [
             s for s in (await self._enter()).snapshots.values() if s.execution_id == execution_id
         ]
-        rows.sort(key=lambda s: s.taken_at, reverse=True)
+        rows.sort(key=lambda s: s.snapshot_id)
+        rows.sort(key=lambda s: s.taken_at, reverse=True)  # newest first; ties by id
         return rows[:limit]
 
     async def get_risk_events(self, execution_id: uuid.UUID) -> list[RiskEventRecord]:
         rows = [
             r for r in (await self._enter()).risk_events.values() if r.execution_id == execution_id
         ]
-        return sorted(rows, key=lambda r: r.occurred_at)
+        return sorted(rows, key=lambda r: (r.occurred_at, r.event_id))
 
     async def ledger_totals(self, user_ids: Collection[uuid.UUID]) -> dict[LedgerScope, Decimal]:
         db = await self._enter()
@@ -501,6 +510,16 @@ class MemoryStore:
             self.db.relay_leader = None
 
 
+def _next_intent_seq(write: ExecutionWrite) -> int | None:
+    """The next_intent_seq a write stores: as given, else just past its intents, else
+    None (kept)."""
+    if write.next_intent_seq is not None:
+        return write.next_intent_seq
+    if write.intents:
+        return max(i.intent_seq for i in write.intents) + 1
+    return None
+
+
 class _Staging:
     """One commit, checked completely before any of it is applied (all or nothing)."""
 
@@ -568,13 +587,15 @@ class _Staging:
             config=copy.deepcopy(dict(new.config)),
             initial_capital=new.initial_capital,
             started_at=new.started_at,
-            state=new.state,
-            next_intent_seq=w.next_intent_seq or 1,
+            state=new.state if w.state is None else w.state,
+            next_intent_seq=_next_intent_seq(w) or 1,
             version=FIRST_VERSION,
-            owner_id=w.fence.owner_id,
+            owner_id=None if w.release else w.fence.owner_id,
             lease_epoch=FIRST_LEASE_EPOCH,
-            lease_expires_at=self.now + timedelta(seconds=self.db.lease_seconds),
-            heartbeat_at=self.now,
+            lease_expires_at=None
+            if w.release
+            else self.now + timedelta(seconds=self.db.lease_seconds),
+            heartbeat_at=None if w.release else self.now,
             created_at=self.now,
             updated_at=self.now,
         )
@@ -604,8 +625,9 @@ class _Staging:
         changes: dict[str, object] = {"version": w.version, "updated_at": self.now}
         if w.state is not None:
             changes["state"] = w.state
-            if w.next_intent_seq is not None:
-                changes["next_intent_seq"] = w.next_intent_seq
+        next_seq = _next_intent_seq(w)
+        if next_seq is not None:  # never lowered: an intent's seq is never handed out again
+            changes["next_intent_seq"] = max(rec.next_intent_seq, next_seq)
         if w.release:
             changes["owner_id"] = None
             changes["lease_expires_at"] = None
@@ -648,8 +670,8 @@ class _Staging:
             stored = self.orders.get(update.client_order_id) or db.orders.get(
                 update.client_order_id
             )
-            if stored is None:
-                raise StoreError(f"order {update.client_order_id} is not recorded")
+            if stored is None or stored.execution_id != w.execution_id:
+                continue  # not an order of this execution: skipped, as PostgreSQL does
             if (
                 stored.status.is_terminal
                 and update.status is not stored.status
@@ -679,10 +701,13 @@ class _Staging:
                         f"fill {key} is already recorded with different content"
                     )
                 continue
-            if record.fill.client_order_id not in self.orders and (
-                record.fill.client_order_id not in db.orders
-            ):
-                raise StoreError(f"fill for unknown order {record.fill.client_order_id}")
+            order = self.orders.get(record.fill.client_order_id) or db.orders.get(
+                record.fill.client_order_id
+            )
+            if order is None or order.execution_id != w.execution_id:
+                raise StoreError(
+                    f"fill for {record.fill.client_order_id}, no order of {w.execution_id}"
+                )
             self.fills[key] = record
             self.fill_lists.setdefault(w.execution_id, []).append(record)
         for row in w.risk_events:

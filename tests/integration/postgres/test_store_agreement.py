@@ -6,7 +6,7 @@ simulation's PostgreSQL variant (`testing/simulation/postgres_variant.py`) found
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -14,12 +14,31 @@ from decimal import Decimal
 import pytest
 
 from strategy_worker.adapters.postgres.repository import PostgresStore
+from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.order_state import can_transition
 from strategy_worker.domain.orders import OrderStatus
-from strategy_worker.store import FillRecord, OrderUpdate, Store
+from strategy_worker.store import (
+    ExecutionRecord,
+    ExecutionStatus,
+    FillRecord,
+    OrderUpdate,
+    Store,
+)
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
 
-from .factories import T0, commit_one, create, fill, intent, new_execution, step
+from .factories import (
+    T0,
+    busy_state,
+    commit_one,
+    create,
+    creation,
+    fill,
+    intent,
+    new_execution,
+    risk_event,
+    snapshot,
+    step,
+)
 
 
 @pytest.fixture
@@ -133,5 +152,132 @@ async def test_both_stores_move_a_terminal_order_only_as_the_order_state_machine
 
     # Assert: a late fill completes a cancelled order; nothing else leaves a terminal
     # status (a stale update is skipped), in either store
+    assert in_postgres == expected
+    assert in_memory == expected
+
+
+async def _outcome(call: Awaitable[object]) -> object:
+    """What a call answered, or the class of the error it raised."""
+    try:
+        return await call
+    except Exception as exc:
+        return type(exc).__name__
+
+
+async def _record(store: Store, execution_id: uuid.UUID) -> ExecutionRecord:
+    record = await store.get_execution(execution_id)
+    assert record is not None
+    return record
+
+
+async def creation_carrying_a_state(store: Store) -> object:
+    execution = new_execution()
+    await store.commit([creation(execution, state=busy_state())])
+    record = await _record(store, execution.execution_id)
+    return record.state.status, record.state.cash
+
+
+async def creation_without_next_intent_seq(store: Store) -> object:
+    execution = new_execution()
+    intents = [intent(execution.execution_id, 1), intent(execution.execution_id, 2)]
+    await store.commit([creation(execution, intents=intents)])
+    return (await _record(store, execution.execution_id)).next_intent_seq
+
+
+async def creation_that_releases(store: Store) -> object:
+    execution = new_execution()
+    await store.commit([creation(execution, release=True)])
+    record = await _record(store, execution.execution_id)
+    return record.owner_id, record.lease_expires_at
+
+
+async def next_intent_seq_without_a_state(store: Store) -> object:
+    execution = new_execution()
+    record = await create(store, execution)
+    record = await commit_one(store, step(record, next_intent_seq=5))
+    seqs = [record.next_intent_seq]
+    record = await commit_one(store, step(record, state=record.state, next_intent_seq=2))
+    return [*seqs, record.next_intent_seq]  # never lowered
+
+
+async def update_of_an_unknown_order(store: Store) -> object:
+    record = await create(store, new_execution())
+    update = OrderUpdate(
+        client_order_id="sw-never-recorded", status=OrderStatus.ACCEPTED, filled_quantity=ZERO
+    )
+    outcome = await _outcome(store.commit([step(record, order_updates=[update])]))
+    if isinstance(outcome, str):
+        return outcome
+    return (await _record(store, record.execution_id)).version
+
+
+async def update_of_another_executions_order(store: Store) -> object:
+    mine, theirs = new_execution(), new_execution()
+    order = intent(theirs.execution_id, 1)
+    record = await create(store, mine)
+    await create(store, theirs, intents=[order], next_intent_seq=2)
+    update = OrderUpdate(
+        client_order_id=order.client_order_id, status=OrderStatus.ACCEPTED, filled_quantity=ZERO
+    )
+    outcome = await _outcome(store.commit([step(record, order_updates=[update])]))
+    (found,) = await store.get_orders(theirs.execution_id)
+    return outcome if isinstance(outcome, str) else found.status
+
+
+async def fill_of_another_executions_order(store: Store) -> object:
+    mine, theirs = new_execution(), new_execution()
+    order = intent(theirs.execution_id, 1)
+    record = await create(store, mine)
+    await create(store, theirs, intents=[order], next_intent_seq=2)
+    fills = [FillRecord(fill=fill(order, 1, quantity="1", price="175.5"))]
+    outcome = await _outcome(store.commit([step(record, fills=fills)]))
+    return outcome, len(await store.get_fills(theirs.execution_id))
+
+
+async def one_strategy_running_twice(store: Store) -> object:
+    first = new_execution()
+    later = new_execution(strategy_id=first.strategy_id, approved_at=T0 + timedelta(hours=1))
+    await create(store, later)
+    await create(store, first)
+    running = await store.running_strategies([first.strategy_id])
+    return running[first.strategy_id] == later.execution_id  # the latest approved
+
+
+async def history_at_one_instant(store: Store) -> object:
+    record = await create(store, new_execution())
+    eid = record.execution_id
+    events = [replace(risk_event(eid, n), occurred_at=T0) for n in range(4)]
+    snaps = [replace(snapshot(eid, n), taken_at=T0) for n in range(4)]
+    await commit_one(store, step(record, risk_events=events, snapshots=snaps))
+    risk = [e.event_id for e in await store.get_risk_events(eid)]
+    latest = [s.snapshot_id for s in await store.get_snapshots(eid, limit=2)]
+    return risk == sorted(risk), latest == sorted(s.snapshot_id for s in snaps)[:2]
+
+
+AGREED: list[tuple[Callable[[Store], Awaitable[object]], object]] = [
+    (creation_carrying_a_state, (ExecutionStatus.PAUSED, busy_state().cash)),
+    (creation_without_next_intent_seq, 3),
+    (creation_that_releases, (None, None)),
+    (next_intent_seq_without_a_state, [5, 5]),
+    (update_of_an_unknown_order, 2),  # skipped; the rest of the write holds
+    (update_of_another_executions_order, OrderStatus.PENDING),  # skipped
+    (fill_of_another_executions_order, ("StoreError", 0)),  # a fill is never dropped
+    (one_strategy_running_twice, True),
+    (history_at_one_instant, (True, True)),  # ties by id
+]
+
+
+@pytest.mark.parametrize(("scenario", "expected"), AGREED, ids=[f.__name__ for f, _ in AGREED])
+async def test_both_stores_apply_the_same_calls_alike(
+    store: PostgresStore,
+    memory: MemoryStore,
+    scenario: Callable[[Store], Awaitable[object]],
+    expected: object,
+) -> None:
+    # Act
+    in_postgres = await scenario(store)
+    in_memory = await scenario(memory)
+
+    # Assert
     assert in_postgres == expected
     assert in_memory == expected
