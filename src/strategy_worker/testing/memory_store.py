@@ -137,6 +137,9 @@ class MemoryDatabase:
         self.outbox: dict[int, OutboxRow] = {}
         self.outbox_ids: set[uuid.UUID] = set()
         self.published: dict[int, tuple[int, datetime]] = {}
+        """seq -> (published_seq, published_at)."""
+        self.published_top = 0
+        """The highest published_seq handed out (numbering continues from it)."""
         self.unpublished: dict[int, OutboxRow] = {}
         self.next_seq = 1
         self.relay_leader: MemoryStore | None = None
@@ -469,20 +472,30 @@ class MemoryStore:
         return rows
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
+        if len(set(seqs)) != len(seqs):
+            raise ValueError("mark_published got a seq twice")
         db = await self._enter()
         if db.relay_leader is not self:
             raise OutboxLeadershipLostError("this store does not lead the outbox")
-        top = max((p for p, _ in db.published.values()), default=0)
+        unknown = [s for s in seqs if s not in db.outbox]
+        if unknown:
+            raise StoreError(f"mark_published: seq(s) {unknown[:5]} were never in the outbox")
+        top = db.published_top
         n = 0
         for seq in seqs:
             if seq in db.outbox and seq not in db.published:
                 n += 1
                 db.published[seq] = (top + n, db.now())
                 db.unpublished.pop(seq, None)
+        db.published_top = top + n
 
     async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
         db = await self._enter()
-        old = [s for s, (_, at) in sorted(db.published.items()) if at < published_before][:limit]
+        old = [
+            s
+            for s, (number, at) in sorted(db.published.items(), key=lambda p: p[1][1])
+            if at < published_before and number != db.published_top  # the last one stays
+        ][:limit]
         for seq in old:
             row = db.outbox.pop(seq)
             db.outbox_ids.discard(row.event.event_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -35,6 +35,7 @@ from .factories import (
     fill,
     intent,
     new_execution,
+    outbox_event,
     risk_event,
     snapshot,
     step,
@@ -281,3 +282,27 @@ async def test_both_stores_apply_the_same_calls_alike(
     # Assert
     assert in_postgres == expected
     assert in_memory == expected
+
+
+async def test_both_stores_prune_every_published_event_but_the_last_and_refuse_unknown_seqs(
+    store: PostgresStore, memory: MemoryStore
+) -> None:
+    # Arrange: three events committed and published by each store
+    answers = {}
+    for name, each in (("postgres", store), ("memory", memory)):
+        execution = new_execution()
+        record = await create(each, execution)
+        events = [outbox_event(execution, n) for n in range(3)]
+        await commit_one(each, step(record, events=events))
+        rows = await each.claim_outbox(limit=10)
+        await each.mark_published([r.seq for r in rows])
+
+        # Act
+        pruned = await each.prune_outbox(
+            published_before=datetime.now(UTC) + timedelta(days=1), limit=100
+        )
+        unknown = await _outcome(each.mark_published([rows[-1].seq + 1000]))
+        answers[name] = (len(rows), pruned, unknown)
+
+    # Assert: the last published event stays (the publish numbering continues from it)
+    assert answers["postgres"] == answers["memory"] == (3, 2, "StoreError")
