@@ -13,6 +13,7 @@ during the run. At the end every fault heals, every execution is stopped, and th
 checks run: every committed event published once, in order per key; stopped means flat.
 
 The same seed replays exactly: `python -m strategy_worker.testing.simulation --seed N`.
+Hooks (`hooks.py`) add to it: `postgres_variant.py` mirrors the store on PostgreSQL.
 """
 
 from __future__ import annotations
