@@ -132,6 +132,7 @@ class StoreDiff:
         changed = self._changed_in_memory()
         if written is None:
             rows = deep = sorted(db.executions)
+            self._plain.clear()  # and afresh: a record's JSON mutated in place shows too
         else:
             rows = sorted(changed | set(touched or ()) | set(written))
             deep = sorted(written)
