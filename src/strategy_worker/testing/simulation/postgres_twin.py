@@ -91,10 +91,10 @@ class PostgresTwin:
             self._clock = now
 
     async def check(self, *, full: bool = False) -> list[str]:
-        """Divergences found by calls since the last check, and every difference between
-        what the two stores hold now (`store_diff.py`): the executions either store may
-        have changed, all of them every `EVERYTHING_EVERY` checks, and with `full` the risk
-        events and snapshots row by row."""
+        """Every difference between what the two stores hold now (`store_diff.py`: the
+        executions either store may have changed, all of them every `EVERYTHING_EVERY`
+        checks, and with `full` the risk events and snapshots row by row), then the
+        divergences found by calls since the last check."""
         self.comparisons += 1
         everything = full or self.comparisons % EVERYTHING_EVERY == 0
         async with self.lock:
@@ -104,7 +104,9 @@ class PostgresTwin:
                 problems = await self._diff.compare(
                     self.admin, self.committed, touched=touched, written=written, history=full
                 )
-        found, self.divergences = [*self.divergences, *problems], []
+        # What the stores hold first (it names the execution and the field), then the
+        # calls that were answered differently.
+        found, self.divergences = [*problems, *self.divergences], []
         return found
 
     def touch(self, execution_ids: Iterable[uuid.UUID]) -> None:
