@@ -57,12 +57,21 @@ def test_every_invariant_holds_after_every_step_over_many_seeds(
     assert steps >= SEEDS * STEPS
 
 
-def test_a_seed_replays_exactly() -> None:
+@pytest.mark.parametrize(
+    ("seed", "steps"),
+    [
+        (4242, 150),
+        # Its relay and OMS client back off from outages: the retry jitter is part of what
+        # replays (it came from an unseeded generator, and this seed's runs drifted apart).
+        (1, 300),
+    ],
+)
+def test_a_seed_replays_exactly(seed: int, steps: int) -> None:
     from strategy_worker.log import configure_logging
 
     configure_logging("CRITICAL", json_output=False)
-    first = run_simulation(SimConfig(seed=4242, steps=150))
-    second = run_simulation(SimConfig(seed=4242, steps=150))
+    first = run_simulation(SimConfig(seed=seed, steps=steps))
+    second = run_simulation(SimConfig(seed=seed, steps=steps))
 
     assert first.digest == second.digest
     assert (first.orders, first.fills, first.events) == (second.orders, second.fills, second.events)

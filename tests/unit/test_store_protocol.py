@@ -1,5 +1,6 @@
-"""Both stores implement every method of the `Store` protocol with its exact parameters
-(mypy's structural check alone missed a PostgresStore method once, so this looks itself)."""
+"""Both stores, and the simulation's mirror of the two, implement every method of the
+`Store` protocol with its exact parameters (mypy's structural check alone missed a
+PostgresStore method once, so this looks itself)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from strategy_worker.adapters.postgres.repository import PostgresStore
 from strategy_worker.store import Store
 from strategy_worker.testing.memory_store import MemoryStore
+from strategy_worker.testing.simulation.postgres_mirror import MirrorStore
 
 MEMBERS = [
     name
@@ -18,7 +20,9 @@ MEMBERS = [
 ]
 
 
-@pytest.mark.parametrize("store", [PostgresStore, MemoryStore], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "store", [PostgresStore, MemoryStore, MirrorStore], ids=lambda c: c.__name__
+)
 @pytest.mark.parametrize("name", MEMBERS)
 def test_the_store_implements_the_protocol_method_with_its_parameters(
     store: type, name: str

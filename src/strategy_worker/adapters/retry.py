@@ -49,13 +49,13 @@ class Backoff:
         return (rng or _RNG).uniform(0.0, ceiling)
 
 
-_RNG = random.Random()  # jitter only; never used for anything that must be reproducible
+_RNG = random.Random()
+"""The jitter of every `Backoff` given no generator of its own (never anything else)."""
 
 
 def seed_jitter(seed: int) -> None:
-    """Make the default jitter reproducible: the deterministic simulation replays a seed
-    exactly only if every backoff waits the same (it was seeded from the OS, so two runs of
-    one seed in one process could differ)."""
+    """Make the default jitter reproducible: the deterministic simulation seeds it, so the
+    same seed replays the same retry delays (in production it stays seeded from the OS)."""
     _RNG.seed(seed)
 
 

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from strategy_worker.domain.money import ZERO, money_str
+from strategy_worker.domain.order_state import can_transition
 from strategy_worker.domain.orders import OrderStatus, Side
 from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import StoreError
@@ -92,6 +93,16 @@ def stored_exposure(positions: Mapping[str, Any], orders: Iterable[OrderRecord])
     return total
 
 
+def happened(record: FillRecord) -> tuple[Any, ...]:
+    """The order fills are read in, as PostgreSQL returns them: by the instant they
+    happened; ties (one timestamp) by report sequence (reconciled fills, without one, last),
+    then by key. Not the order they were recorded in: reconciliation can record a fill
+    after others that happened later."""
+    fill = record.fill
+    seq = record.oms_seq
+    return (fill.filled_at, seq is None, seq or 0, fill.client_order_id, fill.fill_id)
+
+
 @dataclass
 class Faults:
     """Injected store faults (see the module docstring)."""
@@ -154,6 +165,9 @@ class MemoryDatabase:
         self.outbox: dict[int, OutboxRow] = {}
         self.outbox_ids: set[uuid.UUID] = set()
         self.published: dict[int, tuple[int, datetime]] = {}
+        """seq -> (published_seq, published_at)."""
+        self.published_top = 0
+        """The highest published_seq handed out (numbering continues from it)."""
         self.unpublished: dict[int, OutboxRow] = {}
         self.next_seq = 1
         self.relay_leader: MemoryStore | None = None
@@ -283,11 +297,19 @@ class MemoryStore:
     ) -> dict[uuid.UUID, uuid.UUID]:
         db = await self._enter()
         wanted = set(strategy_ids)
-        return {
-            ex.record.strategy_id: eid
-            for eid, ex in sorted(db.executions.items())
-            if ex.record.strategy_id in wanted and ex.record.state.status in RUNNING
-        }
+        named: dict[uuid.UUID, ExecutionRecord] = {}
+        for ex in db.executions.values():
+            rec = ex.record
+            if rec.strategy_id not in wanted or rec.state.status not in RUNNING:
+                continue
+            other = named.get(rec.strategy_id)
+            # Should a strategy run twice, the latest approved is named (ties: lowest id).
+            if other is None or (rec.approved_at, other.execution_id) > (
+                other.approved_at,
+                rec.execution_id,
+            ):
+                named[rec.strategy_id] = rec
+        return {strategy: rec.execution_id for strategy, rec in named.items()}
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
         ex = (await self._enter()).executions.get(execution_id)
@@ -301,7 +323,8 @@ class MemoryStore:
             if ex is None:
                 continue
             orders = sorted((db.orders[c] for c in ex.order_ids), key=lambda o: o.intent_seq)
-            out.append(LoadedExecution(record=ex.record, orders=orders, fills=list(ex.fills)))
+            fills = sorted(ex.fills, key=happened)
+            out.append(LoadedExecution(record=ex.record, orders=orders, fills=fills))
         return out
 
     async def load_protection(
@@ -323,7 +346,7 @@ class MemoryStore:
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
         ex = (await self._enter()).executions.get(execution_id)
-        return list(ex.fills) if ex else []
+        return sorted(ex.fills, key=happened) if ex else []
 
     async def get_snapshots(
         self, execution_id: uuid.UUID, *, limit: int = 100
@@ -331,14 +354,15 @@ class MemoryStore:
         rows = [
             s for s in (await self._enter()).snapshots.values() if s.execution_id == execution_id
         ]
-        rows.sort(key=lambda s: s.taken_at, reverse=True)
+        rows.sort(key=lambda s: s.snapshot_id)
+        rows.sort(key=lambda s: s.taken_at, reverse=True)  # newest first; ties by id
         return rows[:limit]
 
     async def get_risk_events(self, execution_id: uuid.UUID) -> list[RiskEventRecord]:
         rows = [
             r for r in (await self._enter()).risk_events.values() if r.execution_id == execution_id
         ]
-        return sorted(rows, key=lambda r: r.occurred_at)
+        return sorted(rows, key=lambda r: (r.occurred_at, r.event_id))
 
     async def ledger_totals(self, user_ids: Collection[uuid.UUID]) -> dict[LedgerScope, Decimal]:
         db = await self._enter()
@@ -498,20 +522,30 @@ class MemoryStore:
         return rows
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
+        if len(set(seqs)) != len(seqs):
+            raise ValueError("mark_published got a seq twice")
         db = await self._enter()
         if db.relay_leader is not self:
             raise OutboxLeadershipLostError("this store does not lead the outbox")
-        top = max((p for p, _ in db.published.values()), default=0)
+        unknown = [s for s in seqs if s not in db.outbox]
+        if unknown:
+            raise StoreError(f"mark_published: seq(s) {unknown[:5]} were never in the outbox")
+        top = db.published_top
         n = 0
         for seq in seqs:
             if seq in db.outbox and seq not in db.published:
                 n += 1
                 db.published[seq] = (top + n, db.now())
                 db.unpublished.pop(seq, None)
+        db.published_top = top + n
 
     async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
         db = await self._enter()
-        old = [s for s, (_, at) in sorted(db.published.items()) if at < published_before][:limit]
+        old = [
+            s
+            for s, (number, at) in sorted(db.published.items(), key=lambda p: p[1][1])
+            if at < published_before and number != db.published_top  # the last one stays
+        ][:limit]
         for seq in old:
             row = db.outbox.pop(seq)
             db.outbox_ids.discard(row.event.event_id)
@@ -537,6 +571,16 @@ class MemoryStore:
         self.closed = True
         if self.db.relay_leader is self:
             self.db.relay_leader = None
+
+
+def _next_intent_seq(write: ExecutionWrite) -> int | None:
+    """The next_intent_seq a write stores: as given, else just past its intents, else
+    None (kept)."""
+    if write.next_intent_seq is not None:
+        return write.next_intent_seq
+    if write.intents:
+        return max(i.intent_seq for i in write.intents) + 1
+    return None
 
 
 class _Staging:
@@ -608,13 +652,15 @@ class _Staging:
             config=copy.deepcopy(dict(new.config)),
             initial_capital=new.initial_capital,
             started_at=new.started_at,
-            state=new.state,
-            next_intent_seq=w.next_intent_seq or 1,
+            state=new.state if w.state is None else w.state,
+            next_intent_seq=_next_intent_seq(w) or 1,
             version=FIRST_VERSION,
-            owner_id=w.fence.owner_id,
+            owner_id=None if w.release else w.fence.owner_id,
             lease_epoch=FIRST_LEASE_EPOCH,
-            lease_expires_at=self.now + timedelta(seconds=self.db.lease_seconds),
-            heartbeat_at=self.now,
+            lease_expires_at=None
+            if w.release
+            else self.now + timedelta(seconds=self.db.lease_seconds),
+            heartbeat_at=None if w.release else self.now,
             created_at=self.now,
             updated_at=self.now,
         )
@@ -644,8 +690,9 @@ class _Staging:
         changes: dict[str, object] = {"version": w.version, "updated_at": self.now}
         if w.state is not None:
             changes["state"] = w.state
-            if w.next_intent_seq is not None:
-                changes["next_intent_seq"] = w.next_intent_seq
+        next_seq = _next_intent_seq(w)
+        if next_seq is not None:  # never lowered: an intent's seq is never handed out again
+            changes["next_intent_seq"] = max(rec.next_intent_seq, next_seq)
         if w.release:
             changes["owner_id"] = None
             changes["lease_expires_at"] = None
@@ -693,15 +740,14 @@ class _Staging:
             stored = self.orders.get(update.client_order_id) or db.orders.get(
                 update.client_order_id
             )
-            if stored is None:
-                raise StoreError(f"order {update.client_order_id} is not recorded")
-            if stored.status.is_terminal and update.status is not stored.status:
-                late_fill = (
-                    stored.status is OrderStatus.CANCELLED
-                    and update.filled_quantity > stored.filled_quantity
-                )
-                if not late_fill:
-                    continue
+            if stored is None or stored.execution_id != w.execution_id:
+                continue  # not an order of this execution: skipped, as PostgreSQL does
+            if (
+                stored.status.is_terminal
+                and update.status is not stored.status
+                and not can_transition(stored.status, update.status)
+            ):
+                continue  # stale: only a late fill completes a cancelled order
             if update.filled_quantity < stored.filled_quantity:
                 continue
             self.orders[update.client_order_id] = replace(
@@ -725,10 +771,13 @@ class _Staging:
                         f"fill {key} is already recorded with different content"
                     )
                 continue
-            if record.fill.client_order_id not in self.orders and (
-                record.fill.client_order_id not in db.orders
-            ):
-                raise StoreError(f"fill for unknown order {record.fill.client_order_id}")
+            order = self.orders.get(record.fill.client_order_id) or db.orders.get(
+                record.fill.client_order_id
+            )
+            if order is None or order.execution_id != w.execution_id:
+                raise StoreError(
+                    f"fill for {record.fill.client_order_id}, no order of {w.execution_id}"
+                )
             self.fills[key] = record
             self.fill_lists.setdefault(w.execution_id, []).append(record)
         for row in w.risk_events:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.oms_sim.venue import VenueRules
 from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
+from strategy_worker.store import Store
 from strategy_worker.testing.memory_market import MemoryMarketData
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
 from strategy_worker.testing.ports import (
@@ -60,6 +61,7 @@ class Rig:
         lease_seconds: float = 15.0,
         epoch: datetime = EPOCH,
         native_protection: bool | None = None,
+        wrap_store: Callable[[MemoryStore], Store] | None = None,
     ) -> None:
         """`native_protection`: the venue holds stops, trails and OCO groups (True), or
         MARKET and LIMIT only (False: the worker emulates); None: as `rules` say."""
@@ -81,6 +83,8 @@ class Rig:
         """`market_bars` (and decision retention) shared by every worker."""
         self.bar_topic = MemoryBarTopic()
         self.stores: dict[str, MemoryStore] = {}
+        self.wrap_store = wrap_store
+        """What a worker gets instead of its memory handle (e.g. a mirror of it)."""
         self.verifier = ControlVerifier(keys={}, require_signed=False)
         """Development's reading: unsigned requests taken at their word (tests sign
         requests themselves where the identity matters)."""
@@ -106,7 +110,7 @@ class Rig:
         self.stores[owner_id] = store
         async with build_worker(
             WorkerConfig(),
-            store=store,
+            store=store if self.wrap_store is None else self.wrap_store(store),
             oms=self.oms,
             prices=self.prices,
             price_feed=self.prices if watch else None,

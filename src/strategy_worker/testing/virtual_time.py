@@ -7,13 +7,24 @@ program with the same inputs runs the same way every time (no wall clock, no rea
 
 The loop refuses to wait forever: if nothing is ready and no timer is set, the program is
 deadlocked, and `run_until_complete` raises `VirtualDeadlock` instead of hanging.
+
+`RealIoVirtualTimeLoop` is the same clock over real sockets (the simulation against a real
+PostgreSQL): file descriptors that are ready are always served first, and while a caller
+has real I/O in flight (`with loop.real_io(): await ...`) virtual time stands still and the
+loop waits for the sockets, so a round trip to the server takes no virtual time, however
+long it takes in real time (a lease cannot expire under a commit because the machine is
+busy). When nothing is in flight, idle waits advance virtual time at once, as on the plain
+loop. Real servers answer with their own timing, so this variant does not promise an exact
+replay; the plain loop, untouched by it, does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -79,6 +90,72 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now += seconds
 
 
+class RealIoStalled(RuntimeError):
+    """Real I/O was in flight and no file descriptor became ready for `stall_limit` real
+    seconds: the server stopped answering (the loop would otherwise wait forever)."""
+
+
+class _RealIoSelector(selectors.DefaultSelector):
+    """The platform's selector, waiting for real only while real I/O is in flight (see the
+    module docstring); otherwise an idle wait of `timeout` advances virtual time by that."""
+
+    loop: RealIoVirtualTimeLoop | None = None
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        assert self.loop is not None
+        events = super().select(0)
+        if events or (timeout is not None and timeout <= 0):
+            return events
+        if self.loop.io_in_flight:
+            deadline = time.monotonic() + self.loop.stall_limit
+            while not events:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RealIoStalled(
+                        f"real I/O in flight and no answer for {self.loop.stall_limit} s"
+                    )
+                events = super().select(min(remaining, 1.0))
+            return events
+        if timeout is None:
+            raise VirtualDeadlock("nothing is ready, no timer is set and no real I/O in flight")
+        self.loop.advance(timeout)
+        return []
+
+
+class RealIoVirtualTimeLoop(VirtualTimeLoop):
+    """Virtual time over real sockets (see the module docstring)."""
+
+    def __init__(self, start: float = 0.0, *, stall_limit: float = 120.0) -> None:
+        selector = _RealIoSelector()
+        asyncio.SelectorEventLoop.__init__(self, selector)
+        selector.loop = self
+        self._now = start
+        self.io_in_flight = 0
+        """How many callers are waiting for real I/O now (virtual time stands still)."""
+        self.stall_limit = stall_limit
+        """Real seconds to wait for an answer before `RealIoStalled`."""
+
+    @contextlib.contextmanager
+    def real_io(self) -> Iterator[None]:
+        """Hold virtual time still while the block waits for real I/O."""
+        self.io_in_flight += 1
+        try:
+            yield
+        finally:
+            self.io_in_flight -= 1
+
+
+def waiting_for_real_io(
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> contextlib.AbstractContextManager[None]:
+    """`loop.real_io()` on a `RealIoVirtualTimeLoop` (the running loop by default); on any
+    other loop real time passes by itself and this does nothing."""
+    loop = loop or asyncio.get_running_loop()
+    if isinstance(loop, RealIoVirtualTimeLoop):
+        return loop.real_io()
+    return contextlib.nullcontext()
+
+
 class VirtualClock:
     """The domain's clock on a virtual-time loop (also `sleep` in the same seconds)."""
 
@@ -98,9 +175,12 @@ class VirtualClock:
         await asyncio.sleep(seconds)
 
 
-def run_in_virtual_time(main: Callable[[], Coroutine[Any, Any, T]], *, start: float = 0.0) -> T:
-    """Run `main()` to completion on a fresh virtual-time loop (then close it)."""
-    loop = VirtualTimeLoop(start)
+def run_in_virtual_time(
+    main: Callable[[], Coroutine[Any, Any, T]], *, start: float = 0.0, real_io: bool = False
+) -> T:
+    """Run `main()` to completion on a fresh virtual-time loop (then close it); with
+    `real_io`, on a `RealIoVirtualTimeLoop`."""
+    loop = RealIoVirtualTimeLoop(start) if real_io else VirtualTimeLoop(start)
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(main())

@@ -136,8 +136,9 @@ RETURNING client_order_id
 
 GET_ORDERS_BY_CLIENT_ID = "SELECT * FROM execution_orders WHERE client_order_id = ANY($1::text[])"
 
-# Stale updates are skipped: an order never leaves a terminal status ($9) for an open one
-# and its filled quantity never goes down (reports can be replayed or arrive late). Only
+# Stale updates are skipped: an order leaves a terminal status ($9) only by a move of the
+# order state machine's table ($10 -> $11: a late fill completing a cancelled order), and
+# its filled quantity never goes down (reports can be replayed or arrive late). Only
 # orders of the write's own execution ($1) are touched.
 APPLY_ORDER_UPDATES = """
 UPDATE execution_orders AS o SET
@@ -155,7 +156,8 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6
 WHERE o.client_order_id = u.client_order_id
   AND o.execution_id = u.execution_id
   AND u.filled_quantity >= o.filled_quantity
-  AND NOT (o.status = ANY($9::text[]) AND NOT u.status = ANY($9::text[]))
+  AND (NOT o.status = ANY($9::text[]) OR u.status = o.status
+       OR (o.status, u.status) IN (SELECT * FROM unnest($10::text[], $11::text[])))
 """
 
 # Fills keyed by (client_order_id, fill_id), inserted only where the order is one of the

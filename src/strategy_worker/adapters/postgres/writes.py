@@ -47,6 +47,7 @@ from strategy_worker.adapters.postgres.market_data import (
     batch_decision_params,
 )
 from strategy_worker.domain.money import money_str
+from strategy_worker.domain.order_state import TRANSITIONS
 from strategy_worker.domain.orders import OrderIntent, OrderStatus
 from strategy_worker.domain.protection.state import STATE_VERSION
 from strategy_worker.errors import StoreError
@@ -70,6 +71,10 @@ from strategy_worker.store import (
 )
 
 _TERMINAL = [s.value for s in OrderStatus if s.is_terminal]
+_TERMINAL_MOVES = [
+    (s.value, to.value) for s in OrderStatus if s.is_terminal for to in TRANSITIONS[s]
+]
+"""The moves out of a terminal status the order state machine allows (a late fill)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +235,9 @@ class CommitWrites(StoreBase):
         next_intent_seq when given (never lowering it), and with `release` clears the lease.
         The cursor advances whatever became of the writes (never backwards).
 
-        Order updates skip what is stale (out of a terminal status, a lower filled
-        quantity) and orders that are not the write's execution's.
+        Order updates skip what is stale (out of a terminal status, but for a late fill
+        completing a cancelled order; a lower filled quantity) and orders that are not the
+        write's execution's.
 
         Raises, with nothing written: IntentConflictError / FillConflictError for a key
         recorded with other content; StoreError (not retryable) for a fill naming an order
@@ -359,7 +365,13 @@ class CommitWrites(StoreBase):
     ) -> None:
         updates = [(w.execution_id, u) for w in live for u in merge_updates(w.order_updates)]
         if updates:
-            await conn.execute(Q.APPLY_ORDER_UPDATES, *R.update_columns(updates), _TERMINAL)
+            await conn.execute(
+                Q.APPLY_ORDER_UPDATES,
+                *R.update_columns(updates),
+                _TERMINAL,
+                [a for a, _ in _TERMINAL_MOVES],
+                [b for _, b in _TERMINAL_MOVES],
+            )
 
     async def _insert_fills(self, conn: asyncpg.Connection, live: Sequence[ExecutionWrite]) -> None:
         fills = [(w.execution_id, f) for w in live for f in w.fills]

@@ -17,6 +17,7 @@ end every fault heals, every execution is stopped, and the last checks run: ever
 committed event published once, in order per key; stopped means flat.
 
 The same seed replays exactly: `python -m strategy_worker.testing.simulation --seed N`.
+Hooks (`hooks.py`) add to it: `postgres_variant.py` mirrors the store on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from strategy_worker.runtime.wiring import App
 from strategy_worker.store import LedgerCaps
 from strategy_worker.testing.memory_store import MemoryStore
 from strategy_worker.testing.rig import Rig, default_settings
+from strategy_worker.testing.simulation.hooks import SimHooks
 from strategy_worker.testing.simulation.invariants import Invariants, InvariantViolation
+from strategy_worker.testing.simulation.messages import encode
 from strategy_worker.testing.virtual_time import run_in_virtual_time
 
 MIDNIGHT = datetime(2024, 1, 3, 0, 0, tzinfo=UTC)
@@ -139,8 +142,9 @@ class _Message:
 class Simulation:
     """One seeded run (see the module docstring)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, *, hooks: SimHooks | None = None) -> None:
         self.config = config
+        self.hooks = hooks
         self.rng = random.Random(config.seed)
         random.seed(config.seed)  # anything on the global generator
         seed_jitter(config.seed)  # the backoffs' own jitter generator
@@ -167,7 +171,10 @@ class Simulation:
             lease_seconds=LEASE_S,
             epoch=MIDNIGHT - timedelta(minutes=rng.uniform(5, 40)),
             native_protection=self.native,
+            wrap_store=self.hooks.wrap if self.hooks else None,
         )
+        if self.hooks:
+            await self.hooks.attach(rig.db)
         self.limit_offset = rng.choice([None, None, Decimal("0.01")])
         self.inv = Invariants(
             db=rig.db, oms=rig.oms, events=rig.events, caps=CAPS, now=rig.clock.timestamp
@@ -182,7 +189,7 @@ class Simulation:
             for step in range(self.config.steps):
                 self._act(step)
                 await asyncio.sleep(self._dt())
-                self._check(step)
+                await self._verify(step)
             await self._finish()
         finally:
             for slot in self.slots:
@@ -209,6 +216,20 @@ class Simulation:
 
     def _dt(self) -> float:
         return self.rng.choice([0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
+
+    async def _verify(self, step: int, *, full: bool = False) -> None:
+        """Every invariant, then what the hooks check (the PostgreSQL twin agrees)."""
+        if self.hooks:
+            await self.hooks.settle()
+        self._check(step)
+        problems = await self.hooks.check(full=full) if self.hooks else []
+        if problems:
+            raise InvariantViolation(
+                f"seed {self.config.seed} step {step}: the stores differ: "
+                + "; ".join(problems[:8])
+                + "\nlast actions:\n  "
+                + "\n  ".join(self.trace)
+            )
 
     def _check(self, step: int) -> None:
         for slot in self._alive():
@@ -348,7 +369,7 @@ class Simulation:
                 message["config"]["exit_rules"] = rng.choice(EXIT_RULES)
         elif rules < 0.4:  # exit rules only: bought at approval, out once exited
             message["config"]["exit_rules"] = rng.choice(EXIT_RULES)
-        payload = _encode(message)
+        payload = encode(message)
         self._strategies.append((strategy_id, user, payload))
         self._deliver(_Message(payload, "approved"))
         return f"{strategy_id.hex[:6]} {symbols}"
@@ -569,7 +590,7 @@ class Simulation:
         for message in [m for m in self._messages if not m.acked]:
             self._deliver(message)
         await asyncio.sleep(LEASE_S + 2 * HEARTBEAT_S)
-        self._check(self.config.steps)
+        await self._verify(self.config.steps)
         for ex in sorted(rig.db.executions.values(), key=lambda e: e.record.execution_id):
             if ex.record.state.status.is_running:
                 self._deliver(
@@ -592,7 +613,7 @@ class Simulation:
             rig.set_prices({s: rig.prices.prices.get(s, p) for s, p in SYMBOLS.items()})
             if not any(e.record.state.status.is_running for e in rig.db.executions.values()):
                 break
-        self._check(self.config.steps + 1)
+        await self._verify(self.config.steps + 1)
         running = [e for e in rig.db.executions.values() if e.record.state.status.is_running]
         if running:
             raise InvariantViolation(
@@ -608,6 +629,7 @@ class Simulation:
                 break
         await asyncio.sleep(1)
         self.inv.final([p.event.event_id for p in rig.events.published])
+        await self._verify(self.config.steps + 2, full=True)
 
     def _describe(self, execution_id: uuid.UUID) -> str:
         """Where one execution stands, in the store, at the OMS and in its worker."""
@@ -644,29 +666,6 @@ class Simulation:
         parts += sorted(f"{c}:{o.status}:{o.filled_quantity}" for c, o in db.orders.items())
         parts.append(str(len(self.rig.events.published)))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    """JSON with money as exact JSON numbers (the spec's format), never through a float."""
-    text = json.dumps(message, default=str)
-    for key in ("initial_capital", "stop_loss_pct", "trailing_stop_pct", "take_profit_pct"):
-        value = _find(message, key)
-        if value is not None:
-            text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}')
-    for sym, weight in message["config"]["allocation"].items():
-        text = text.replace(f'"{sym}": "{weight}"', f'"{sym}": {weight}')
-    return text.encode()
-
-
-def _find(node: Any, key: str) -> Any:
-    if isinstance(node, dict):
-        if key in node:
-            return node[key]
-        for value in node.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
 
 
 def run_simulation(config: SimConfig) -> SimReport:
