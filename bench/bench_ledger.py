@@ -25,9 +25,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore, migrate
 from strategy_worker.domain.ids import client_order_id, execution_id_for
@@ -42,6 +39,7 @@ from strategy_worker.store import (
     LedgerCaps,
     NewExecution,
 )
+from strategy_worker.testing.databases import scratch_database
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 OWNER = "bench"
@@ -145,30 +143,10 @@ async def _round(store: PostgresStore, pop: Population, batch: int) -> float:
     return time.perf_counter() - started
 
 
-async def _fresh_database(url: str) -> str:
-    name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _drop(url: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def run(
     url: str, *, executions: int, batch: int, rounds: int, users: int
 ) -> dict[str, object]:
-    dsn = await _fresh_database(url)
-    try:
+    async with scratch_database(url, "bench_ledger") as dsn:
         await migrate(dsn)
         store = await PostgresStore.connect(
             DatabaseConfig(url=dsn, pool_min_size=2, pool_max_size=4), lease_seconds=3600
@@ -192,8 +170,6 @@ async def run(
             assert fleet == sum(pops[1].exposure.values()), "the ledger lost a move"
         finally:
             await store.close()
-    finally:
-        await _drop(url, dsn)
     rate = {name: [executions / t for t in ts] for name, ts in times.items()}
     ratios = [ledger / plain for ledger, plain in zip(rate["ledger"], rate["plain"], strict=True)]
     return {

@@ -44,7 +44,6 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -166,23 +165,13 @@ def _services() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def scratch_database(url: str) -> AsyncIterator[str]:
-    import asyncpg
-
+async def migrated_database(url: str) -> AsyncIterator[str]:
     from strategy_worker.adapters.postgres.migrate import migrate
+    from strategy_worker.testing.databases import scratch_database
 
-    name = f"sw_bench_protect_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    try:
+    async with scratch_database(url, "sw_bench_protect") as dsn:
         await migrate(dsn)
         yield dsn
-    finally:
-        admin = await asyncpg.connect(url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -270,7 +259,7 @@ async def bench(
     )
     figures: dict[str, Any] = {"executions": executions, "native": native}
     try:
-        async with scratch_database(env["DATABASE_URL"]) as dsn:
+        async with migrated_database(env["DATABASE_URL"]) as dsn:
             await write_price("100.00")
             store = await PostgresStore.connect(
                 DatabaseConfig(url=dsn, pool_min_size=2, pool_max_size=8, command_timeout=60),

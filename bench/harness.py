@@ -162,31 +162,10 @@ def redact(url: str) -> str:
 @contextlib.asynccontextmanager
 async def scratch_database(database_url: str, tag: str) -> AsyncIterator[str]:
     """A new empty database for one phase, dropped (WITH FORCE) afterwards."""
-    import asyncpg
+    from strategy_worker.testing import databases
 
-    name = f"sw_bench_{tag}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(database_url, timeout=10)
-        try:
-            for attempt in range(30):
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    break
-                except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
-                    # An autovacuum worker (a superuser backend FORCE cannot end) is in it:
-                    # it leaves within seconds.
-                    if attempt == 29:
-                        raise
-                    await asyncio.sleep(1.0)
-        finally:
-            await admin.close()
+    async with databases.scratch_database(database_url, f"sw_bench_{tag}") as dsn:
+        yield dsn
 
 
 # --------------------------------------------------------------------------- statistics

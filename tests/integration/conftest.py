@@ -20,13 +20,13 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from strategy_worker.testing.databases import create_database, drop_database
+
 from .servers import (
     ENV_FILE,
     HOW_TO,
     PostgresControl,
     SharedKafka,
-    create_database,
-    drop_database,
     load_services_env,
 )
 

@@ -10,11 +10,8 @@ import json
 import os
 import shlex
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DIR = ROOT / ".services"
@@ -56,37 +53,6 @@ def load_services_env() -> tuple[dict[str, str], str]:
     if from_file:
         return {**from_file, **from_env}, f"the environment, then {ENV_FILE}"
     return from_env, "the environment (no .services/env)"
-
-
-async def create_database(database_url: str, name: str) -> None:
-    """CREATE DATABASE name on the server of `database_url`."""
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def drop_database(database_url: str, name: str, *, within_s: float = 20.0) -> None:
-    """DROP DATABASE name WITH (FORCE), so connections a test forgot cannot keep it alive.
-
-    FORCE terminates the other sessions in the database, which a role that is not a
-    superuser may do only for its own sessions: an autovacuum worker that happens to be in
-    the database (a test wrote a lot in it) makes PostgreSQL 15 refuse the drop with
-    InsufficientPrivilegeError. That worker finishes soon, so the drop is retried.
-    """
-    deadline = time.monotonic() + within_s
-    while True:
-        conn = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except asyncpg.InsufficientPrivilegeError:
-            if time.monotonic() >= deadline:
-                raise
-        finally:
-            await conn.close()
-        await asyncio.sleep(0.2)
 
 
 class PostgresControl:

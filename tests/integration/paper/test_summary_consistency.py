@@ -46,8 +46,7 @@ from strategy_worker.store import (
     NewExecution,
     OrderUpdate,
 )
-
-from ..servers import create_database, drop_database
+from strategy_worker.testing.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import pytest
 from strategy_worker.adapters.postgres.config import DatabaseConfig
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.adapters.postgres.repository import PostgresStore
-
-from ..servers import create_database, drop_database
+from strategy_worker.testing.databases import create_database, drop_database
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.oms_sim.server import OmsSimServer
+from strategy_worker.testing.databases import create_database, drop_database
 
-from ..servers import create_database, drop_database
 from .harness import oms_sim, seed_prices
 
 

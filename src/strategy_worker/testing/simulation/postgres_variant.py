@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -27,6 +26,7 @@ from strategy_worker.adapters.postgres.config import DatabaseConfig
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.adapters.postgres.repository import PostgresStore
 from strategy_worker.store import Store
+from strategy_worker.testing.databases import create_database, drop_database, with_database
 from strategy_worker.testing.memory_store import MemoryDatabase, MemoryStore
 from strategy_worker.testing.simulation.invariants import InvariantViolation
 from strategy_worker.testing.simulation.postgres_mirror import MirrorStore
@@ -50,10 +50,6 @@ class PostgresSimReport:
     """Creating and migrating the seed's database (wall time, not in `sim.wall_seconds`)."""
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 class PostgresVariant:
     """The simulation's hooks (`SimHooks`) for the PostgreSQL twin of one seed."""
 
@@ -66,14 +62,10 @@ class PostgresVariant:
 
     async def attach(self, db: MemoryDatabase) -> None:
         started = time.perf_counter()
-        dsn = _with_database(self.server_dsn, self.database)
+        dsn = with_database(self.server_dsn, self.database)
         with waiting_for_real_io():
-            server = await asyncpg.connect(self.server_dsn, timeout=10)
-            try:
-                await server.execute(f'CREATE DATABASE "{self.database}"')
-                self._created = True
-            finally:
-                await server.close()
+            await create_database(self.server_dsn, self.database)
+            self._created = True
             await migrate(dsn)
             admin = await asyncpg.connect(dsn, timeout=10)
             try:
@@ -110,11 +102,7 @@ class PostgresVariant:
                 await self.twin.postgres.close()
                 await self.twin.admin.close()
             if self._created and not keep:
-                server = await asyncpg.connect(self.server_dsn, timeout=10)
-                try:
-                    await server.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-                finally:
-                    await server.close()
+                await drop_database(self.server_dsn, self.database)
 
 
 def run_simulation_postgres(
