@@ -46,6 +46,7 @@ from strategy_worker.runtime.settings import RuntimeSettings
 from strategy_worker.runtime.wiring import App, build_worker
 from strategy_worker.runtime.worker import Worker
 from strategy_worker.store import OutboxEvent
+from strategy_worker.testing.simulation.messages import encode as encode  # the tests import it here
 
 from ..servers import SERVICES_DIR
 
@@ -110,29 +111,6 @@ def execution_of(message: Mapping[str, Any]) -> uuid.UUID:
     return execution_id_for(
         uuid.UUID(message["strategy_id"]), datetime.fromisoformat(message["timestamp"])
     )
-
-
-def encode(message: Mapping[str, Any]) -> bytes:
-    # Numbers travel as JSON numbers (the spec's format), strings here keep them exact.
-    text = json.dumps(message)
-    for key in ("initial_capital", "max_position_size", "max_daily_loss"):
-        value = _find(message, key)
-        if isinstance(value, str):
-            text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}')
-    for sym, weight in message.get("config", {}).get("allocation", {}).items():
-        text = text.replace(f'"{sym}": "{weight}"', f'"{sym}": {weight}')
-    return text.encode()
-
-
-def _find(node: Any, key: str) -> Any:
-    if isinstance(node, Mapping):
-        if key in node:
-            return node[key]
-        for value in node.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
 
 
 def control_message(
