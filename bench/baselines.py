@@ -1,7 +1,8 @@
 """Raw speed of the parts the worker is built on, measured in the same run as the pipeline:
 asyncpg inserts (one row per statement, executemany, COPY), Kafka consume rate, and gRPC
 order round trips against the paper OMS in another process (unary and the bidirectional
-stream, reusing bench/bench_oms.py, plus the worker's own `submit_many` per small batch)."""
+stream, reusing bench/bench_oms.py, plus the worker's own `submit_many` per small batch),
+and the raw batched stream of contract 1.2 at the pipeline's own batch size."""
 
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ async def bench_grpc(orders: int, concurrency: int) -> dict[str, Any]:
     from harness import CpuMeter, summary_ms
     from strategy_worker.adapters.oms_grpc import OmsClientConfig, OmsGrpcClient
 
-    with oms_process({}) as (port, oms_pid):
+    with oms_process({}) as oms:
+        port, oms_pid = oms.port, oms.pid
         client = OmsGrpcClient(
             OmsClientConfig(host="127.0.0.1", port=port, timeout=60), registry=CollectorRegistry()
         )
@@ -187,6 +189,11 @@ async def bench_grpc(orders: int, concurrency: int) -> dict[str, Any]:
             elapsed, lat = await bench_stream_raw(client, orders, concurrency)
             result["stream_per_s"] = round(orders / elapsed)
             result["stream_cpu_cores"] = meter.stop()
+            result["stream_cpu_ms_per_order"] = {
+                k: round(v * elapsed / orders * 1000, 3)
+                for k, v in result["stream_cpu_cores"].items()
+                if k != "machine"
+            }
             result["stream_latency"] = summary_ms(lat)
             elapsed, lat = await bench_stream_raw(client, orders, 1)
             result["stream_1_per_s"] = round(orders / elapsed)
@@ -194,5 +201,40 @@ async def bench_grpc(orders: int, concurrency: int) -> dict[str, Any]:
             result["submit_many_6_per_s"] = round(n1 / elapsed)
             result["submit_many_6_latency"] = summary_ms(lat)
             return result
+        finally:
+            await client.close()
+
+
+async def bench_grpc_batched(orders: int, batch: int, window: int = 4) -> dict[str, Any]:
+    """The raw batched stream (contract 1.2's OrderBatch on the raw stub, no client logic):
+    `orders` in batches of `batch`, `window` unanswered, against a fresh paper OMS in its
+    own process; orders/s and the CPU of each side (run after the pipeline, at its batch
+    size)."""
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from bench_oms import bench_stream_batched
+    from harness import CpuMeter, summary_ms
+    from strategy_worker.adapters.oms_grpc import OmsClientConfig, OmsGrpcClient
+
+    with oms_process({}) as oms:
+        port, oms_pid = oms.port, oms.pid
+        client = OmsGrpcClient(
+            OmsClientConfig(host="127.0.0.1", port=port, timeout=60), registry=CollectorRegistry()
+        )
+        try:
+            await bench_stream_batched(client, min(orders, 20 * batch), batch, window)  # warm up
+            meter = CpuMeter({"oms": oms_pid, "client": os.getpid()})
+            meter.start()
+            elapsed, lat = await bench_stream_batched(client, orders, batch, window)
+            return {
+                "orders": orders,
+                "batch": batch,
+                "window": window,
+                "per_s": round(orders / elapsed),
+                "cpu_cores": meter.stop(),
+                "batch_latency": summary_ms(lat),
+            }
         finally:
             await client.close()

@@ -126,6 +126,39 @@ async def bench_stream_raw(client: OmsGrpcClient, n: int, window: int) -> tuple[
     return time.perf_counter() - started, latencies
 
 
+async def bench_stream_batched(
+    client: OmsGrpcClient, n: int, batch: int, window: int
+) -> tuple[float, list[float]]:
+    """One SubmitOrders stream carrying OrderBatch requests (contract 1.2) of `batch`
+    orders, at most `window` unanswered; latency = write of a batch to its answer."""
+    intents = _intents(n, f"b{batch}")
+    sent: dict[int, float] = {}
+    latencies: list[float] = []
+    in_flight = asyncio.Semaphore(window)
+
+    async def requests() -> AsyncIterator[pb.SubmitOrderRequest]:
+        for number, i in enumerate(range(0, n, batch), start=1):
+            await in_flight.acquire()
+            entries = [
+                pb.BatchEntry(order=codec.new_order_from_intent(intent, account_id="b"))
+                for intent in intents[i : i + batch]
+            ]
+            sent[number] = time.perf_counter()
+            yield pb.SubmitOrderRequest(batch=pb.OrderBatch(batch_id=number, entries=entries))
+
+    started = time.perf_counter()
+    call = client._stub.SubmitOrders(requests(), timeout=120)  # raw stub: no client logic
+    answered = 0
+    async for response in call:
+        latencies.append(time.perf_counter() - sent[response.batch.batch_id])
+        answered += len(response.batch.acks)
+        in_flight.release()
+        if answered >= n:
+            break
+    call.cancel()
+    return time.perf_counter() - started, latencies
+
+
 async def bench_submit_many(client: OmsGrpcClient, n: int, batch: int) -> tuple[float, list[float]]:
     intents = _intents(n, f"m{batch}")
     latencies: list[float] = []

@@ -19,6 +19,7 @@ import platform
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from strategy_worker.domain.ids import execution_id_for
@@ -80,7 +81,8 @@ def workload(
     manager: RiskManager,
 ) -> tuple[list[tuple[OrderIntent, RiskContext]], list[tuple[OrderIntent, RiskContext]]]:
     ex = manager.new_execution(
-        execution_id_for(uuid.UUID(int=1), "bench"), start_equity=D("100000")
+        execution_id_for(uuid.UUID(int=1), datetime(2024, 1, 2, tzinfo=UTC)),
+        start_equity=D("100000"),
     )
     base = RiskContext(
         execution=ex,

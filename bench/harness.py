@@ -162,22 +162,10 @@ def redact(url: str) -> str:
 @contextlib.asynccontextmanager
 async def scratch_database(database_url: str, tag: str) -> AsyncIterator[str]:
     """A new empty database for one phase, dropped (WITH FORCE) afterwards."""
-    import asyncpg
+    from strategy_worker.testing import databases
 
-    name = f"sw_bench_{tag}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with databases.scratch_database(database_url, f"sw_bench_{tag}") as dsn:
+        yield dsn
 
 
 # --------------------------------------------------------------------------- statistics
@@ -314,7 +302,9 @@ def _quiet() -> None:
 
 
 def _oms_main(conn: Connection, start_prices: dict[str, str]) -> None:
-    """Child: the paper OMS at fixed prices (volatility 0) on uvloop, until the pipe closes."""
+    """Child: the paper OMS at fixed prices (volatility 0) on uvloop. The parent's commands
+    on the pipe: ("orders", purpose) is answered with [(client order id, created_at epoch
+    seconds)] of every order of that purpose; anything else (or EOF) stops it."""
     _quiet()
     import uvloop
 
@@ -329,16 +319,57 @@ def _oms_main(conn: Connection, start_prices: dict[str, str]) -> None:
         )
         server = OmsSimServer(config)
         port = await server.start()
+        loop = asyncio.get_running_loop()
+
+        def orders(purpose: str) -> list[tuple[str, float]]:
+            return [
+                (o.request.client_order_id, o.created_at.timestamp())
+                for o in server.venue.orders()
+                if o.request.purpose == purpose
+            ]
+
+        def commands() -> None:
+            with contextlib.suppress(EOFError, OSError):
+                while True:
+                    command = conn.recv()
+                    if isinstance(command, tuple) and command[0] == "orders":
+                        future = asyncio.run_coroutine_threadsafe(_call(orders, command[1]), loop)
+                        conn.send(future.result())
+                        continue
+                    return
+
         conn.send(port)
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await loop.run_in_executor(None, commands)
         await server.stop(grace=None)
 
     uvloop.run(main())
 
 
+async def _call(fn: Any, *args: Any) -> Any:
+    """Run `fn` on the loop (from another thread, via run_coroutine_threadsafe)."""
+    return fn(*args)
+
+
+@dataclass
+class OmsProcess:
+    """The paper OMS in its own process: its port, pid, and a look at its book."""
+
+    port: int
+    pid: int
+    _conn: Connection
+
+    def orders(self, purpose: str) -> list[tuple[str, float]]:
+        """(client order id, OMS created_at) of every order of that purpose, now."""
+        self._conn.send(("orders", purpose))
+        if not self._conn.poll(60):
+            raise RuntimeError("paper OMS did not answer")
+        result: list[tuple[str, float]] = self._conn.recv()
+        return result
+
+
 @contextlib.contextmanager
-def oms_process(prices: Mapping[str, Decimal]) -> Iterator[tuple[int, int]]:
-    """The paper OMS in its own process; yields (port, pid)."""
+def oms_process(prices: Mapping[str, Decimal]) -> Iterator[OmsProcess]:
+    """The paper OMS in its own process."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(
@@ -348,7 +379,9 @@ def oms_process(prices: Mapping[str, Decimal]) -> Iterator[tuple[int, int]]:
     try:
         if not parent.poll(60):
             raise RuntimeError("paper OMS did not start within 60 s")
-        yield parent.recv(), proc.pid or 0
+        oms = OmsProcess(parent.recv(), proc.pid or 0, parent)
+        renice(oms.pid)
+        yield oms
     finally:
         with contextlib.suppress(OSError):
             parent.send("stop")
@@ -357,6 +390,32 @@ def oms_process(prices: Mapping[str, Decimal]) -> Iterator[tuple[int, int]]:
             proc.terminate()
             proc.join(timeout=5)
 
+
+NICE: int | None = None
+"""`run.py --nice N`: the pipeline's processes (worker, paper OMS, PostgreSQL, Kafka,
+Redis, every thread) run at this niceness, so other tenants of a shared machine do not
+take their cores (what a dedicated host gives); None leaves them as started."""
+
+
+def renice(pid: int) -> None:
+    """Every thread of `pid` and of its children at NICE (Linux: niceness is per thread)."""
+    if NICE is None or not pid:
+        return
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            for thread in proc.threads():
+                os.setpriority(os.PRIO_PROCESS, thread.id, NICE)
+
+
+GC_TUNING = os.environ.get("SW_BENCH_GC_TUNING", "on") != "off"
+"""The worker's GC policy as in production (runtime/gc_tuning.py); SW_BENCH_GC_TUNING=off
+measures CPython's defaults instead (the policy's effect)."""
 
 #: Worker config overrides from `run.py --set section.key=value` (applied to every phase).
 CONFIG_OVERRIDES: dict[str, str] = {}
@@ -377,6 +436,22 @@ def price_channel(redis_prefix: str) -> str:
     return f"{redis_prefix}updates"
 
 
+RAISED_LIMITS: dict[str, str] = {
+    # The book: 1,000 (and 10,000 in the scale and storm phases) strategies of $100,000
+    # are a $100M-$1B book; the shipped $1M cap would admit ten of them. Raised to what
+    # the phases hold; the check itself runs on every buy.
+    "max_total_exposure": "10000000000",
+    # The worker-wide submit rate is what the throughput phase measures: the shipped
+    # 50 orders/s (burst 200) would make the figure 50/s by design. Raised far above what
+    # two cores can do, so the bucket is checked on every buy but never binds; the
+    # per-execution bucket (120/min, burst 100) stays as shipped, and closing sells pass it
+    # as shipped (forced).
+    "max_orders_per_second": "1000000",
+    "worker_order_burst": "1000000",
+}
+"""The only risk limits the bench changes from config/config.yaml, and why."""
+
+
 def worker_config(
     *,
     database_url: str,
@@ -390,13 +465,14 @@ def worker_config(
     rebalance_interval: float = 300.0,
     pool_max_size: int = 10,
 ) -> dict[str, Any]:
-    """The worker's config for a bench phase: its own topics, group and Redis prefix, risk
-    limits out of the way of throughput (rate limits and exposure), `handover` on shutdown
-    (closing thousands of positions is not what we measure), HTTP on ephemeral ports."""
+    """The worker's config for a bench phase: its own topics, group and Redis prefix,
+    `handover` on shutdown (closing thousands of positions is not what we measure), HTTP on
+    ephemeral ports, and the SHIPPED risk limits except the two the bench must raise
+    (`RAISED_LIMITS`): every order is still checked against all of them."""
     topic = f"bench.{run_tag}"
     return _apply_overrides(
         {
-            "environment": "bench",
+            "environment": "staging",
             "worker_id": f"bench-{run_tag}",
             "kafka": {
                 "bootstrap_servers": kafka,
@@ -410,12 +486,7 @@ def worker_config(
                 },
             },
             "oms_grpc": {"host": "127.0.0.1", "port": oms_port, "timeout": 30},
-            "risk": {
-                "max_total_exposure": "1000000000000",
-                "max_daily_loss_amount": "1000000000",
-                "max_orders_per_minute": 100000,
-                "max_orders_per_second": 1000000,
-            },
+            "risk": dict(RAISED_LIMITS),
             "execution": {
                 "position_check_interval": position_check_interval,
                 "reconcile_interval": reconcile_interval,
@@ -444,32 +515,76 @@ def worker_config(
 def _worker_main(
     conn: Connection, config: dict[str, Any], profile_path: str | None, log_path: str
 ) -> None:
-    """Child: `run_worker` as `strategy-worker run` does it (uvloop, JSON logs to a file),
-    optionally under cProfile; stops (handover) when the parent says so."""
+    """Child: the worker as `strategy-worker run` builds it (`build_worker(config)`, nothing
+    replaced; uvloop, JSON logs to a file), optionally under cProfile. The parent's
+    commands on the pipe: "stats" (answered with `_stats`), ("profile", None) / ("profile",
+    path) (cProfile over a window, dumped to path), "stop" (handover, then ("exit", code,
+    stats))."""
     import sys
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (stalls.py)
     sys.stderr = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as we do
+    import cProfile
+
     import uvloop
 
     from strategy_worker.config import WorkerConfig
     from strategy_worker.log import configure_logging
-    from strategy_worker.runtime.app import run_worker
+    from strategy_worker.runtime.gc_tuning import GcPolicy
+    from strategy_worker.runtime.wiring import build_worker
 
     cfg = WorkerConfig.model_validate(config)
     configure_logging(cfg.logging.level, json_output=True)
+    gc_pauses = GcPauses()
+    window = cProfile.Profile()
 
-    async def main() -> int:
+    async def main() -> tuple[int, dict[str, Any]]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        if GC_TUNING:  # as run_worker does (runtime/app.py)
+            gc_policy = GcPolicy.install()
+            thaw = asyncio.create_task(gc_policy.thaw_forever())
+        async with build_worker(cfg) as app:
+            from stalls import StallProbe
 
-        def wait_parent() -> None:
-            with contextlib.suppress(EOFError, OSError):
-                conn.recv()
-            loop.call_soon_threadsafe(stop.set)
+            probe = StallProbe()
+            probe.instrument(app.worker)
+            probing = asyncio.create_task(probe.run(), name="bench-stall-probe")
 
-        loop.run_in_executor(None, wait_parent)
-        conn.send("started")
-        return await run_worker(cfg, stop=stop)
+            async def stats() -> dict[str, Any]:
+                return _stats(app, gc_pauses) | {"stall_probe": probe.snapshot()}
+
+            async def profile(path: str | None) -> bool:
+                # cProfile follows one thread: switched on and off in the loop's own.
+                if path is None:
+                    window.enable()
+                else:
+                    window.disable()
+                    window.dump_stats(path)
+                return True
+
+            def commands() -> None:
+                with contextlib.suppress(EOFError, OSError):
+                    while True:
+                        command = conn.recv()
+                        if command == "stats":
+                            conn.send(asyncio.run_coroutine_threadsafe(stats(), loop).result())
+                            continue
+                        if isinstance(command, tuple) and command[0] == "profile":
+                            done = asyncio.run_coroutine_threadsafe(profile(command[1]), loop)
+                            conn.send(done.result())
+                            continue
+                        break
+                loop.call_soon_threadsafe(stop.set)
+
+            loop.run_in_executor(None, commands)
+            conn.send("started")
+            code = await app.run(stop)
+            probing.cancel()
+            if GC_TUNING:
+                thaw.cancel()
+                gc_policy.uninstall()
+            return code, _stats(app, gc_pauses)
 
     if profile_path:
         import cProfile
@@ -477,18 +592,98 @@ def _worker_main(
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            code = uvloop.run(main())
+            code, final = uvloop.run(main())
         finally:
             profiler.disable()
             profiler.dump_stats(profile_path)
     else:
-        code = uvloop.run(main())
+        code, final = uvloop.run(main())
     with contextlib.suppress(OSError):
-        conn.send(("exit", code))
+        conn.send(("exit", code, final))
+
+
+class GcPauses:
+    """Every garbage collection of this process with its duration (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((int(info["generation"]), time.perf_counter() - self._started))
+
+
+def _stats(app: Any, gc_pauses: GcPauses) -> dict[str, Any]:
+    """What the bench reads from a running worker: the loop-lag histogram (cumulative
+    bucket counts), batches sent, GC pauses so far."""
+    lag: dict[str, float] = {}
+    for metric in app.metrics.registry.collect():
+        if metric.name == "strategy_event_loop_lag_seconds":
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    lag[sample.labels["le"]] = sample.value
+                elif sample.name.endswith("_sum"):
+                    lag["sum"] = sample.value
+    return {
+        "lag_buckets": lag,
+        "batches": app.worker.engine.submitter.batches,
+        "gc_pauses": list(gc_pauses.pauses),
+    }
+
+
+def lag_between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
+    """Event-loop lag over a window, from two cumulative histogram snapshots: samples,
+    p50/p99 (interpolated within their bucket), the share of samples above 10 ms."""
+    bounds = sorted((float(k), k) for k in after if k not in ("sum",) and k != "+Inf")
+    counts = [after.get(k, 0.0) - before.get(k, 0.0) for _, k in bounds]
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return {"samples": 0}
+
+    def quantile(q: float) -> float:
+        rank = q * total
+        lower, below = 0.0, 0.0
+        for (upper, _), cumulative in zip(bounds, counts, strict=True):
+            if cumulative >= rank:
+                inside = cumulative - below
+                share = (rank - below) / inside if inside else 1.0
+                return lower + (upper - lower) * share
+            lower, below = upper, cumulative
+        return float("inf")
+
+    over_10ms = total - next((c for (u, _), c in zip(bounds, counts, strict=True) if u == 0.01), 0)
+    return {
+        "samples": int(total),
+        "p50_ms": round(quantile(0.50) * 1000, 2),
+        "p99_ms": round(quantile(0.99) * 1000, 2),
+        "mean_ms": round((after.get("sum", 0) - before.get("sum", 0)) / total * 1000, 3),
+        "share_over_10ms": round(over_10ms / total, 4),
+    }
+
+
+def gc_between(before: Sequence[Any], after: Sequence[Any]) -> dict[str, Any]:
+    """The collections of a window, by generation: how many, the longest, the total."""
+    window = list(after[len(before) :])
+    out: dict[str, Any] = {}
+    for generation in (0, 1, 2):
+        pauses = [d for g, d in window if g == generation]
+        out[f"gen{generation}"] = {
+            "count": len(pauses),
+            "max_ms": round(max(pauses, default=0.0) * 1000, 2),
+            "total_ms": round(sum(pauses) * 1000, 1),
+        }
+    return out
 
 
 class WorkerProcess:
-    """`run_worker` in its own process; `cpu_seconds()` reads its CPU use (psutil)."""
+    """The worker in its own process; `cpu_seconds()` reads its CPU use (psutil),
+    `stats()` its loop lag, batches and GC pauses so far, `final` those at its exit."""
 
     def __init__(
         self, config: dict[str, Any], *, log_path: Path, profile_path: Path | None = None
@@ -501,21 +696,41 @@ class WorkerProcess:
             daemon=True,
         )
         self.log_path = log_path
+        self.final: dict[str, Any] = {}
 
     def __enter__(self) -> WorkerProcess:
         self.proc.start()
         if not self._parent.poll(60):
             raise RuntimeError(f"worker did not start; see {self.log_path}")
         self._parent.recv()
+        renice(self.proc.pid or 0)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         with contextlib.suppress(OSError):
             self._parent.send("stop")
+            if self._parent.poll(60):
+                message = self._parent.recv()
+                if isinstance(message, tuple) and message[0] == "exit":
+                    self.final = message[2]
         self.proc.join(timeout=60)
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(timeout=5)
+
+    def profile(self, path: Path | None) -> None:
+        """Start profiling the worker's loop (None), or stop and dump it to `path`."""
+        self._parent.send(("profile", None if path is None else str(path)))
+        if not self._parent.poll(60):
+            raise RuntimeError(f"worker did not answer; see {self.log_path}")
+        self._parent.recv()
+
+    def stats(self) -> dict[str, Any]:
+        self._parent.send("stats")
+        if not self._parent.poll(30):
+            raise RuntimeError(f"worker did not answer; see {self.log_path}")
+        result: dict[str, Any] = self._parent.recv()
+        return result
 
     def alive(self) -> bool:
         return self.proc.is_alive()

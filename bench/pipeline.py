@@ -25,6 +25,8 @@ from harness import (
     delete_prefix,
     delete_topics,
     execution_id_of,
+    gc_between,
+    lag_between,
     oms_process,
     scratch_database,
     service_pids,
@@ -33,6 +35,7 @@ from harness import (
     worker_config,
     write_prices,
 )
+from stalls import attribute
 
 LOGS = ROOT / "bench" / "results" / "logs"
 _PROGRESS_SQL = """
@@ -53,6 +56,7 @@ class Phase:
     tag: str
     universe: Universe
     db_url: str = ""
+    oms: Any = None
     oms_port: int = 0
     oms_pid: int = 0
     config: dict[str, Any] = field(default_factory=dict)
@@ -127,8 +131,9 @@ async def phase(
     await write_prices(services.redis_url, universe.prices, prefix=ph.redis_prefix)
     async with scratch_database(services.database_url, tag) as db_url:
         ph.db_url = db_url
-        with oms_process(universe.prices) as (port, oms_pid):
-            ph.oms_port, ph.oms_pid = port, oms_pid
+        with oms_process(universe.prices) as oms:
+            port = oms.port
+            ph.oms, ph.oms_port, ph.oms_pid = oms, oms.port, oms.pid
             ph.config = worker_config(
                 database_url=db_url,
                 redis_url=services.redis_url,
@@ -205,12 +210,22 @@ async def bench_throughput(
                     break
                 await asyncio.sleep(0.05)
             meter.start()  # from the first intent on: the group join is not the pipeline
+            metered = time.perf_counter()
+            before = ph.worker.stats()
             try:
                 p = await ph.wait_filled(strategies)
             except (TimeoutError, RuntimeError) as exc:
                 result["error"] = str(exc)
                 p = await ph.progress()
             result["cpu_cores"] = meter.stop()
+            metered = time.perf_counter() - metered
+            after = ph.worker.stats()
+            result["event_loop_lag"] = lag_between(before["lag_buckets"], after["lag_buckets"])
+            result["gc"] = gc_between(before["gc_pauses"], after["gc_pauses"])
+            result["submit_batches"] = after["batches"] - before["batches"]
+            result["stalls"] = attribute(
+                before["stall_probe"], after["stall_probe"], window_s=metered
+            )
             cpu = ph.worker.cpu_seconds() - cpu0
             wall = time.perf_counter() - wall0
             result["worker_rss_mib"] = round(ph.worker.rss_bytes() / 2**20, 1)
@@ -222,6 +237,11 @@ async def bench_throughput(
             result["rejected_or_cancelled"] = p["dead"]
             result["executions"] = p["executions"]
             result["orders_per_s"] = round(p["filled"] / seconds, 1)
+            result["cpu_ms_per_order"] = {
+                k: round(v * metered / max(1, p["filled"]) * 1000, 3)
+                for k, v in result.get("cpu_cores", {}).items()
+                if k != "machine"
+            }
             result["strategies_per_s"] = round(p["executions"] / seconds, 1)
         result["wall_incl_startup_s"] = round(wall, 2)
         result["worker_cpu_cores"] = round(cpu / wall, 2) if wall else None
@@ -280,6 +300,7 @@ async def bench_latency(
         await ph.wait_filled(len(warm), stall_s=90)
         sent: dict[uuid.UUID, float] = {}
         futures = []
+        before = ph.worker.stats()
         cpu0 = ph.worker.cpu_seconds()
         meter = ph.cpu_meter()
         meter.start()
@@ -301,6 +322,13 @@ async def bench_latency(
             result["error"] = str(exc)
         result["worker_cpu_cores"] = round(
             (ph.worker.cpu_seconds() - cpu0) / max(1e-9, time.time() - wall0), 3
+        )
+        after = ph.worker.stats()
+        result["event_loop_lag"] = lag_between(before["lag_buckets"], after["lag_buckets"])
+        result["gc"] = gc_between(before["gc_pauses"], after["gc_pauses"])
+        result["submit_batches"] = after["batches"] - before["batches"]
+        result["stalls"] = attribute(
+            before["stall_probe"], after["stall_probe"], window_s=time.time() - wall0
         )
         orders = await _order_times(ph.oms_port, list(sent))
         rows = await ph.pool.fetch(

@@ -29,7 +29,7 @@ import harness
 from harness import ROOT, Services, redact
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("baselines", "throughput", "latency", "stoploss", "scale")
+SECTIONS = ("baselines", "throughput", "latency", "stoploss", "storm", "scale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class Sizes:
     stop_intervals: tuple[float, ...]
     executions: int
     idle_window_s: float
+    storm_executions: int
 
 
 QUICK = Sizes(
@@ -57,6 +58,7 @@ QUICK = Sizes(
     stop_intervals=(1.0, 0.05),
     executions=1_000,
     idle_window_s=20,
+    storm_executions=2_000,
 )
 FULL = Sizes(
     pg_rows=100_000,
@@ -69,6 +71,7 @@ FULL = Sizes(
     stop_intervals=(1.0, 0.05),
     executions=10_000,
     idle_window_s=125,
+    storm_executions=10_000,
 )
 
 
@@ -96,6 +99,8 @@ def _machine() -> dict[str, Any]:
 async def _run(
     args: argparse.Namespace, sizes: Sizes, results: dict[str, Any], services: Services
 ) -> None:
+    for pid in [os.getpid(), *harness.service_pids().values()]:
+        harness.renice(pid)  # the baselines' client is this process
     results["services"] = {
         "database": redact(services.database_url),
         "redis": services.redis_url,
@@ -124,6 +129,16 @@ async def _run(
         results["throughput"] = await pipeline.bench_throughput(
             services, sizes.strategies, partitions=args.partitions, tag=f"{tag}t"
         )
+        t = results["throughput"]
+        if t.get("orders") and t.get("submit_batches"):
+            import baselines
+
+            batch = max(1, round(t["orders"] / t["submit_batches"]))
+            await harness.settle()
+            print(f"baselines: raw batched grpc stream, {batch} orders/batch ...", flush=True)
+            results.setdefault("baselines", {})[
+                "grpc_batched"
+            ] = await baselines.bench_grpc_batched(max(5_000, t["orders"]), batch)
         if args.profile:
             await harness.settle()
             print("throughput under cProfile ...", flush=True)
@@ -143,16 +158,18 @@ async def _run(
         import pipeline
 
         results["latency"] = {}
-        for rate in sizes.latency_rates:
-            await harness.settle()
-            print(f"latency: {rate:g} strategies/s for {sizes.latency_seconds:g} s ...", flush=True)
-            results["latency"][f"rate_{rate:g}"] = await pipeline.bench_latency(
-                services,
-                rate=rate,
-                seconds=sizes.latency_seconds,
-                partitions=args.partitions,
-                tag=f"{tag}l{rate:g}",
-            )
+        for run in range(1, args.latency_runs + 1):
+            for rate in sizes.latency_rates:
+                await harness.settle()
+                label = f"rate_{rate:g}" + (f"_run{run}" if args.latency_runs > 1 else "")
+                print(f"latency: {label}, {sizes.latency_seconds:g} s ...", flush=True)
+                results["latency"][label] = await pipeline.bench_latency(
+                    services,
+                    rate=rate,
+                    seconds=sizes.latency_seconds,
+                    partitions=args.partitions,
+                    tag=f"{tag}l{rate:g}r{run}",
+                )
         if args.profile:
             rate = max(sizes.latency_rates)
             await harness.settle()
@@ -185,6 +202,22 @@ async def _run(
                 partitions=args.partitions,
                 tag=f"{tag}s{str(interval).replace('.', '')}",
             )
+    if "storm" in only:
+        import storm
+
+        await harness.settle()
+        n = sizes.storm_executions
+        print(f"storm: {n} executions x 5 symbols, every stop on one price update ...", flush=True)
+        path = RESULTS / f"{tag}-storm.pstats" if args.profile else None
+        results["storm"] = await storm.bench_storm(
+            services, executions=n, partitions=args.partitions, tag=f"{tag}x", profile_path=path
+        )
+        if path is not None:
+            import profile_report
+
+            summary = profile_report.summarise(str(path), top=30)
+            results["storm"]["profile"] = summary
+            print(profile_report.render(summary), flush=True)
     if "scale" in only:
         import scale
 
@@ -212,6 +245,10 @@ def main() -> None:
     parser.add_argument("--executions", type=int, help="override the scale size")
     parser.add_argument("--rates", help="override the latency rates, e.g. 50,10")
     parser.add_argument(
+        "--latency-runs", type=int, default=1, help="run the latency phases N times in a row"
+    )
+    parser.add_argument("--storm-executions", type=int, help="override the storm size")
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -226,18 +263,26 @@ def main() -> None:
         "production; off: the shared test cluster, which runs with both off",
     )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        help="run the pipeline's processes at this niceness (e.g. -10: other tenants of a "
+        "shared machine do not preempt them); default: as started",
+    )
     args = parser.parse_args()
+    harness.NICE = args.nice
     for item in args.set:
         key, _, value = item.partition("=")
         harness.CONFIG_OVERRIDES[key.strip()] = value.strip()
     sizes = FULL if args.full else QUICK
     if args.rates:
         sizes = replace(sizes, latency_rates=tuple(float(x) for x in args.rates.split(",")))
-    if args.strategies or args.executions:
+    if args.strategies or args.executions or args.storm_executions:
         sizes = replace(
             sizes,
             strategies=args.strategies or sizes.strategies,
             executions=args.executions or sizes.executions,
+            storm_executions=args.storm_executions or sizes.storm_executions,
         )
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -252,6 +297,8 @@ def main() -> None:
         "machine": _machine(),
         "partitions": args.partitions,
         "config_overrides": dict(harness.CONFIG_OVERRIDES),
+        "nice": args.nice,
+        "gc_tuning": harness.GC_TUNING,
     }
     import uvloop
 

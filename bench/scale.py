@@ -1,15 +1,15 @@
-"""Scale: K active executions of 5 symbols on one worker. The worker is wired as in
-`run_worker` (PostgreSQL, the OMS over gRPC, Redis prices, Kafka events) in a process of its
-own, without the Kafka intake: executions are created by calling `Worker.handle_strategy`
-directly (8 at a time, like 8 partitions). Then, in that process: resident memory per 1,000
-executions, the time and CPU of one `monitor_cycle` (and of the reconcile, lease and
-rebalance cycles), the snapshot write rate, and the CPU used over a window while the loops
-run at their configured cadence."""
+"""Scale: K active executions of 5 symbols on one worker. The worker is built by the
+production wiring (`build_worker(config)`: PostgreSQL, the OMS over gRPC, Redis prices,
+Kafka events through the outbox relay) in a process of its own, without the Kafka intake:
+executions are created by calling `Worker.handle_strategies` directly (8 lanes of 25, like 8
+partitions). Then, in that process: resident memory per 1,000 executions, the time and CPU
+of one monitor cycle (and of the reconcile, lease and rebalance cycles), the snapshot write
+rate (`record_marks`), and the CPU used over a window while the loops run at their
+configured cadence."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import itertools
 import multiprocessing as mp
@@ -31,8 +31,9 @@ from harness import (
     worker_config,
     write_prices,
 )
+from strategy_worker.runtime.intake import IncomingStrategy
 
-_MAX_PENDING_SUBMISSIONS = 64
+_MAX_QUEUED_ORDERS = 2_000
 #: The reconcile loop runs every 60 s in production; the bench turns the loop off while it
 #: creates executions (one ListOrders per execution per cycle would starve the submissions,
 #: see the report) and measures one explicit cycle instead, projected at this cadence.
@@ -62,45 +63,20 @@ async def _timed(body: Callable[[], Awaitable[None]]) -> dict[str, float]:
 async def _scale(
     config_data: dict[str, Any], executions: int, idle_window_s: float
 ) -> dict[str, Any]:
-    from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
-    from strategy_worker.adapters.kafka.producer import KafkaDeadLetterPublisher, KafkaProducer
-    from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
-    from strategy_worker.adapters.postgres import PostgresStore, migrate
-    from strategy_worker.adapters.redis_prices import RedisPriceSource
     from strategy_worker.config import WorkerConfig
-    from strategy_worker.metrics import WorkerMetrics
-    from strategy_worker.runtime.clocks import SystemClock
-    from strategy_worker.runtime.settings import settings_from
-    from strategy_worker.runtime.worker import Worker
+    from strategy_worker.runtime.wiring import build_worker
 
     config = WorkerConfig.model_validate(config_data)
-    from prometheus_client import CollectorRegistry
+    # The production wiring with its own parts (PostgreSQL, the OMS over gRPC, Redis,
+    # Kafka events through the outbox relay); only the Kafka intake and HTTP are left out.
+    async with build_worker(config, consume=False, serve_http=False) as app:
+        return await _measure(app, executions, idle_window_s)
 
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    settings = settings_from(config)
-    await migrate(config.database.dsn(), hint=config.database.setting_hint())
-    store = await PostgresStore.connect(config.database)
-    oms = OmsGrpcClient(config.oms_grpc, registry=registry)
-    prices = RedisPriceSource.from_config(config.redis, metrics=metrics)
-    producer = KafkaProducer(config.kafka)
-    await producer.start()
-    topics = config.kafka.topics
-    events = BufferedEventPublisher(producer, topic=topics.execution, metrics=metrics)
-    events.start()
-    worker = Worker(
-        settings=settings,
-        store=store,
-        oms=oms,
-        prices=prices,
-        events=events,
-        dead_letters=KafkaDeadLetterPublisher(
-            producer, topic=topics.dead_letter, metrics=metrics, worker_id=settings.owner_id
-        ),
-        metrics=metrics,
-        clock=SystemClock(),
-    )
-    # Count the cycles the background loops run (the loops bind these attributes at start).
+
+async def _measure(app: Any, executions: int, idle_window_s: float) -> dict[str, Any]:
+    worker = app.worker
+    store, oms, prices = worker.store, worker.engine.oms, worker.monitor._prices
+    # Count the cycles the background loops run (the loops bind these at start).
     ran: dict[str, int] = {"monitor": 0, "reconcile": 0, "rebalance": 0, "lease": 0}
 
     def counting(
@@ -112,145 +88,138 @@ async def _scale(
 
         return run
 
-    monitor_cycle, reconcile_cycle = worker.monitor_cycle, worker.reconcile_cycle
-    rebalance_cycle, lease_cycle = worker.rebalance_cycle, worker.lease_cycle
-    worker.monitor_cycle = counting("monitor", monitor_cycle)  # type: ignore[method-assign]
-    worker.reconcile_cycle = counting("reconcile", reconcile_cycle)  # type: ignore[method-assign]
-    worker.rebalance_cycle = counting("rebalance", rebalance_cycle)  # type: ignore[method-assign]
-    worker.lease_cycle = counting("lease", lease_cycle)  # type: ignore[method-assign]
+    monitor_cycle, reconcile_cycle = worker.monitor.cycle, worker.reconciler.cycle
+    rebalance_cycle, lease_cycle = worker.monitor.rebalance_cycle, worker.leases.cycle
+    worker.monitor.cycle = counting("monitor", monitor_cycle)
+    worker.reconciler.cycle = counting("reconcile", reconcile_cycle)
+    worker.monitor.rebalance_cycle = counting("rebalance", rebalance_cycle)
+    worker.leases.cycle = counting("lease", lease_cycle)
 
     snapshot_calls: list[tuple[int, float]] = []
-    insert_snapshots = store.insert_snapshots
+    record_marks = store.record_marks
 
-    async def timed_snapshots(snapshots: Any) -> None:
+    async def timed_marks(writes: Any) -> Any:
         started = time.perf_counter()
-        await insert_snapshots(snapshots)
-        snapshot_calls.append((len(snapshots), time.perf_counter() - started))
+        out = await record_marks(writes)
+        snapshot_calls.append(
+            (sum(1 for w in writes if w.snapshot is not None), time.perf_counter() - started)
+        )
+        return out
 
-    store.insert_snapshots = timed_snapshots  # type: ignore[method-assign]
+    store.record_marks = timed_marks
 
     calls: dict[str, int] = {}
     _count_calls(store, "store", calls)
     _count_calls(oms, "oms", calls)
     _count_calls(prices, "redis", calls)
-    _count_calls(producer, "kafka", calls)
 
     result: dict[str, Any] = {"executions": executions, "symbols_per_execution": 5}
+    await worker.start()
+    universe = Universe.make(500)
+    rng = random.Random(53)
+    payloads = [strategy_payload(rng, universe.symbols, n_symbols=5)[1] for _ in range(executions)]
+    gc.collect()
+    rss0 = _rss()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for p in payloads:
+        queue.put_nowait(p)
+    submitter = worker.engine.submitter
+
+    async def lane(number: int) -> None:
+        while not queue.empty():
+            # Backpressure the intake lacks: a handler returns once its intents are
+            # durable, before they are sent, so a burst would pile up in the queue.
+            for _ in itertools.count():
+                if submitter.queued < _MAX_QUEUED_ORDERS:
+                    break
+                await asyncio.sleep(0.01)
+            batch = []
+            while not queue.empty() and len(batch) < 25:
+                batch.append(IncomingStrategy(queue.get_nowait(), f"bench:{number}"))
+            if batch:
+                await worker.handle_strategies(batch)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(i) for i in range(8)))
+    result["create_per_s"] = round(executions / (time.perf_counter() - started), 1)
+    deadline = time.monotonic() + max(120.0, executions / 20)
+    while any(r.model.live_orders() for r in worker.book) or submitter.queued:
+        if time.monotonic() > deadline:
+            result["error"] = "orders still open at the deadline"
+            break
+        await asyncio.sleep(0.5)
+    result["fill_all_s"] = round(time.perf_counter() - started, 1)
+    result["calls_per_execution_to_filled"] = {
+        k: round(v / executions, 2) for k, v in sorted(calls.items())
+    }
+    calls.clear()
+    runners = list(worker.book)
+    result["active"] = len(runners)
+    result["open_orders"] = sum(len(r.model.live_orders()) for r in runners)
+    gc.collect()
+    rss1 = _rss()
+    result["rss_mib_total"] = round(rss1 / 2**20, 1)
+    result["rss_mib_base"] = round(rss0 / 2**20, 1)
+    per_1000 = (rss1 - rss0) / max(1, executions) * 1000
+    result["rss_mib_per_1000"] = round(per_1000 / 2**20, 2)
+    result["rss_gib_projected_10k"] = round((rss0 + per_1000 * 10) / 2**30, 3)
+
+    calls.clear()
+    cycles = [await _timed(monitor_cycle) for _ in range(3)]
+    result["calls_per_monitor_cycle"] = {k: round(v / 3, 1) for k, v in sorted(calls.items())}
+    best = min(cycles, key=lambda c: c["wall_s"])
+    result["monitor_cycle"] = best
+    result["monitor_cycles"] = cycles
+    result["cpu_s_per_1000_per_cycle"] = round(best["cpu_s"] / executions * 1000, 4)
+    rows = sum(n for n, _ in snapshot_calls[-3:])
+    secs = sum(t for _, t in snapshot_calls[-3:])
+    result["snapshot_rows_per_s"] = round(rows / secs) if secs else None
+    result["snapshot_rows_per_cycle"] = snapshot_calls[-1][0] if snapshot_calls else 0
+    result["snapshot_insert_s_per_cycle"] = (
+        round(snapshot_calls[-1][1], 4) if snapshot_calls else None
+    )
+    result["lease_cycle"] = await _timed(lease_cycle)
+    result["rebalance_cycle"] = await _timed(rebalance_cycle)
+    calls.clear()
     try:
-        await worker.start()
-        universe = Universe.make(500)
-        rng = random.Random(53)
-        payloads = [
-            strategy_payload(rng, universe.symbols, n_symbols=5)[1] for _ in range(executions)
-        ]
-        gc.collect()
-        rss0 = _rss()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for p in payloads:
-            queue.put_nowait(p)
-
-        async def lane(number: int) -> None:
-            while not queue.empty():
-                # Backpressure the worker lacks: handle_strategy returns before its orders are
-                # sent (unbounded background submissions), so a burst piles up at the OMS.
-                for _ in itertools.count():
-                    if len(worker._tasks) < _MAX_PENDING_SUBMISSIONS:
-                        break
-                    await asyncio.sleep(0.01)
-                try:
-                    payload = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return  # another lane took the last one while this one waited
-                await worker.handle_strategy(payload, f"bench:{number}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(lane(i) for i in range(8)))
-        result["create_per_s"] = round(executions / (time.perf_counter() - started), 1)
-        deadline = time.monotonic() + max(120.0, executions / 20)
-        while any(r.open_orders for r in worker.runners.values()) or worker._tasks:
-            if time.monotonic() > deadline:
-                result["error"] = "orders still open at the deadline"
-                break
-            await asyncio.sleep(0.5)
-        result["fill_all_s"] = round(time.perf_counter() - started, 1)
-        result["calls_per_execution_to_filled"] = {
-            k: round(v / executions, 2) for k, v in sorted(calls.items())
+        async with asyncio.timeout(_RECONCILE_LIMIT_S):
+            result["reconcile_cycle"] = await _timed(reconcile_cycle)
+    except TimeoutError:
+        done = calls.get("oms.list_orders", 0)
+        result["reconcile_cycle"] = {
+            "wall_s": _RECONCILE_LIMIT_S,
+            "cpu_s": None,
+            "unfinished": f"{done} of {executions} executions reconciled "
+            f"in {_RECONCILE_LIMIT_S:g} s",
         }
-        calls.clear()
-        result["active"] = len(worker.runners)
-        result["open_orders"] = sum(len(r.open_orders) for r in worker.runners.values())
-        gc.collect()
-        rss1 = _rss()
-        result["rss_mib_total"] = round(rss1 / 2**20, 1)
-        result["rss_mib_base"] = round(rss0 / 2**20, 1)
-        per_1000 = (rss1 - rss0) / max(1, executions) * 1000
-        result["rss_mib_per_1000"] = round(per_1000 / 2**20, 2)
-        result["rss_gib_projected_10k"] = round((rss0 + per_1000 * 10) / 2**30, 3)
+    result["calls_per_reconcile_cycle"] = dict(sorted(calls.items()))
 
-        calls.clear()
-        cycles = [await _timed(monitor_cycle) for _ in range(3)]
-        result["calls_per_monitor_cycle"] = {k: round(v / 3, 1) for k, v in sorted(calls.items())}
-        best = min(cycles, key=lambda c: c["wall_s"])
-        result["monitor_cycle"] = best
-        result["monitor_cycles"] = cycles
-        result["cpu_s_per_1000_per_cycle"] = round(best["cpu_s"] / executions * 1000, 4)
-        rows = sum(n for n, _ in snapshot_calls[-3:])
-        secs = sum(s for _, s in snapshot_calls[-3:])
-        result["snapshot_rows_per_s"] = round(rows / secs) if secs else None
-        result["snapshot_rows_per_cycle"] = snapshot_calls[-1][0] if snapshot_calls else 0
-        result["snapshot_insert_s_per_cycle"] = (
-            round(snapshot_calls[-1][1], 4) if snapshot_calls else None
-        )
-        result["lease_cycle"] = await _timed(lease_cycle)
-        result["rebalance_cycle"] = await _timed(rebalance_cycle)
-        calls.clear()
-        try:
-            async with asyncio.timeout(_RECONCILE_LIMIT_S):
-                result["reconcile_cycle"] = await _timed(reconcile_cycle)
-        except TimeoutError:
-            done = calls.get("oms.list_orders", 0)
-            result["reconcile_cycle"] = {
-                "wall_s": _RECONCILE_LIMIT_S,
-                "cpu_s": None,
-                "unfinished": f"{done} of {executions} executions reconciled "
-                f"in {_RECONCILE_LIMIT_S:g} s",
-            }
-        result["calls_per_reconcile_cycle"] = dict(sorted(calls.items()))
-
-        s = settings
-        gc.collect()
-        before = dict(ran)
-        cpu0, wall0 = _cpu(), time.perf_counter()
-        await asyncio.sleep(idle_window_s)
-        window = time.perf_counter() - wall0
-        result["window_s"] = round(window, 1)
-        result["window_cycles"] = {k: ran[k] - before[k] for k in ran}
-        result["window_cpu_cores"] = round((_cpu() - cpu0) / window, 4)
-        lease_cores = result["lease_cycle"]["cpu_s"] / s.heartbeat
-        idle = result["window_cpu_cores"]
-        if result["window_cycles"]["monitor"] == 0 and result["window_cycles"]["reconcile"] == 0:
-            result["idle_cpu_cores"] = idle
-        else:
-            idle = max(0.0, idle - lease_cores)  # a cycle ran in the window: count it once
-            result["idle_cpu_cores"] = round(idle, 4)
-        projected = (
-            best["cpu_s"] / s.position_check_interval
-            + (result["reconcile_cycle"]["cpu_s"] or 0.0) / _RECONCILE_CADENCE_S
-            + result["rebalance_cycle"]["cpu_s"] / s.rebalance_interval
-            + max(idle, lease_cores)
-        )
-        result["cadence_s"] = s.position_check_interval
-        result["cpu_cores_projected"] = round(projected, 4)
-        result["cpu_cores_projected_10k"] = round(projected * 10_000 / executions, 3)
-        result["rss_mib_after_window"] = round(_rss() / 2**20, 1)
-    finally:
-        with contextlib.suppress(Exception):
-            await worker.shutdown("handover")
-        await events.close()
-        await producer.stop()
-        await oms.close()
-        await prices.close()
-        await store.close()
+    s = worker.settings
+    gc.collect()
+    before = dict(ran)
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    await asyncio.sleep(idle_window_s)
+    window = time.perf_counter() - wall0
+    result["window_s"] = round(window, 1)
+    result["window_cycles"] = {k: ran[k] - before[k] for k in ran}
+    result["window_cpu_cores"] = round((_cpu() - cpu0) / window, 4)
+    lease_cores = result["lease_cycle"]["cpu_s"] / s.heartbeat
+    idle = result["window_cpu_cores"]
+    if result["window_cycles"]["monitor"] == 0 and result["window_cycles"]["reconcile"] == 0:
+        result["idle_cpu_cores"] = idle
+    else:
+        idle = max(0.0, idle - lease_cores)  # a cycle ran in the window: count it once
+        result["idle_cpu_cores"] = round(idle, 4)
+    projected = (
+        best["cpu_s"] / s.position_check_interval
+        + (result["reconcile_cycle"]["cpu_s"] or 0.0) / _RECONCILE_CADENCE_S
+        + result["rebalance_cycle"]["cpu_s"] / s.rebalance_interval
+        + max(idle, lease_cores)
+    )
+    result["cadence_s"] = s.position_check_interval
+    result["cpu_cores_projected"] = round(projected, 4)
+    result["cpu_cores_projected_10k"] = round(projected * 10_000 / executions, 3)
+    result["rss_mib_after_window"] = round(_rss() / 2**20, 1)
     return result
 
 
@@ -301,7 +270,8 @@ async def bench_scale(
     prefix = f"bench:{tag}:prices:"
     await write_prices(services.redis_url, universe.prices, prefix=prefix)
     async with scratch_database(services.database_url, tag) as db_url:
-        with oms_process(universe.prices) as (port, _pid):
+        with oms_process(universe.prices) as oms:
+            port = oms.port
             config = worker_config(
                 database_url=db_url,
                 redis_url=services.redis_url,

@@ -113,6 +113,10 @@ def start(state: dict[str, Any], names: list[str]) -> None:
     """Install what is missing, then start the servers; Kafka boots while the others start."""
     apt = Apt()
     missing = [pkg for name in names for pkg in MODULES[name].missing_packages()]
+    # The dashboard's browser test drives Debian's headless Chromium (Playwright cannot
+    # download its own browsers here); installed with the servers so a fresh machine has it.
+    if shutil.which("chromium") is None:
+        missing.append("chromium")
     apt.install(missing, "installing the servers")
     taken: set[int] = set()
     if "kafka" in names:

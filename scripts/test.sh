@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 #   bootstrap .venv -> proto stubs up to date -> ruff check -> ruff format --check -> mypy
-#   -> scripts/services.sh up -> pytest tests/unit tests/integration -> scripts/services.sh down
+#   -> scripts/services.sh up -> pytest tests/unit tests/integration tests/simulation
+#   -> scripts/services.sh down
 # Every check runs even after one fails, so one run shows everything to fix; the exit code is 0
 # only when all of them passed (pytest's "no tests collected", exit 5, is a failure too).
 # Extra arguments go to pytest:  scripts/test.sh -x -k kafka
@@ -63,7 +64,7 @@ finish() {
 }
 # pytest sees the servers' settings; a subshell keeps them out of this script's environment.
 run_pytest() {
-  (. .services/env && exec .venv/bin/pytest -ra tests/unit tests/integration "$@")
+  (. .services/env && exec .venv/bin/pytest -ra tests/unit tests/integration tests/simulation "$@")
 }
 
 trap finish EXIT

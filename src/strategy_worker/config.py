@@ -1,8 +1,10 @@
 """The worker's configuration: one frozen, validated object built once at startup.
 
 Load order: model defaults -> YAML at `CONFIG_PATH` (default ./config/config.yaml) ->
-environment. YAML numbers become `Decimal` through their text (never through float), unknown
-keys are errors, and every error is one line naming where it came from and the key path:
+environment, where `strategy-worker run` adds the variables of ./.env below the real
+environment (a variable set in both keeps the real value). YAML numbers become `Decimal`
+through their text (never through float), unknown keys are errors, and every error is one
+line naming where it came from and the key path:
 ``config.yaml: risk.max_position_size: must be in (0, 1]``.
 
 Secrets (database, Redis and Kafka SASL passwords) come only from the environment or from a
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from strategy_worker.adapters.oms_grpc.config import OmsClientConfig
 from strategy_worker.adapters.postgres.config import DatabaseConfig
+from strategy_worker.domain.strategy import MAX_MESSAGE_BYTES
 from strategy_worker.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("./config/config.yaml")
+DEFAULT_ENV_FILE = Path(".env")
 ENV_PREFIX = "SW__"
 
 
@@ -55,6 +60,9 @@ class KafkaTopics(_Section):
     execution: str = "strategy.execution"
     control: str = "strategy.control"
     dead_letter: str = "strategy.approved.dlq"
+    #: Closed bars from the market-data side (docs/signals.md); null: the worker builds its
+    #: bars from the price announcements it receives (redis.price_channel).
+    bars: str | None = Field(default="market.bars", min_length=1)
 
 
 class KafkaSsl(_Section):
@@ -82,8 +90,9 @@ class KafkaConfig(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl: KafkaSsl = KafkaSsl()
     sasl: KafkaSasl = KafkaSasl()
-    #: Larger payloads are dead-lettered unread (hostile input must not exhaust memory).
-    max_message_bytes: int = Field(default=1_048_576, gt=0)
+    #: The one size limit of incoming messages: larger records are dead-lettered unread
+    #: (`oversized`), and intake's parser refuses the same size (`payload_too_large`).
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, gt=0)
     max_poll_records: int = Field(default=100, gt=0)
     #: Done offsets are committed at most this often (and always on stop or revoke).
     commit_interval: Seconds = 1.0
@@ -119,6 +128,15 @@ class RiskSection(_Section):
     """The spec's risk limits; money in Decimal, ratios as fractions of the portfolio."""
 
     max_total_exposure: PositiveDecimal = Decimal("1000000.00")
+    #: Per user (all of one user_id's executions, fleet-wide); null = no per-user cap.
+    max_user_exposure: PositiveDecimal | None = None
+    #: Fleet-wide order rate toward the OMS (one token bucket in Redis); null = off. Closing
+    #: orders are never throttled.
+    fleet_orders_per_second: PositiveDecimal | None = None
+    fleet_order_burst: int = Field(default=100, ge=1)
+    #: A strategy the remaining capacity funds below this fraction is refused; else it
+    #: starts scaled down (README "Exposure limits").
+    min_funded_fraction: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     max_position_size: Decimal = Decimal("0.30")
     max_daily_loss: Decimal = Decimal("0.05")
     max_daily_loss_amount: PositiveDecimal = Decimal("50000.00")
@@ -128,13 +146,55 @@ class RiskSection(_Section):
     warning_ratio: Decimal = Decimal("0.80")
     #: Stop-loss trigger buffer against whipsaws.
     stop_loss_buffer: Decimal = Decimal("0.02")
-    #: Order rate limits: per execution per minute, and for the whole worker per second.
+    #: Worker default stop-loss, a fraction below average cost in (0, 0.5]; a strategy's own
+    #: `stop_loss_pct` applies when tighter. None: only strategies that set one are stopped.
+    stop_loss_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: UTC time of day at which a trading day starts (daily loss resets, HALTED lifts).
+    trading_day_start: time = time(0, 0)
+    #: Order rate limits (token buckets): per execution per minute, and for the whole worker
+    #: per second, each with the burst it may send at once.
     max_orders_per_minute: int = Field(default=120, ge=1)
+    execution_order_burst: int = Field(default=100, ge=1)
     max_orders_per_second: int = Field(default=50, ge=1)
+    worker_order_burst: int = Field(default=200, ge=1)
+    #: Cash reserve: sizing, rebalancing and the cash check budget every buy as if it filled
+    #: slippage_reserve_bps above its reference price (a sell as many below) and paid
+    #: fee_reserve_bps of its notional plus fee_reserve_per_order: fills within the reserve
+    #: never take cash below zero. 0 / 0 / 0 budgets at the reference price exactly.
+    slippage_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    fee_reserve_bps: Decimal = Field(default=Decimal(10), ge=0, le=Decimal(1000))
+    fee_reserve_per_order: Decimal = Field(default=Decimal("1.00"), ge=0, allow_inf_nan=False)
+    #: Protective orders (README "Protective orders"): worker defaults a strategy may
+    #: tighten, never loosen. null = no trailing stop / take-profit unless a strategy asks.
+    trailing_stop_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    take_profit_pct: Decimal | None = Field(default=None, gt=0, le=Decimal(10))
+    #: native (rest at the OMS where supported) | emulated (the worker holds them) | auto.
+    protection: Literal["native", "emulated", "auto"] = "auto"
+    #: null: a triggered stop exits at MARKET; else LIMIT this fraction below the level.
+    protection_limit_offset_pct: Decimal | None = Field(default=None, gt=0, le=Decimal("0.5"))
+    #: Seconds a native stop may stay unfilled past its level before the worker exits itself.
+    protection_native_grace: Seconds = 5.0
 
     _ratios = field_validator(
         "max_position_size", "max_daily_loss", "warning_ratio", "stop_loss_buffer"
     )(_ratio)
+
+    @field_validator("trading_day_start", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted 13:30 as the base-60 integer 810: never take a number.
+        if isinstance(value, int | Decimal | float):
+            raise ValueError('write the time in quotes, e.g. "13:30" (a UTC time of day)')
+        if isinstance(value, str) and re.search(r"(?:[zZ]|[+-]\d\d:?\d\d)$", value.strip()):
+            raise ValueError('a UTC time of day without a zone, e.g. "13:30"')
+        return value
+
+    @field_validator("trading_day_start")
+    @classmethod
+    def _naive_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError('a UTC time of day without a zone, e.g. "13:30"')
+        return value
 
     @model_validator(mode="after")
     def _order_bounds(self) -> RiskSection:
@@ -170,6 +230,22 @@ class ExecutionSection(_Section):
         return self
 
 
+# --------------------------------------------------------------------------- signals
+
+
+class SignalsSection(_Section):
+    """Bars, indicators and entry/exit signals (docs/signals.md)."""
+
+    #: A bar counts as closed when its end is at most this far after the worker's clock
+    #: (a bar published at its close must not be refused for a few ms of clock skew).
+    max_clock_skew: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    #: signal_decisions rows older than this many days are pruned.
+    decision_retention_days: int = Field(default=90, ge=1)
+    #: market_bars rows older than this many days are pruned; null keeps them (warm-up
+    #: history and rebuilds read them).
+    bar_retention_days: int | None = Field(default=None, ge=1)
+
+
 # --------------------------------------------------------------------------- stores
 
 
@@ -199,17 +275,42 @@ class RedisSection(_Section):
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
+class RetentionSection(_Section):
+    """How long position_snapshots keep their grain (adapters/postgres/retention.py)."""
+
+    #: Thin old snapshots every `interval` (false: the table keeps every row).
+    enabled: bool = True
+    #: Every snapshot younger than this is kept (seconds; 1 day).
+    snapshots_fine: Seconds = 86_400.0
+    #: Older ones, up to this age, are thinned to the last, lowest and highest of each hour;
+    #: older still, of each trading day (seconds; 7 days). First and latest always kept.
+    snapshots_hourly: Seconds = 604_800.0
+    #: Seconds between thinning runs (one worker at a time runs one: a lease in the table).
+    interval: Seconds = 3_600.0
+    #: Rows per DELETE: each statement is short, so the worker's own writes never queue.
+    batch: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _windows_ordered(self) -> RetentionSection:
+        if self.snapshots_hourly <= self.snapshots_fine:
+            raise ValueError("snapshots_hourly must be longer than snapshots_fine")
+        return self
+
+
 # --------------------------------------------------------------------------- observability
 
 
 class MetricsSection(_Section):
     enabled: bool = True
-    host: str = "0.0.0.0"  # the scraper connects from outside
+    #: Loopback by default: /metrics names which executions hold which symbols. A scraper
+    #: from outside needs an explicit host (e.g. the pod IP, or 0.0.0.0 behind a firewall).
+    host: str = "127.0.0.1"
     port: Port = 9091
 
 
 class HealthSection(_Section):
-    host: str = "0.0.0.0"  # probes come from the orchestrator
+    #: Loopback by default; an orchestrator probing from outside sets the pod's address.
+    host: str = "127.0.0.1"
     port: Port = 8080
     #: Each readiness check (Kafka, PostgreSQL, OMS) must answer within this.
     check_timeout: Seconds = 2.0
@@ -222,21 +323,157 @@ class LoggingSection(_Section):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+Environment = Literal["development", "staging", "production"]
+
+
+# --------------------------------------------------------------------------- api and control
+
+
+class ApiTls(_Section):
+    """PEM files; with both set, `strategy-worker api` serves HTTPS and WSS only."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class ApiAuth(_Section):
+    """How bearer tokens (JWT) are verified: `sub` is the user id."""
+
+    #: EdDSA / RS256 / ES256 verify with a public key (API_JWT_PUBLIC_KEY or public_key_file),
+    #: so the API cannot mint tokens; HS256 shares API_JWT_SECRET with the issuer.
+    algorithm: Literal["EdDSA", "RS256", "ES256", "HS256"] = "EdDSA"
+    public_key_file: Path | None = None
+    #: The public key's PEM text itself (API_JWT_PUBLIC_KEY); wins over public_key_file.
+    public_key: str | None = None
+    #: HS256 only, from API_JWT_SECRET (or API_JWT_SECRET_FILE), never from this file.
+    secret: SecretStr | None = None
+    #: When set, tokens must carry this `iss` / `aud`.
+    issuer: str | None = None
+    audience: str | None = None
+    #: The claim listing the caller's roles (a string or a list); `operator_role` in it
+    #: sees and steers every execution.
+    roles_claim: str = Field(default="roles", min_length=1)
+    operator_role: str = Field(default="operator", min_length=1)
+    #: Clock skew tolerated on `exp` / `nbf`.
+    leeway: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+
+
+class ApiStream(_Section):
+    """The live event stream (WebSocket) and where it follows the execution events."""
+
+    #: kafka: the `strategy.execution` topic; outbox: the `event_outbox` table (no Kafka).
+    source: Literal["kafka", "outbox"] = "kafka"
+    heartbeat: Seconds = 15.0
+    #: Recent events kept in memory; a client resuming from an older cursor is told to
+    #: reload (`reset`) instead of silently missing events.
+    buffer_events: int = Field(default=50_000, ge=100)
+    #: Frames queued per client; a client this far behind is disconnected and resumes.
+    client_queue: int = Field(default=2_000, ge=10)
+    outbox_poll_interval: Seconds = 0.1
+
+
+class ApiSection(_Section):
+    """`strategy-worker api`: the REST + WebSocket API and the dashboard (docs/api.md)."""
+
+    #: Loopback by default; put a TLS-terminating proxy or `tls` in front for others.
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    tls: ApiTls = ApiTls()
+    auth: ApiAuth = ApiAuth()
+    stream: ApiStream = ApiStream()
+    #: Ed25519 private key (PEM) signing control requests, from API_CONTROL_SIGNING_KEY or
+    #: this file; the workers verify with its public half (control_auth.verify_key_file).
+    control_signing_key_file: Path | None = None
+    control_signing_key: SecretStr | None = None
+    #: A control request's signature is valid this long (it waits for the owner worker).
+    control_token_ttl: Seconds = 86_400.0
+    default_page_size: int = Field(default=50, ge=1, le=1000)
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class ControlAuthSection(_Section):
+    """How the worker verifies who sent a control request (src/strategy_worker/auth/)."""
+
+    #: Refuse unsigned control requests (CRITICAL risk event). null: true unless
+    #: `environment` is development.
+    require_signed: bool | None = None
+    #: Ed25519 public key (PEM) of the API's control signing key, from CONTROL_VERIFY_KEY
+    #: or this file.
+    verify_key_file: Path | None = None
+    verify_key: str | None = None
+    #: Kafka principals trusted to send unsigned requests for the user they name (only
+    #: meaningful where the transport reports the writer's principal; see README).
+    trusted_principals: tuple[str, ...] = ()
+
+
+def is_development(environment: str) -> bool:
+    """Whether `environment` (ENVIRONMENT) is development, where defaults relax (unsigned
+    control requests accepted, development keys): the same reading as
+    `WorkerConfig.is_development`."""
+    return environment.strip().lower() == "development"
+
+
 class WorkerConfig(_Section):
     """Everything the worker reads at startup; see config/config.yaml for the annotated file."""
 
-    environment: str = "development"
+    #: The kind of deployment (ENVIRONMENT). development: a local run, defaults for a laptop;
+    #: staging: production's defaults (components that guard access, such as requiring signed
+    #: control requests, take their strict default outside development) on a test network;
+    #: production: as staging, and Kafka and the OMS channel must use TLS (refused otherwise).
+    environment: Environment = "development"
     #: Identifies this worker in leases and logs; defaults to hostname-pid at runtime.
     worker_id: str | None = None
     kafka: KafkaConfig = KafkaConfig()
     oms_grpc: OmsClientConfig = OmsClientConfig()
     risk: RiskSection = RiskSection()
     execution: ExecutionSection = ExecutionSection()
+    signals: SignalsSection = SignalsSection()
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisSection = RedisSection()
+    retention: RetentionSection = RetentionSection()
     metrics: MetricsSection = MetricsSection()
     health: HealthSection = HealthSection()
     logging: LoggingSection = LoggingSection()
+    api: ApiSection = ApiSection()
+    control_auth: ControlAuthSection = ControlAuthSection()
+
+    @property
+    def require_signed_control(self) -> bool:
+        """`control_auth.require_signed`, defaulting to true outside development."""
+        explicit = self.control_auth.require_signed
+        return not is_development(self.environment) if explicit is None else explicit
+
+    @property
+    def is_development(self) -> bool:
+        """A local run: components may choose lenient defaults (never outside development)."""
+        return self.environment == "development"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @model_validator(mode="after")
+    def _production_transport(self) -> WorkerConfig:
+        # The spec: "Enable TLS for gRPC and Kafka connections in production".
+        if not self.is_production:
+            return self
+        if self.kafka.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise ValueError(
+                f"environment production refuses kafka.security_protocol "
+                f"{self.kafka.security_protocol} (no TLS): use SSL or SASL_SSL"
+            )
+        if not self.oms_grpc.tls.enabled:
+            raise ValueError(
+                "environment production refuses oms_grpc.tls.enabled false (orders in clear): "
+                "enable TLS (and set cert_file/key_file for mutual TLS)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -252,12 +489,32 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "KAFKA_SASL_USERNAME": ("kafka", "sasl", "username"),
     "KAFKA_SASL_PASSWORD": ("kafka", "sasl", "password"),
+    "API_JWT_SECRET": ("api", "auth", "secret"),
+    "API_JWT_PUBLIC_KEY": ("api", "auth", "public_key"),
+    "API_CONTROL_SIGNING_KEY": ("api", "control_signing_key"),
+    "CONTROL_VERIFY_KEY": ("control_auth", "verify_key"),
 }
 # Secrets may also come from a file named by <VAR>_FILE (container secret mounts).
-_SECRET_ENV = ("DB_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD", "DATABASE_URL", "REDIS_URL")
+_SECRET_ENV = (
+    "DB_PASSWORD",
+    "REDIS_PASSWORD",
+    "KAFKA_SASL_PASSWORD",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_JWT_SECRET",
+    "API_JWT_PUBLIC_KEY",
+    "API_CONTROL_SIGNING_KEY",
+    "CONTROL_VERIFY_KEY",
+)
 # Keys that must never be written in the YAML file.
 _SECRET_PATHS = frozenset(
-    {("database", "password"), ("redis", "password"), ("kafka", "sasl", "password")}
+    {
+        ("database", "password"),
+        ("redis", "password"),
+        ("kafka", "sasl", "password"),
+        ("api", "auth", "secret"),
+        ("api", "control_signing_key"),
+    }
 )
 
 
@@ -314,13 +571,44 @@ def parse_yaml(text: str, *, source: str = "config.yaml") -> dict[str, Any]:
     return data
 
 
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
+def read_env_file(path: Path, *, required: bool = False) -> dict[str, str]:
+    """The variables of a .env file (``KEY=value`` lines, python-dotenv's syntax).
+
+    A missing file is empty unless `required`; a key without ``=value`` is left out.
+    """
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"{path}: env file not found")
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, interpolate=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.__class__.__name__}") from None
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    env_file: Path | None = None,
+    env_file_required: bool = False,
+) -> WorkerConfig:
     """Build the worker's config: defaults -> YAML -> environment; ConfigError names the key.
 
     `path` wins over CONFIG_PATH; a missing file is an error only when named explicitly
     (by `path` or CONFIG_PATH), so the defaults alone give a runnable local config.
+    With `env_file` (`strategy-worker run` passes ./.env), its variables count as
+    environment variables, and a variable set in the real environment wins over it.
     """
-    environ: Mapping[str, str] = os.environ if env is None else env
+    real: Mapping[str, str] = os.environ if env is None else env
+    environ = real
+    from_file: dict[str, str] = {}
+    if env_file is not None:
+        from_file = read_env_file(env_file, required=env_file_required)
+        environ = {**from_file, **real}
     explicit = path is not None or "CONFIG_PATH" in environ
     config_path = (
         path if path is not None else Path(environ.get("CONFIG_PATH", DEFAULT_CONFIG_PATH))
@@ -343,7 +631,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError(f"{config_path}: config file not found")
 
     origins: dict[tuple[str, ...], str] = {}
-    for key_path, value, origin in _env_overrides(environ):
+    for key_path, value, origin in _env_overrides(
+        environ,
+        file_names=frozenset(name for name in from_file if name not in real),
+        file_label=env_file.name if env_file is not None else "",
+    ):
         _set_path(data, key_path, value, origin)
         origins[key_path] = origin
     try:
@@ -352,14 +644,21 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError(_one_line(exc, source, origins)) from None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], object, str]]:
+def _env_overrides(
+    environ: Mapping[str, str], *, file_names: frozenset[str] = frozenset(), file_label: str = ""
+) -> list[tuple[tuple[str, ...], object, str]]:
+    """(key path, value, origin) per variable; origin names the .env file for its variables."""
+
+    def where(name: str) -> str:
+        return f"{file_label} {name}" if name in file_names else f"env {name}"
+
     overrides: list[tuple[tuple[str, ...], object, str]] = []
     for name, key_path in _ENV_KEYS.items():
         value: str | None = environ.get(name)
-        origin = f"env {name}"
+        origin = where(name)
         file_name = environ.get(f"{name}_FILE") if name in _SECRET_ENV else None
         if file_name:
-            origin = f"env {name}_FILE"
+            origin = where(f"{name}_FILE")
             try:
                 value = Path(file_name).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
@@ -374,8 +673,8 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], ob
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             key_path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
             if any(not part for part in key_path):
-                raise ConfigError(f"env {name}: malformed variable name")
-            overrides.append((key_path, environ[name], f"env {name}"))
+                raise ConfigError(f"{where(name)}: malformed variable name")
+            overrides.append((key_path, environ[name], where(name)))
     return overrides
 
 
@@ -417,6 +716,7 @@ def _one_line(
             break
     message = "unknown key" if unknown else first["msg"]
     message = _PYDANTIC_PREFIX.sub("", message)
-    path = ".".join(loc) if loc else "(root)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{origin}: {path}: {message}{more}"
+    if not loc:  # a rule across sections: its message names the keys
+        return f"{origin}: {message}{more}"
+    return f"{origin}: {'.'.join(loc)}: {message}{more}"

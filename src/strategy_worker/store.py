@@ -1,12 +1,16 @@
 """What the runtime stores and loads, and the `Store` protocol it depends on.
 
 The records are plain frozen values (Decimal money, aware datetimes, JSON-able mappings);
-no SQL leaks out of `strategy_worker.adapters.postgres`, which implements `Store`.
+no SQL leaks out of `strategy_worker.adapters.postgres`, which implements `Store`, and
+`strategy_worker.testing.memory_store` implements the same protocol in memory.
 
-Ownership: an execution is driven by the worker holding its lease. Every state write may
-carry a `Fence` (owner id + lease epoch); a fenced write fails with `LeaseLostError` once
-another worker has taken the execution over, so a paused or partitioned worker can never
-overwrite its successor's state.
+Decide, then commit: a runtime step decides without I/O and hands the store one
+`ExecutionWrite` per execution it touched; `Store.commit` writes a batch of them in ONE
+transaction (state, intents, order updates, fills, risk events, snapshots, control outcomes,
+signal decisions and the outgoing events in the outbox), fenced by the lease: an execution
+whose fence no longer holds gets none of its writes, so a paused or partitioned worker can
+never write for its successor. The outbox is published by one relay (`claim_outbox`,
+`mark_published`).
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ from strategy_worker.domain.orders import (
     OrderStatus,
     OrderType,
     Side,
+    Trail,
 )
 from strategy_worker.domain.risk.state import TradingState as TradingState
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.errors import StoreError
 
 JsonObject = Mapping[str, Any]
 """A JSON object; Decimals inside are written as strings and JSON numbers read as Decimal."""
 
 FIRST_LEASE_EPOCH = 1
-"""The lease epoch of an execution created with an owner (`Store.create_execution`)."""
+"""The lease epoch of an execution created with its first write (`ExecutionWrite.create`)."""
 
 
 class ExecutionStatus(StrEnum):
@@ -71,6 +77,17 @@ class LeaseLostError(StoreError):
 
 class IntentConflictError(StoreError):
     """A client order id is already recorded with different content: a planning bug."""
+
+
+class FillConflictError(StoreError):
+    """A fill (client order id, fill id) is already recorded with different content: the OMS
+    reused a fill id within one order, or a report was corrupted. Never dropped, never
+    overwritten: the commit carrying it is refused whole (not retryable)."""
+
+
+class OutboxLeadershipLostError(StoreError):
+    """`mark_published` was called by a store that does not hold the outbox leadership (it
+    lost it, e.g. its connection broke): go back to `claim_outbox`; never retry the mark."""
 
 
 class ExecutionNotFoundError(StoreError):
@@ -135,15 +152,6 @@ class NewExecution:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionDraft:
-    """One execution of a batch to create, with its first intents (see create_executions)."""
-
-    execution: NewExecution
-    intents: Sequence[OrderIntent] = ()
-    next_intent_seq: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionRecord:
     """An execution as stored, with its lease."""
 
@@ -157,12 +165,16 @@ class ExecutionRecord:
     state: ExecutionState
     next_intent_seq: int
     """The intent_seq the next order intent must use."""
+    version: int
+    """Grows by one with every commit that touches the execution (`state_version`)."""
     owner_id: str | None
     lease_epoch: int
     lease_expires_at: datetime | None
     heartbeat_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    ledger_exposure: Decimal = ZERO
+    """What the execution holds in the risk ledger (see `ExecutionWrite.exposure`)."""
 
     @property
     def fence(self) -> Fence | None:
@@ -196,6 +208,12 @@ class OrderRecord:
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    # Protective orders (migration 005); defaults for every MARKET and LIMIT order.
+    stop_price: Decimal | None = None
+    trail: Trail | None = None
+    parent_client_order_id: str = ""
+    oco_group_id: str = ""
+    reduce_only: bool = False
 
     @property
     def intent(self) -> OrderIntent:
@@ -211,6 +229,11 @@ class OrderRecord:
             price=self.price,
             purpose=self.purpose,
             limit_price=self.limit_price,
+            stop_price=self.stop_price,
+            trail=self.trail,
+            parent_client_order_id=self.parent_client_order_id,
+            oco_group_id=self.oco_group_id,
+            reduce_only=self.reduce_only,
         )
 
     @property
@@ -240,29 +263,13 @@ class OrderUpdate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FillRecord:
-    """A fill as recorded, with the report sequence that carried it (None if reconciled)."""
+    """A fill as recorded, with the report sequence that carried it (None if reconciled).
+
+    A fill is identified by (client order id, fill id): the OMS contract makes a fill id
+    unique per order only, so two orders' fills may share an id and both are kept."""
 
     fill: Fill
     oms_seq: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StateWrite:
-    """A fenced execution state update to apply together with other writes."""
-
-    execution_id: uuid.UUID
-    state: ExecutionState
-    fence: Fence | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportsOutcome:
-    """What `Store.record_order_reports` actually changed."""
-
-    new_fill_ids: frozenset[str]
-    """Fills not recorded before (replays are left out): only these move positions."""
-    applied_updates: frozenset[str]
-    """Client order ids whose update was applied (stale ones are left out)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,125 +316,257 @@ class ControlRequestRecord:
     completed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlCompletion:
+    """What became of a control request, written with the step that applied it."""
+
+    request_id: str
+    outcome: ControlOutcome
+    detail: str
+    completed_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxEvent:
+    """One `strategy.execution` event to publish, written in the transaction that made it
+    true. `event_id` is deterministic (execution, version, position) and travels as the
+    Kafka `event-id` header, so consumers drop the repeats an at-least-once relay sends."""
+
+    event_id: uuid.UUID
+    execution_id: uuid.UUID
+    user_id: uuid.UUID
+    key: str
+    """The Kafka key: the strategy id."""
+    event_type: str
+    payload: JsonObject
+    encoded: str | None = field(default=None, compare=False)
+    """The payload's wire JSON as committed, when the store read it back as text: the
+    relay publishes it as it is (encoded once, at the commit)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRow:
+    """An outbox event as stored; `seq` orders the events of one execution as committed,
+    `created_at` is when it was committed (the relay's lag is measured from it)."""
+
+    seq: int
+    event: OutboxEvent
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectionWrite:
+    """An execution's protective-order state (`ProtectionBook.to_json`) as of a write, and
+    how many of its open positions had no live protection then (`execution_protection`)."""
+
+    state: JsonObject
+    unprotected: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionWrite:
+    """Everything one step decided for one execution, written atomically (`Store.commit`).
+
+    `fence` must hold (owner and epoch) or nothing of this write is applied; `version` is
+    the execution's `state_version` after the write (one more than before; for `create`,
+    FIRST_VERSION)."""
+
+    execution_id: uuid.UUID
+    fence: Fence
+    version: int
+    create: NewExecution | None = None
+    """A new execution (created once per approved message; a replay writes nothing)."""
+    state: ExecutionState | None = None
+    """The new mutable state; None leaves it (and next_intent_seq) as it is."""
+    next_intent_seq: int | None = None
+    intents: Sequence[OrderIntent] = ()
+    order_updates: Sequence[OrderUpdate] = ()
+    fills: Sequence[FillRecord] = ()
+    risk_events: Sequence[RiskEventRecord] = ()
+    snapshots: Sequence[SnapshotRecord] = ()
+    events: Sequence[OutboxEvent] = ()
+    controls: Sequence[ControlCompletion] = ()
+    decisions: Sequence[SignalDecision] = ()
+    """Rule evaluations of this execution (`signal_decisions` rows, docs/signals.md),
+    written with what they caused; a decision already recorded for the same (symbol,
+    timeframe, bar, rule) is skipped (a replayed bar)."""
+    release: bool = False
+    """Give up the lease with this write (the execution is stopped or handed over)."""
+    protection: ProtectionWrite | None = None
+    """The protection state after this write (None leaves the stored one): committed with
+    the protective intents it decided, before any of them is sent."""
+    exposure: Decimal | None = None
+    """The execution's exposure after this write, as the risk ledger counts it: its long
+    market value at the marks it knew plus the remaining notional of its live buys. The
+    ledger's totals (fleet, user) move by the difference to what it held; None: unchanged."""
+    new_buys: Decimal = ZERO
+    """Notional of the BUY intents this write records: when any write of a commit has
+    some, the commit holds only if every total it moves stays within its cap."""
+
+
+FIRST_VERSION = 1
+"""`state_version` of a just-created execution."""
+
+
+FLEET = ("fleet", "")
+"""The risk ledger's fleet scope; a user's is ("user", str(user_id))."""
+
+LedgerScope = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerCaps:
+    """The caps a commit with new buys must keep: the fleet's (`risk.max_total_exposure`)
+    and, optionally, each user's (`risk.max_user_exposure`)."""
+
+    fleet: Decimal
+    user: Decimal | None = None
+
+
+class LedgerRefusedError(StoreError):
+    """A commit's new buys would take a ledger total past its cap: nothing was written.
+    `exposure` is the total the ledger held when it refused (to decide again with)."""
+
+    def __init__(self, scope: LedgerScope, exposure: Decimal, cap: Decimal) -> None:
+        super().__init__(
+            f"risk ledger {scope[0]}{':' + scope[1] if scope[1] else ''}: {exposure} "
+            f"exposure, the commit's buys would pass the cap {cap}",
+            retryable=False,
+        )
+        self.scope = scope
+        self.exposure = exposure
+        self.cap = cap
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerAudit:
+    """What `Store.audit_ledger` found and repaired."""
+
+    difference: Decimal
+    """Sum of |ledger - recomputation| over every total (0: the ledger was exact)."""
+    repaired: Mapping[uuid.UUID, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    """execution id -> (what the ledger held, the recomputation now held)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitOutcome:
+    """What `Store.commit` did: the executions it created and those whose fence failed."""
+
+    created: frozenset[uuid.UUID] = frozenset()
+    existed: frozenset[uuid.UUID] = frozenset()
+    """Creations skipped because the execution was already there (a replayed message)."""
+    lost: frozenset[uuid.UUID] = frozenset()
+    """Writes skipped because another worker holds the lease (or the execution is gone)."""
+    ledger: Mapping[LedgerScope, Decimal] = field(default_factory=dict)
+    """The ledger totals the commit moved, as they stand after it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkWrite:
+    """A quiet monitor tick: new marks moved only the valuation. Applied only when the
+    fence holds and the execution is still at `version` (no newer commit is overwritten)."""
+
+    execution_id: uuid.UUID
+    fence: Fence
+    version: int
+    unrealized_pnl: Decimal
+    total_pnl: Decimal
+    snapshot: SnapshotRecord | None = None
+    protection: ProtectionWrite | None = None
+    """Trailing watermarks ratcheted by quiet marks, written under the same conditions."""
+    exposure: Decimal | None = None
+    """The execution's exposure at the new marks (see `ExecutionWrite.exposure`)."""
+    marks: Mapping[str, Decimal] | None = None
+    """The marks the valuation used (replace `positions.marks`: what the stored unrealized
+    P&L and exposure can be checked against)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedExecution:
+    """An execution with everything needed to drive it again: its orders and fills."""
+
+    record: ExecutionRecord
+    orders: Sequence[OrderRecord]
+    fills: Sequence[FillRecord]
+
+
 class Store(Protocol):
     """Durable state of the worker. Every method is one transaction; errors are StoreError
     (`retryable` set for connection loss, timeouts, serialization failures)."""
 
-    # --- executions -------------------------------------------------------------------
-    async def create_execution(
+    # --- the one write path -------------------------------------------------------------
+    async def commit(
         self,
-        execution: NewExecution,
-        intents: Sequence[OrderIntent] = (),
+        writes: Sequence[ExecutionWrite],
         *,
-        next_intent_seq: int | None = None,
-        owner_id: str | None = None,
-        lease_seconds: float = 0.0,
-    ) -> bool:
-        """Create the execution (and its first intents) once per approved message.
+        cursor: tuple[str, int] | None = None,
+        caps: LedgerCaps | None = None,
+        events: Sequence[OutboxEvent] = (),
+    ) -> CommitOutcome:
+        """Apply every write in one transaction (fenced per execution; see ExecutionWrite),
+        and advance a report cursor with them. Idempotent for what is keyed: a replayed
+        creation, intent, fill (by order and fill id), risk event, snapshot or outbox event
+        is skipped; an intent or fill recorded before with different content raises
+        IntentConflictError or FillConflictError (nothing is written).
 
-        True when created; False when it already existed (a redelivered message), in which
-        case nothing is written. With `owner_id` the creator holds the lease at epoch
-        FIRST_LEASE_EPOCH for `lease_seconds`. `next_intent_seq` defaults to one past the
-        last intent.
-        """
+        The risk ledger moves in the same transaction: each applied write's `exposure`
+        replaces what its execution held, and the fleet's and its user's totals move by the
+        difference. When any applied write has `new_buys` and `caps` is given, a total that
+        ends above its cap refuses the whole commit (LedgerRefusedError): the check and the
+        reservation are one statement, so no buy passes a cap across workers.
+
+        `events` are outbox events about no execution's state (a strategy refused at
+        intake), written with the rest."""
         ...
 
-    async def create_executions(
-        self,
-        drafts: Sequence[ExecutionDraft],
-        *,
-        owner_id: str | None = None,
-        lease_seconds: float = 0.0,
-    ) -> set[uuid.UUID]:
-        """`create_execution` for a batch in one transaction (one commit for a whole Kafka
-        poll); returns the ids it created (the others already existed: nothing written)."""
+    async def ledger_totals(self, user_ids: Collection[uuid.UUID]) -> dict[LedgerScope, Decimal]:
+        """The fleet's total and these users' (what other workers' commits moved)."""
         ...
 
+    async def audit_ledger(self) -> LedgerAudit:
+        """Recompute every execution's exposure from its stored positions (at its stored
+        marks) and live buy orders, and every total from those; repair what differs (the
+        executions' values and the totals) in one transaction. One auditor at a time."""
+        ...
+
+    async def record_marks(self, writes: Sequence[MarkWrite]) -> set[uuid.UUID]:
+        """Quiet ticks in one statement; returns the ids NOT written (fence lost, or a newer
+        version: the caller's view is behind, never overwritten). Each applied mark's
+        `exposure` moves the risk ledger as a commit's does (never refused: no new buy)."""
+        ...
+
+    # --- executions -----------------------------------------------------------------------
     async def existing_executions(self, execution_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these executions exist (one query for a batch of redelivered messages)."""
+        """Which of these executions exist (one query for a poll of replayed messages)."""
+        ...
+
+    async def running_strategies(
+        self, strategy_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        """strategy id -> the execution still running it (active or paused)."""
         ...
 
     async def get_execution(self, execution_id: uuid.UUID) -> ExecutionRecord | None:
         """The execution, or None."""
         ...
 
-    async def list_executions_by_status(
-        self,
-        statuses: Collection[ExecutionStatus],
-        *,
-        owner_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[ExecutionRecord]:
-        """Executions in any of `statuses` (optionally only those `owner_id` holds),
-        oldest first."""
-        ...
-
-    async def update_execution_state(
-        self, execution_id: uuid.UUID, state: ExecutionState, *, fence: Fence | None
-    ) -> None:
-        """Replace the execution's mutable state; LeaseLostError if the fence no longer holds."""
-        ...
-
-    # --- orders and fills -------------------------------------------------------------
-    async def record_intents(
-        self,
-        execution_id: uuid.UUID,
-        intents: Sequence[OrderIntent],
-        *,
-        next_intent_seq: int,
-        state: ExecutionState | None = None,
-        fence: Fence | None,
-    ) -> list[str]:
-        """Record order intents and advance the execution in one transaction.
-
-        Returns the client order ids that were new; an already recorded identical intent is
-        skipped (a retried call), a different one raises IntentConflictError.
-        """
+    async def load_executions(self, execution_ids: Collection[uuid.UUID]) -> list[LoadedExecution]:
+        """Executions with their orders and fills (restore after a restart or takeover)."""
         ...
 
     async def get_orders(self, execution_id: uuid.UUID) -> list[OrderRecord]:
         """Every order of an execution by intent_seq."""
         ...
 
-    async def get_order(self, client_order_id: str) -> OrderRecord | None:
-        """One order by client order id, or None."""
-        ...
-
-    async def list_open_orders(
-        self, *, execution_id: uuid.UUID | None = None, owner_id: str | None = None
-    ) -> list[OrderRecord]:
-        """Orders not yet FILLED/CANCELLED/REJECTED of one execution, or of every execution
-        `owner_id` holds, or of all executions when both are None."""
-        ...
-
-    async def update_execution_states(self, writes: Sequence[StateWrite]) -> set[uuid.UUID]:
-        """`update_execution_state` for a batch in one statement; returns the ids whose
-        fence did not hold (or that do not exist): nothing was written for those."""
-        ...
-
-    async def record_order_reports(
-        self,
-        *,
-        updates: Sequence[OrderUpdate] = (),
-        fills: Sequence[FillRecord] = (),
-        states: Sequence[StateWrite] = (),
-        cursor: tuple[str, int] | None = None,
-    ) -> ReportsOutcome:
-        """Apply order updates, record fills (idempotent on fill_id), write execution states
-        and advance a report cursor, all in one transaction: all or nothing."""
+    async def load_protection(
+        self, execution_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, JsonObject]:
+        """The stored protection state (`ProtectionBook.to_json`) of those executions that
+        have one (restore after a restart or takeover, with `load_executions`)."""
         ...
 
     async def get_fills(self, execution_id: uuid.UUID) -> list[FillRecord]:
         """Every recorded fill of an execution, in the order they happened."""
-        ...
-
-    # --- history ----------------------------------------------------------------------
-    async def insert_snapshots(self, snapshots: Sequence[SnapshotRecord]) -> None:
-        """Insert position snapshots in one batch; a repeated snapshot_id is ignored."""
-        ...
-
-    async def insert_risk_events(self, events: Sequence[RiskEventRecord]) -> None:
-        """Insert risk events in one batch; a repeated event_id is ignored."""
         ...
 
     async def get_snapshots(
@@ -440,7 +579,11 @@ class Store(Protocol):
         """Every risk event of an execution, oldest first."""
         ...
 
-    # --- leases -----------------------------------------------------------------------
+    async def fleet_pnl(self) -> Decimal:
+        """Total P&L of every execution ever run (the fleet's `strategy_pnl_total`)."""
+        ...
+
+    # --- leases ---------------------------------------------------------------------------
     async def acquire_executions(
         self, owner_id: str, *, lease_seconds: float, limit: int, reclaim: bool = False
     ) -> list[ExecutionRecord]:
@@ -470,7 +613,7 @@ class Store(Protocol):
     async def complete_control_request(
         self, request_id: str, outcome: ControlOutcome, *, detail: str, completed_at: datetime
     ) -> None:
-        """Record what became of a request (so a replay after a crash knows it was done)."""
+        """Record what became of a request that no execution's step applied (refusals)."""
         ...
 
     async def get_control_request(self, request_id: str) -> ControlRequestRecord | None:
@@ -493,7 +636,28 @@ class Store(Protocol):
         """Advance the cursor (never moves it backwards)."""
         ...
 
-    # --- lifecycle ----------------------------------------------------------------------
+    # --- the outbox -----------------------------------------------------------------------
+    async def claim_outbox(self, *, limit: int) -> list[OutboxRow]:
+        """Up to `limit` unpublished events, oldest first (by seq), for the relay leader.
+
+        One caller in the whole fleet gets rows at a time, so the events of a key leave in
+        the order they were committed: PostgreSQL holds a session advisory lock on a
+        connection of its own for the leader (released when its process dies); any other
+        caller gets [] until then."""
+        ...
+
+    async def mark_published(self, seqs: Sequence[int]) -> None:
+        """Mark events published, numbering them in `seqs` order after every event
+        published before (`published_seq`: one gap-free order of everything published).
+        Seqs already published are skipped (a retried mark). Only the leader may call it:
+        OutboxLeadershipLostError otherwise."""
+        ...
+
+    async def prune_outbox(self, *, published_before: datetime, limit: int) -> int:
+        """Delete up to `limit` events published before the instant; returns how many."""
+        ...
+
+    # --- lifecycle ------------------------------------------------------------------------
     async def ping(self) -> bool:
         """True when the database answers (readiness)."""
         ...

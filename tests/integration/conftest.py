@@ -20,7 +20,15 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from .servers import ENV_FILE, HOW_TO, PostgresControl, SharedKafka, load_services_env
+from strategy_worker.testing.databases import create_database, drop_database
+
+from .servers import (
+    ENV_FILE,
+    HOW_TO,
+    PostgresControl,
+    SharedKafka,
+    load_services_env,
+)
 
 
 def _require_answering(var: str, host: str, port: int, source: str) -> None:
@@ -90,20 +98,12 @@ async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
     Dropped at teardown WITH (FORCE), so connections a test forgot cannot keep it alive.
     """
     name = f"sw_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await create_database(database_url, name)
     parts = urlsplit(database_url)
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
-        admin = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(database_url, name)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_spec_environment_variables_override_the_file() -> None:
     config = load_config(
         REPO_CONFIG,
         env={
-            "ENVIRONMENT": "production",
+            "ENVIRONMENT": "staging",
             "DB_PASSWORD": "pg-secret",
             "REDIS_PASSWORD": "redis-secret",
             "KAFKA_BOOTSTRAP_SERVERS": "broker-1:9092,broker-2:9092",
@@ -150,7 +151,7 @@ def test_spec_environment_variables_override_the_file() -> None:
         },
     )
 
-    assert config.environment == "production"
+    assert config.environment == "staging"
     assert config.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
     assert config.redis.password is not None
     assert config.redis.password.get_secret_value() == "redis-secret"
@@ -248,3 +249,157 @@ def test_config_is_frozen() -> None:
 
     with pytest.raises(Exception, match="frozen"):
         config.metrics.port = 1  # type: ignore[misc]
+
+
+def _key_paths(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    from pydantic import BaseModel
+
+    paths: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        key = (*prefix, info.alias or name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += _key_paths(annotation, key)
+        else:
+            paths.append(key)
+    return paths
+
+
+# Keys that config.yaml leaves out on purpose: secrets (environment only) and the full URLs
+# that stand for host/port/... and usually carry a password (DATABASE_URL, REDIS_URL).
+_NOT_IN_YAML = {
+    ("database", "password"),
+    ("database", "url"),
+    ("redis", "password"),
+    ("redis", "url"),
+    ("kafka", "sasl", "password"),
+    # Keys and secrets of the API and of control signing: from the environment only.
+    ("api", "auth", "public_key"),
+    ("api", "auth", "secret"),
+    ("api", "control_signing_key"),
+    ("control_auth", "verify_key"),
+}
+
+
+def test_repo_config_lists_every_key_of_the_model() -> None:
+    data = parse_yaml(REPO_CONFIG.read_text(encoding="utf-8"))
+    missing = []
+    for path in _key_paths(WorkerConfig):
+        node: object = data
+        for part in path:
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError and path not in _NOT_IN_YAML:
+            missing.append(".".join(path))
+    assert missing == []
+
+
+def test_worker_stop_loss_trading_day_start_and_bursts_are_risk_keys(tmp_path: Path) -> None:
+    # The README's Trading rules name these settings; they used to be refused as unknown.
+    path = write(
+        tmp_path,
+        "risk:\n"
+        "  stop_loss_pct: 0.08\n"
+        '  trading_day_start: "13:30"\n'
+        "  execution_order_burst: 40\n"
+        "  worker_order_burst: 400\n",
+    )
+
+    config = load_config(path, env={})
+
+    assert config.risk.stop_loss_pct == Decimal("0.08")
+    assert config.risk.trading_day_start == time(13, 30)
+    assert (config.risk.execution_order_burst, config.risk.worker_order_burst) == (40, 400)
+
+
+def test_default_bursts_are_the_documented_ones() -> None:
+    assert (WorkerConfig().risk.execution_order_burst, WorkerConfig().risk.worker_order_burst) == (
+        100,
+        200,
+    )
+    assert WorkerConfig().risk.stop_loss_pct is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("risk:\n  trading_day_start: 13:30\n", "risk.trading_day_start: write the time"),
+        ('risk:\n  trading_day_start: "25:00"\n', "risk.trading_day_start: "),
+        ('risk:\n  trading_day_start: "13:30+02:00"\n', "risk.trading_day_start: "),
+        ("risk:\n  stop_loss_pct: 0.6\n", "risk.stop_loss_pct: "),
+        ("risk:\n  stop_loss_pct: 0\n", "risk.stop_loss_pct: "),
+        ("risk:\n  worker_order_burst: 0\n", "risk.worker_order_burst: "),
+    ],
+)
+def test_bad_risk_setting_is_rejected_with_its_path(
+    tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml_text), env={})
+
+    assert str(caught.value).startswith("config.yaml: " + expected)
+
+
+_TLS_EVERYWHERE = {
+    "SW__KAFKA__SECURITY_PROTOCOL": "SSL",
+    "SW__OMS_GRPC__TLS__ENABLED": "true",
+}
+
+
+@pytest.mark.parametrize(
+    ("environment", "development", "production"),
+    [("development", True, False), ("staging", False, False), ("production", False, True)],
+)
+def test_environment_names_the_deployment_kind(
+    environment: str, development: bool, production: bool
+) -> None:
+    config = load_config(REPO_CONFIG, env={"ENVIRONMENT": environment, **_TLS_EVERYWHERE})
+
+    assert config.environment == environment
+    assert (config.is_development, config.is_production) == (development, production)
+
+
+def test_unknown_environment_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"^env ENVIRONMENT: environment: "):
+        load_config(REPO_CONFIG, env={"ENVIRONMENT": "prod"})
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"SW__KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"}, "kafka.security_protocol PLAINTEXT"),
+        (
+            {
+                "SW__KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_USERNAME": "svc",
+                "KAFKA_SASL_PASSWORD": "pw",
+            },
+            "kafka.security_protocol SASL_PLAINTEXT",
+        ),
+        ({"SW__OMS_GRPC__TLS__ENABLED": "false"}, "oms_grpc.tls.enabled false"),
+    ],
+)
+def test_production_refuses_plaintext_transport(override: dict[str, str], named: str) -> None:
+    # The spec: "Enable TLS for gRPC and Kafka connections in production". It used to be a
+    # label that changed nothing.
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO_CONFIG, env={"ENVIRONMENT": "production", **_TLS_EVERYWHERE, **override})
+
+    assert named in str(caught.value)
+    assert "production" in str(caught.value)
+
+
+def test_staging_accepts_plaintext_transport() -> None:
+    config = load_config(REPO_CONFIG, env={"ENVIRONMENT": "staging"})
+
+    assert config.kafka.security_protocol == "PLAINTEXT"
+
+
+def test_retention_windows_are_configurable_and_must_be_ordered(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, "retention:\n  snapshots_fine: 3600\n  snapshots_hourly: 86400\n"),
+        env={},
+    )
+
+    assert (config.retention.snapshots_fine, config.retention.snapshots_hourly) == (3600, 86400)
+    with pytest.raises(ConfigError, match="snapshots_hourly must be longer than snapshots_fine"):
+        load_config(write(tmp_path, "retention:\n  snapshots_hourly: 60\n"), env={})

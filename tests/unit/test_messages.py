@@ -373,3 +373,41 @@ def test_source_ref_round_trips_and_free_form_source_is_none() -> None:
 
     assert SourceRef.parse(str(ref)) == ref
     assert SourceRef.parse("paper") is None
+
+
+# --------------------------------------------------------------------------- control: additive
+
+
+def test_control_token_is_optional_and_kept_through_a_round_trip() -> None:
+    result = parse_control(control_text(control_token="header.claims.signature"))
+
+    assert isinstance(result, ControlRequest)
+    assert result.control_token == "header.claims.signature"
+    assert parse_control(encode_json(control_message(result))) == result
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (17, RejectCode.INVALID_TYPE),
+        ("", RejectCode.INVALID_VALUE),
+        ("x" * 4097, RejectCode.INVALID_VALUE),
+    ],
+)
+def test_bad_control_token_is_rejected_at_its_field(token: object, code: RejectCode) -> None:
+    result = parse_control(control_text(control_token=token))
+
+    assert isinstance(result, Rejection)
+    assert (result.code, result.field) == (code, "control_token")
+
+
+def test_kill_switch_actions_are_refused_unless_the_caller_implements_them() -> None:
+    from strategy_worker.messages import ALL_ACTIONS
+
+    default = parse_control(control_text(action="reduce_only"))
+    opted_in = parse_control(control_text(action="reduce_only"), actions=ALL_ACTIONS)
+
+    assert isinstance(default, Rejection)
+    assert (default.code, default.field) == (RejectCode.INVALID_VALUE, "action")
+    assert isinstance(opted_in, ControlRequest)
+    assert opted_in.action is ControlAction.REDUCE_ONLY

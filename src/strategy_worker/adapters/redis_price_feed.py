@@ -68,6 +68,7 @@ class RedisPriceFeed:
         self._metrics = metrics
         self._owns_client = owns_client
         self._seen: dict[str, None] = {}
+        self._current: _Subscription | None = None
         self.subscriptions = 0
         """How many times the feed (re)subscribed: 1 plus the reconnects."""
 
@@ -94,6 +95,7 @@ class RedisPriceFeed:
             subscription = _Subscription(self, pending)
             try:
                 await subscription.open()
+                self._current = subscription
                 if self.subscriptions > 1:
                     # Announcements were lost while we were away: re-read what we know.
                     pending.update(self._seen)
@@ -119,7 +121,19 @@ class RedisPriceFeed:
                 )
                 await asyncio.sleep(delay)
             finally:
+                self._current = None
                 await subscription.close()
+
+    async def ping(self) -> bool:
+        """Readiness: True while the feed is subscribed and Redis answered on the
+        subscription within 1.5 idle periods (the feed pings a quiet channel every idle
+        period, so a live subscription always has). No I/O: it reads the feed's state.
+
+        False before `updates()` first subscribes, while it resubscribes after a lost
+        connection, and once it is closed. The periodic monitor still protects positions
+        meanwhile; whether that makes the worker unready is the caller's choice."""
+        subscription = self._current
+        return subscription is not None and subscription.alive()
 
     def _announced(self, data: object, pending: dict[str, None]) -> bool:
         """Add an announced symbol to `pending`; False (counted) for anything else."""
@@ -192,6 +206,13 @@ class _Subscription:
             if loop.time() - self._heard >= 1.5 * idle:
                 raise RedisConnectionError("price channel: no answer to ping")
             await self._pubsub.ping()
+
+    def alive(self) -> bool:
+        """Confirmed by Redis, still reading, and heard from within 1.5 idle periods."""
+        reader = self._reader
+        if not self.confirmed or reader is None or reader.done():
+            return False
+        return asyncio.get_running_loop().time() - self._heard < 1.5 * self._feed._idle_s
 
     def _check_reader(self) -> None:
         reader = self._reader

@@ -13,6 +13,7 @@ announces the symbol on `redis.price_channel` (see `redis_price_feed`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -90,8 +91,12 @@ class RedisPriceSource:
         metrics: WorkerMetrics | None = None,
         now: Callable[[], datetime] | None = None,
         owns_client: bool = True,
+        ping_timeout: float = 2.0,
     ) -> None:
+        if ping_timeout <= 0:
+            raise ValueError("ping_timeout must be positive")
         self._client = client
+        self._ping_timeout = ping_timeout
         self._prefix = key_prefix
         self._max_age = max_age
         self._metrics = metrics
@@ -113,6 +118,7 @@ class RedisPriceSource:
             max_age=timedelta(seconds=config.price_max_age),
             metrics=metrics,
             now=now,
+            ping_timeout=config.socket_timeout,
         )
 
     def key(self, symbol: str) -> str:
@@ -161,9 +167,14 @@ class RedisPriceSource:
         _log.warning("price skipped", symbol=symbol[:32], reason=reason)
 
     async def ping(self) -> bool:
+        """Readiness: True when Redis answers a PING within `ping_timeout` seconds.
+
+        Never raises and never takes longer than `ping_timeout` (the client's own retries on
+        a dead or frozen server could take several socket timeouts)."""
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(self._ping_timeout):
+                return bool(await self._client.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:

@@ -49,7 +49,15 @@ class Backoff:
         return (rng or _RNG).uniform(0.0, ceiling)
 
 
-_RNG = random.Random()  # jitter only; never used for anything that must be reproducible
+_RNG = random.Random()
+"""The jitter of every `Backoff` given no generator of its own (never anything else)."""
+
+
+def seed_jitter(seed: int) -> None:
+    """Make the default jitter reproducible: the deterministic simulation seeds it, so the
+    same seed replays the same retry delays (in production it stays seeded from the OS)."""
+    _RNG.seed(seed)
+
 
 RetryHook = Callable[[int, BaseException, float], None]
 """Called before each retry with (retry number, the error, the delay in seconds)."""

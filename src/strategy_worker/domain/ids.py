@@ -4,14 +4,22 @@ re-planning can never mint a second execution or a second order."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 # Fixed namespace for every uuid5 this project derives. Never change it: ids are persisted.
 NAMESPACE = uuid.UUID("5d3c1f5e-8a57-4bd4-9a0e-5a4b7f0e2c11")
 
 
-def execution_id_for(strategy_id: uuid.UUID, approved_at: str) -> uuid.UUID:
-    """One execution per approved strategy message: (strategy_id, message timestamp)."""
-    return uuid.uuid5(NAMESPACE, f"execution:{strategy_id}:{approved_at}")
+def execution_id_for(strategy_id: uuid.UUID, approved_at: datetime) -> uuid.UUID:
+    """One execution per approved strategy message: (strategy_id, the instant it was
+    approved). The instant, not its spelling: `...T15:00:00+01:00` is `...T14:00:00Z`, so a
+    redelivery in another notation is the same execution (ids of UTC `Z` timestamps are what
+    they always were)."""
+    instant = approved_at.astimezone(UTC)
+    text = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    if instant.microsecond:
+        text += f".{instant.microsecond:06d}".rstrip("0")
+    return uuid.uuid5(NAMESPACE, f"execution:{strategy_id}:{text}Z")
 
 
 def client_order_id(execution_id: uuid.UUID, intent_seq: int) -> str:

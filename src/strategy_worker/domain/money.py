@@ -2,8 +2,11 @@
 
 Rules (see README, "Trading rules"):
 - prices carry at most 4 decimal places (PRICE_QUANTUM), rounded half-even when derived;
+  per-share levels (stop levels, average cost) keep 4 significant digits where that is
+  finer (below 0.1), so a sub-cent level never rounds to 0 (`quantize_level`);
 - cash amounts, fees and P&L carry exact Decimal products of quantity x price; only a cost
-  basis released by a partial sell is rounded, to CASH_QUANTUM, half-even;
+  basis released by a partial sell is rounded, to COST_QUANTUM, half-even, and never to
+  more than the whole basis (positions.py);
 - quantities are whole shares (QTY_QUANTUM), and sizing always rounds them down.
 """
 
@@ -14,6 +17,11 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperat
 
 PRICE_QUANTUM = Decimal("0.0001")
 CASH_QUANTUM = Decimal("0.01")
+#: Cost released by a partial sell: the price quantum, so sub-cent positions keep their cost.
+COST_QUANTUM = PRICE_QUANTUM
+#: Below this, a per-share level is rounded to LEVEL_DIGITS significant digits instead.
+_LEVEL_FINE_BELOW = Decimal("0.1")
+LEVEL_DIGITS = 4
 QTY_QUANTUM = Decimal("1")
 ZERO = Decimal(0)
 
@@ -52,6 +60,15 @@ def to_decimal(value: object) -> Decimal:
 def quantize_price(value: Decimal) -> Decimal:
     """Round a derived price to PRICE_QUANTUM, half-even."""
     return value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN, context=MONEY_CONTEXT)
+
+
+def quantize_level(value: Decimal) -> Decimal:
+    """Round a derived per-share level half-even to PRICE_QUANTUM, or to LEVEL_DIGITS
+    significant digits when that is finer (|value| < 0.1): 0.000015 stays 0.00001500."""
+    if not value or abs(value) >= _LEVEL_FINE_BELOW:
+        return quantize_price(value)
+    quantum = Decimal(1).scaleb(value.adjusted() - (LEVEL_DIGITS - 1))
+    return value.quantize(quantum, rounding=ROUND_HALF_EVEN, context=MONEY_CONTEXT)
 
 
 def quantize_cash(value: Decimal) -> Decimal:

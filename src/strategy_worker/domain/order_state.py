@@ -8,7 +8,8 @@ Decisions (see README.md, "Trading rules", "Orders"):
 - a cancel *request* is not a status: the order stays live and fills keep applying;
 - a fill after CANCELLED is real money: it is applied (CANCELLED -> FILLED if it completes
   the order, else the order stays CANCELLED with the extra filled quantity);
-- a fill whose `fill_id` was already applied is ignored (DUPLICATE);
+- a fill whose `fill_id` was already applied to this order is ignored (DUPLICATE); the same
+  id with different content is an anomaly (fill ids are unique per order, not globally);
 - a fill that would take the filled quantity above the order quantity is NOT applied
   (OVERFILL anomaly with a CRITICAL risk event): the runtime must reconcile with the OMS.
 """
@@ -22,7 +23,7 @@ from typing import Final
 
 from strategy_worker.domain.events import RiskEvent, RiskEventType, Severity, details
 from strategy_worker.domain.money import ZERO, quantize_price
-from strategy_worker.domain.orders import ExecutionReport, Fill, OrderIntent, OrderStatus
+from strategy_worker.domain.orders import ExecutionReport, Fill, OmsOrder, OrderIntent, OrderStatus
 from strategy_worker.errors import DomainError
 
 S = OrderStatus
@@ -93,7 +94,15 @@ class OrderState:
         self.cancel_requested = False
         self.oms_order_id = ""
         self.reason = ""
-        self._fill_ids: set[str] = set()
+        self._fill_ids: dict[str, Fill] = {}
+
+    def clone(self) -> OrderState:
+        """An independent copy for a step that may not be committed."""
+        twin = OrderState.__new__(OrderState)
+        for name in OrderState.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin._fill_ids = dict(self._fill_ids)
+        return twin
 
     @property
     def client_order_id(self) -> str:
@@ -151,14 +160,19 @@ class OrderState:
 
     def on_fill(self, fill: Fill) -> OrderUpdate:
         """Apply one fill exactly once; see the module docstring for late fills and overfills."""
-        if fill.fill_id in self._fill_ids:
-            return OrderUpdate(outcome=UpdateOutcome.DUPLICATE, status=self.status)
+        seen = self._fill_ids.get(fill.fill_id)
+        if seen is not None:
+            if seen == fill:
+                return OrderUpdate(outcome=UpdateOutcome.DUPLICATE, status=self.status)
+            # Fill ids are unique per order (the OMS contract): the same id with other
+            # content is not a repeat, and dropping it silently could lose real money.
+            return self._anomaly(f"fill id {fill.fill_id} reused with different content", fill)
         problem = self._fill_problem(fill)
         if problem:
             return self._anomaly(problem, fill)
         if self.status in (OrderStatus.REJECTED, OrderStatus.FILLED):
             return self._anomaly(f"fill after {self.status}", fill)
-        self._fill_ids.add(fill.fill_id)
+        self._fill_ids[fill.fill_id] = fill
         self.filled_quantity += fill.quantity
         self.fill_notional += fill.quantity * fill.price
         self.fees += fill.fee
@@ -190,6 +204,22 @@ class OrderState:
             status=self.status,
             message=f"{status} report without a fill",
         )
+
+    def apply_view(self, view: OmsOrder) -> list[OrderUpdate]:
+        """The OMS's whole view of the order (a submit answer, a reconciliation): its ack,
+        every fill not applied yet (by fill id), then a terminal status without a fill.
+        The same entry point as the report stream, one report at a time."""
+        updates: list[OrderUpdate] = []
+        if view.oms_order_id and not self.oms_order_id:
+            self.oms_order_id = view.oms_order_id
+        if view.oms_order_id and self.status is OrderStatus.PENDING:
+            updates.append(self.on_accepted(view.oms_order_id))
+        updates.extend(self.on_fill(fill) for fill in view.fills)
+        if view.status is OrderStatus.REJECTED:
+            updates.append(self.on_rejected(view.reason))
+        elif view.status is OrderStatus.CANCELLED:
+            updates.append(self.on_cancelled(view.reason))
+        return updates
 
     def snapshot(self) -> dict[str, object]:
         """Column values of `execution_orders` this state owns."""

@@ -3,8 +3,10 @@
 Rules (README.md, "Trading rules", "Positions and P&L"):
 - a position keeps its total cost (`cost_basis`), never a rounded average price;
 - a buy adds quantity x price to the cost basis; fees are tracked apart, never in the basis;
-- a sell of q out of Q releases cost_basis x q / Q rounded to cents half-even (a full close
-  releases all that is left); realized P&L = proceeds - released cost;
+- a sell of q out of Q releases cost_basis x q / Q rounded half-even to COST_QUANTUM
+  (0.0001), or rounded down when that would release the whole basis (sub-tick costs), so
+  what stays is never negative and never zero while shares are held; a full close releases
+  all that is left; realized P&L = proceeds - released cost;
 - long-only: a sell above the held quantity raises `DomainError` and changes nothing — the
   order state machine and the risk manager make sure such a fill is never fed;
 - a *trade* is a round trip: a position opened from flat and closed back to flat; it wins
@@ -16,11 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
 from typing import Any
 
-from strategy_worker.domain.money import ZERO, money_str, quantize_cash, quantize_price, to_decimal
+from strategy_worker.domain.money import (
+    COST_QUANTUM,
+    MONEY_CONTEXT,
+    ZERO,
+    money_str,
+    quantize_level,
+    to_decimal,
+)
 from strategy_worker.domain.orders import Fill, Side
 from strategy_worker.errors import DomainError
 
@@ -41,12 +50,28 @@ class Position:
 
     @property
     def avg_cost(self) -> Decimal:
-        """Average cost per share, PRICE_QUANTUM half-even (0 when flat)."""
-        return quantize_price(self.cost_basis / self.quantity) if self.quantity else ZERO
+        """Average cost per share, `quantize_level` half-even (0 when flat)."""
+        return quantize_level(self.cost_basis / self.quantity) if self.quantity else ZERO
 
     @property
     def is_flat(self) -> bool:
         return not self.quantity
+
+
+def released_cost(position: Position, quantity: Decimal) -> Decimal:
+    """The cost a sell of `quantity` (<= held) takes out of the position's cost basis.
+
+    All of it for a full close; else cost_basis x quantity / held, half-even to COST_QUANTUM,
+    rounded down instead when half-even would reach the whole basis (only at sub-tick
+    costs): the rest of the basis stays > 0 for the shares still held, at any price.
+    """
+    if quantity == position.quantity:
+        return position.cost_basis
+    share = position.cost_basis * quantity / position.quantity
+    released = share.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN, context=MONEY_CONTEXT)
+    if released >= position.cost_basis:
+        released = share.quantize(COST_QUANTUM, rounding=ROUND_DOWN, context=MONEY_CONTEXT)
+    return released
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +154,19 @@ class Portfolio:
         """Open (non-flat) positions by symbol, read-only."""
         return MappingProxyType(self._positions)
 
+    def clone(self) -> Portfolio:
+        """An independent copy (positions are immutable values, so the copy is shallow)."""
+        twin = Portfolio.__new__(Portfolio)
+        twin.initial_capital = self.initial_capital
+        twin.cash = self.cash
+        twin.realized_pnl = self.realized_pnl
+        twin.fees = self.fees
+        twin.total_trades = self.total_trades
+        twin.winning_trades = self.winning_trades
+        twin.losing_trades = self.losing_trades
+        twin._positions = dict(self._positions)
+        return twin
+
     def quantity(self, symbol: str) -> Decimal:
         pos = self._positions.get(symbol)
         return pos.quantity if pos else ZERO
@@ -157,10 +195,7 @@ class Portfolio:
                 f"fill {fill.fill_id}: selling {fill.quantity} {fill.symbol} "
                 f"but only {pos.quantity} held (long-only)"
             )
-        if fill.quantity == pos.quantity:
-            released = pos.cost_basis
-        else:
-            released = quantize_cash(pos.cost_basis * fill.quantity / pos.quantity)
+        released = released_cost(pos, fill.quantity)
         realized = notional - released
         trip = pos.trip_net_pnl + realized - fill.fee
         new = replace(

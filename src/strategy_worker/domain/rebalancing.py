@@ -10,9 +10,11 @@ Rules (README.md, "Trading rules", "Rebalancing"):
   and no buy can take a position above its (capped) target, hence above its limit;
 - orders below `min_order_value` are dropped (dust, INFO); orders above `max_order_value`
   are split; sells come first (lower `intent_seq`), then buys;
-- the batch is checked as one: buys never need more than cash + sell proceeds - reserve
-  (nor more than the available worker exposure + sell proceeds); if they would, every buy is
-  scaled down by the same factor (WARNING `INSUFFICIENT_CASH`).
+- the batch is checked as one, within the cash reserve (`RiskLimits.reserved_buy_cost`):
+  the buys' reserved cost (worse fills and fees included) never exceeds cash + the sells'
+  reserved proceeds (the least they bring) - `cash_reserve` (nor the available worker
+  exposure + sell proceeds); if it would, every buy is scaled down by the same factor
+  (WARNING `INSUFFICIENT_CASH`). So fills within the reserve never take cash below zero.
 The runtime should send the buy leg once the sell leg has filled; `check` guards the rest.
 """
 
@@ -28,7 +30,7 @@ from strategy_worker.domain.money import ZERO, floor_quantity
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.positions import Valuation
 from strategy_worker.domain.risk.limits import RiskLimits
-from strategy_worker.domain.sizing import sized_orders
+from strategy_worker.domain.sizing import sized_orders, split_quantity
 
 DEFAULT_THRESHOLD = Decimal("0.05")
 
@@ -54,16 +56,21 @@ class RebalancePlan:
 def current_weights(
     valuation: Valuation, targets: Mapping[str, Decimal], prices: Mapping[str, Decimal]
 ) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
-    """symbol -> (market value, price, weight) for every held or targeted symbol with a price."""
+    """symbol -> (market value, price, weight) for every held or targeted symbol that has a
+    price in `prices` (the current ones): a held symbol without one is left out, whatever
+    mark the valuation last knew for it."""
     out: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
     for sym in sorted(set(targets) | set(valuation.positions)):
-        held = valuation.positions.get(sym)
-        if held is not None:
-            out[sym] = (held.market_value, held.mark, held.weight)
-            continue
         price = prices.get(sym)
-        if price is not None and price > 0:
+        if price is None or price <= 0:
+            continue  # no current price: never traded at a stale mark, kept out of the drift
+        held = valuation.positions.get(sym)
+        if held is None:
             out[sym] = (ZERO, price, ZERO)
+            continue
+        value = held.quantity * price
+        equity = valuation.equity
+        out[sym] = (value, price, value / equity if equity > 0 else ZERO)
     return out
 
 
@@ -128,19 +135,37 @@ def plan_rebalance(
                 events.append(_dust(sym, Side.SELL, quantity, price))
         elif delta > 0:
             buys.append((sym, delta, price))
-    proceeds = sum((q * p for _, q, p in sells), ZERO)
-    budget = valuation.cash + proceeds - cash_reserve
+    # The least the sells bring and the most the buys take, for fills within the reserve.
+    # A move of which one share is above the maximum order value yields no order
+    # (sized_orders: PRICE_ABOVE_MAX_ORDER): it brings no proceeds and needs no cash.
+    proceeds = least_proceeds = ZERO
+    for _, quantity, price in sells:
+        if orders := _order_count(quantity, price, limits):
+            proceeds += quantity * price
+            least_proceeds += limits.reserved_sell_proceeds(quantity * price, orders)
+    budget = valuation.cash + least_proceeds - cash_reserve
     if available_exposure is not None:
         budget = min(budget, available_exposure + proceeds)
-    wanted = sum((floor_quantity(d / p) * p for _, d, p in buys), ZERO)
+    fixed = variable = ZERO  # per-order fees, and the part that scales with the quantity
+    for _, delta, price in buys:
+        quantity = floor_quantity(delta / price)
+        if orders := _order_count(quantity, price, limits):
+            fixed += limits.fee_reserve_per_order * orders
+            variable += quantity * price * limits.buy_cost_factor
+    wanted = fixed + variable
     factor = Decimal(1)
     if wanted > budget:
-        factor = max(budget, ZERO) / wanted
+        # Scaling quantities scales the variable part; the order count, hence the fixed
+        # part, can only fall: the scaled buys fit the budget.
+        factor = max(budget - fixed, ZERO) / variable if variable > 0 else ZERO
         events.append(
             RiskEvent(
                 event_type=RiskEventType.INSUFFICIENT_CASH,
                 severity=Severity.WARNING,
-                description=f"buys of {wanted} exceed cash + sell proceeds {budget}",
+                description=(
+                    f"buys costing up to {wanted} exceed cash + sell proceeds {budget} "
+                    "(slippage and fee reserve included)"
+                ),
                 action_taken=f"every buy scaled by {factor:.6f}",
                 details=details(wanted=wanted, budget=budget),
             )
@@ -160,6 +185,11 @@ def plan_rebalance(
             execution_id, first_seq + len(intents), sym, Side.BUY, quantity, price, limits, events
         )
     return RebalancePlan(tuple(intents), tuple(events), drift, True)
+
+
+def _order_count(quantity: Decimal, price: Decimal, limits: RiskLimits) -> int:
+    """How many orders `quantity` becomes once split at the maximum order value."""
+    return len(split_quantity(quantity, price, limits.max_order_value))
 
 
 def _orders(

@@ -4,7 +4,10 @@ Rules (README.md, "Trading rules", "Initial sizing"):
 - effective weight = min(allocation weight, max_position_size after tightening); a weight
   above the limit is capped with a WARNING `ALLOCATION_CAPPED` (the spec's 35% AAPL under a
   30% limit buys 30%, the rest stays in cash) — the strategy is not rejected;
-- quantity = floor(capital x effective weight / price): never more than the weight allows;
+- quantity = the whole shares whose reserved cost (`RiskLimits.reserved_buy_cost`: price
+  plus the slippage reserve, fees in bps, a fee per order) fits capital x effective weight:
+  never more than the weight allows, and since the weights sum to at most 1, fills within
+  the reserve never take cash below zero;
 - a symbol whose order would be below `min_order_value` is skipped (INFO `DUST_SKIPPED`);
 - an order above `max_order_value` is split into near-equal orders, each <= the maximum
   (INFO `ORDER_SPLIT`): the allocation is the instruction, the maximum a per-order guard;
@@ -39,6 +42,8 @@ class SizingPlan:
     intents: tuple[OrderIntent, ...]
     events: tuple[RiskEvent, ...]
     target_weights: Mapping[str, Decimal] = field(default_factory=dict)
+    funded: Decimal = Decimal(1)
+    """The fraction of the plan the available exposure funds (1: all of it)."""
 
 
 def effective_weights(strategy: ApprovedStrategy, limits: RiskLimits) -> dict[str, Decimal]:
@@ -58,6 +63,20 @@ def split_quantity(quantity: Decimal, price: Decimal, max_value: Decimal) -> lis
     parts = int((quantity / cap).to_integral_value(rounding=ROUND_CEILING))
     base, extra = divmod(int(quantity), parts)
     return [Decimal(base + 1)] * extra + [Decimal(base)] * (parts - extra)
+
+
+def reserved_quantity(budget: Decimal, price: Decimal, limits: RiskLimits) -> Decimal:
+    """Whole shares at `price` whose orders (split at `max_order_value`), filled within the
+    cash reserve, cost at most `budget`, fees included.
+
+    The number of orders is counted for the quantity before the per-order fees are
+    reserved; reserving them can only lower the quantity, hence the number of orders.
+    """
+    quantity = limits.affordable_quantity(budget, price)
+    orders = len(split_quantity(quantity, price, limits.max_order_value))
+    if orders > 1:
+        quantity = limits.affordable_quantity(budget, price, orders)
+    return quantity
 
 
 def market_intent(
@@ -181,6 +200,7 @@ def plan_initial_orders(
             continue
         targets[sym] = capital * weight
     total = sum(targets.values(), ZERO)
+    factor = Decimal(1)
     if available_exposure is not None and total > available_exposure:
         factor = max(available_exposure, ZERO) / total
         events.append(
@@ -188,17 +208,19 @@ def plan_initial_orders(
                 RiskEventType.ALLOCATION_SCALED,
                 Severity.WARNING,
                 None,
-                f"plan of {total} exceeds the available worker exposure {available_exposure}",
+                f"plan of {total} exceeds the available exposure {available_exposure}: "
+                f"{factor:.2%} of it is funded",
                 f"every target scaled by {factor:.6f}",
                 planned=total,
                 available_exposure=available_exposure,
+                funded_fraction=factor,
             )
         )
         targets = {sym: value * factor for sym, value in targets.items()}
     intents: list[OrderIntent] = []
     for sym, value in targets.items():
         price = prices[sym]
-        quantity = floor_quantity(value / price)
+        quantity = reserved_quantity(value, price, limits)
         if quantity * price < limits.min_order_value or quantity <= 0:
             events.append(_dust(sym, quantity, price, limits))
             continue
@@ -213,7 +235,7 @@ def plan_initial_orders(
             limits=limits,
             events=events,
         )
-    return SizingPlan(tuple(intents), tuple(events), weights)
+    return SizingPlan(tuple(intents), tuple(events), weights, factor)
 
 
 def _dust(symbol: str, quantity: Decimal, price: Decimal, limits: RiskLimits) -> RiskEvent:

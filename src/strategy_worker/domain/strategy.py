@@ -14,11 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
 from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.money import money_str, to_decimal
+from strategy_worker.domain.rejection import Rejected
+from strategy_worker.domain.rejection import Rejection as Rejection  # the one, re-exported
+from strategy_worker.domain.signals.parsing import rule_set_or_none
+from strategy_worker.domain.signals.rules import RuleKind, RuleSet
+
+MAX_MESSAGE_BYTES: Final = 65536
+"""Default size limit of one message (`kafka.max_message_bytes`): a strategy with 50 symbols
+is a few KiB, so anything near this is hostile input, refused before it is parsed."""
 
 MESSAGE_TYPE: Final = "strategy.approved"
 SYMBOL_RE: Final = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
@@ -47,26 +56,41 @@ STRATEGY_TYPES: Final = frozenset(
 )
 
 _CONFIG_KEYS: Final = frozenset(
-    {"name", "type", "symbols", "allocation", "initial_capital", "risk_params", "entry_rules"}
+    {
+        "name",
+        "type",
+        "symbols",
+        "allocation",
+        "initial_capital",
+        "risk_params",
+        "entry_rules",
+        "exit_rules",
+    }
 )
 #: risk_params key -> (exclusive lower bound, inclusive upper bound)
 _RISK_RANGES: Final = {
     "max_position_size": (Decimal(0), ONE),
     "stop_loss_pct": (Decimal(0), Decimal("0.5")),
     "max_daily_loss": (Decimal(0), ONE),
+    "trailing_stop_pct": (Decimal(0), Decimal("0.5")),
+    "take_profit_pct": (Decimal(0), Decimal(10)),
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a message was refused: a stable `code`, the field `path` and a readable message."""
+class ProtectionPlacement(StrEnum):
+    """Where a position's protective orders rest (`risk_params.protection`, `risk.protection`).
 
-    code: str
-    path: str
-    message: str
+    - `native`: at the OMS, for every leg the OMS supports (GetCapabilities); a leg it cannot
+      hold is still protected, emulated by the worker, with a WARNING risk event;
+    - `emulated`: in the worker, which releases a MARKET (or LIMIT) order on the trigger;
+    - `auto`: native where supported, emulated otherwise, silently.
+    A worker configured `emulated` keeps every strategy emulated (the operator does not trust
+    the OMS's resting orders); otherwise a strategy's own choice applies.
+    """
 
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+    NATIVE = "native"
+    EMULATED = "emulated"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +100,48 @@ class StrategyRiskParams:
     max_position_size: Decimal | None = None
     stop_loss_pct: Decimal | None = None
     max_daily_loss: Decimal | None = None
+    #: A trailing stop this fraction below the position's high-water mark.
+    trailing_stop_pct: Decimal | None = None
+    #: Take profit this fraction above the average cost.
+    take_profit_pct: Decimal | None = None
+    #: Where protective orders rest; None = the worker's `risk.protection`.
+    protection: ProtectionPlacement | None = None
+
+    @classmethod
+    def from_stored(cls, risk: Mapping[str, Any]) -> StrategyRiskParams:
+        """Rebuild from the stored `config.risk_params` (as `StrategyConfig.to_json` wrote it:
+        Decimals as strings); values were validated when the message was accepted."""
+
+        def dec(key: str) -> Decimal | None:
+            value = risk.get(key)
+            return None if value is None else to_decimal(value)
+
+        placement = risk.get("protection")
+        return cls(
+            max_position_size=dec("max_position_size"),
+            stop_loss_pct=dec("stop_loss_pct"),
+            max_daily_loss=dec("max_daily_loss"),
+            trailing_stop_pct=dec("trailing_stop_pct"),
+            take_profit_pct=dec("take_profit_pct"),
+            protection=None if placement is None else ProtectionPlacement(placement),
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """JSON-safe form (Decimals as strings); keys without a value are left out."""
+        out = {
+            key: money_str(value)
+            for key, value in (
+                ("max_position_size", self.max_position_size),
+                ("stop_loss_pct", self.stop_loss_pct),
+                ("max_daily_loss", self.max_daily_loss),
+                ("trailing_stop_pct", self.trailing_stop_pct),
+                ("take_profit_pct", self.take_profit_pct),
+            )
+            if value is not None
+        }
+        if self.protection is not None:
+            out["protection"] = self.protection.value
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +154,10 @@ class StrategyConfig:
     allocation: Mapping[str, Decimal]
     initial_capital: Decimal
     risk_params: StrategyRiskParams
-    entry_rules: Mapping[str, Any] = field(default_factory=dict)
+    entry_rules: RuleSet | None = None
+    """When to open a symbol's position (`domain/signals/rules.py`); None: at approval."""
+    exit_rules: RuleSet | None = None
+    """When to close it; None: only stop-loss, daily loss and operators close."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -98,15 +167,7 @@ class StrategyConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form for the `config` JSONB column (Decimals as strings)."""
-        risk = {
-            key: money_str(value)
-            for key, value in (
-                ("max_position_size", self.risk_params.max_position_size),
-                ("stop_loss_pct", self.risk_params.stop_loss_pct),
-                ("max_daily_loss", self.risk_params.max_daily_loss),
-            )
-            if value is not None
-        }
+        risk = self.risk_params.to_json()
         out: dict[str, Any] = {key: _json_safe(value) for key, value in self.extra.items()}
         out.update(
             name=self.name,
@@ -115,8 +176,11 @@ class StrategyConfig:
             allocation={sym: money_str(w) for sym, w in self.allocation.items()},
             initial_capital=money_str(self.initial_capital),
             risk_params=risk,
-            entry_rules=_json_safe(dict(self.entry_rules)),
+            # The canonical explicit form (what is evaluated); `{}` without rules, as before.
+            entry_rules=_json_safe(self.entry_rules.to_json() if self.entry_rules else {}),
         )
+        if self.exit_rules is not None:
+            out["exit_rules"] = _json_safe(self.exit_rules.to_json())
         return out
 
 
@@ -134,7 +198,7 @@ class ApprovedStrategy:
     @property
     def execution_id(self) -> uuid.UUID:
         """Deterministic: the same message always maps to the same execution."""
-        return execution_id_for(self.strategy_id, self.timestamp)
+        return execution_id_for(self.strategy_id, self.approved_at)
 
 
 class _Reject(Exception):
@@ -153,7 +217,7 @@ def parse_strategy_message(
     raw: bytes | str | object,
     *,
     known_symbols: frozenset[str] | None = None,
-    max_bytes: int = 65536,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> ApprovedStrategy | Rejection:
     """Parse and validate one `strategy.approved` message; never raises on bad input.
 
@@ -215,8 +279,7 @@ def _config(value: object, known: frozenset[str] | None) -> StrategyConfig:
     if not Decimal(0) < capital <= MAX_CAPITAL:
         raise _Reject("invalid_capital", "config.initial_capital", "must be in (0, 1000000000000]")
     risk_params = _risk_params(obj.get("risk_params"))
-    rules = obj.get("entry_rules")
-    entry_rules: Mapping[str, Any] = {} if rules is None else _object(rules, "config.entry_rules")
+    entry_rules, exit_rules = _rules(obj, strategy_type)
     extra = {key: val for key, val in obj.items() if key not in _CONFIG_KEYS}
     return StrategyConfig(
         name=name,
@@ -226,6 +289,7 @@ def _config(value: object, known: frozenset[str] | None) -> StrategyConfig:
         initial_capital=capital,
         risk_params=risk_params,
         entry_rules=entry_rules,
+        exit_rules=exit_rules,
         extra=extra,
     )
 
@@ -287,7 +351,35 @@ def _risk_params(value: object) -> StrategyRiskParams:
         if not low < number <= high:
             raise _Reject("invalid_risk_param", path, f"must be in ({low}, {high}]")
         found[key] = number
-    return StrategyRiskParams(**found)
+    placement: ProtectionPlacement | None = None
+    raw_placement = obj.get("protection")
+    if raw_placement is not None:
+        path = "config.risk_params.protection"
+        text = _string(raw_placement, path)
+        try:
+            placement = ProtectionPlacement(text)
+        except ValueError:
+            choices = ", ".join(p.value for p in ProtectionPlacement)
+            raise _Reject("invalid_risk_param", path, f"must be one of {choices}") from None
+    return StrategyRiskParams(**found, protection=placement)
+
+
+def _rules(obj: Mapping[str, Any], strategy_type: str) -> tuple[RuleSet | None, RuleSet | None]:
+    """`entry_rules` and `exit_rules` as rule trees (absent or `{}`: None)."""
+    try:
+        entry, exit_ = (
+            rule_set_or_none(
+                obj.get(f"{kind}_rules"),
+                kind=kind,
+                strategy_type=strategy_type,
+                path=f"config.{kind}_rules",
+            )
+            for kind in (RuleKind.ENTRY, RuleKind.EXIT)
+        )
+    except Rejected as exc:
+        rej = exc.rejection
+        raise _Reject(rej.code, rej.path, rej.message) from None
+    return entry, exit_
 
 
 # ------------------------------------------------------------------------------ primitives

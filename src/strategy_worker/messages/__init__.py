@@ -9,7 +9,10 @@
 """
 
 from strategy_worker.messages.control import (
+    ALL_ACTIONS,
+    BASIC_ACTIONS,
     CONTROL_TYPE,
+    KILL_SWITCH_ACTIONS,
     MAX_CONTROL_BYTES,
     ControlAction,
     ControlRequest,
@@ -26,17 +29,19 @@ from strategy_worker.messages.events import (
     EventContext,
     EventType,
     OrderLike,
-    execution_completed,
     execution_error,
     execution_paused,
+    execution_refused,
     execution_resumed,
     execution_started,
     execution_stopped,
+    execution_stopping,
     order_filled,
     order_rejected,
     order_submitted,
     rebalanced,
     risk_event,
+    signal_decision,
     stop_loss_triggered,
 )
 from strategy_worker.messages.jsonwire import (
@@ -52,8 +57,11 @@ from strategy_worker.messages.jsonwire import (
 )
 
 __all__ = [
+    "ALL_ACTIONS",
+    "BASIC_ACTIONS",
     "CONTROL_TYPE",
     "DEAD_LETTER_TYPE",
+    "KILL_SWITCH_ACTIONS",
     "MAX_CONTROL_BYTES",
     "MAX_DEAD_LETTER_PAYLOAD",
     "ControlAction",
@@ -69,12 +77,13 @@ __all__ = [
     "dead_letter_envelope",
     "encode_event",
     "encode_json",
-    "execution_completed",
     "execution_error",
     "execution_paused",
+    "execution_refused",
     "execution_resumed",
     "execution_started",
     "execution_stopped",
+    "execution_stopping",
     "isoformat_z",
     "money_number",
     "order_filled",
@@ -85,5 +94,6 @@ __all__ = [
     "quantity_number",
     "rebalanced",
     "risk_event",
+    "signal_decision",
     "stop_loss_triggered",
 ]

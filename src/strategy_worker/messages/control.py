@@ -1,4 +1,14 @@
-"""`strategy.control` requests (stop / pause / resume) and their parser, which never raises."""
+"""`strategy.control` requests and their parser, which never raises.
+
+Actions: stop / pause / resume (every worker), and the operator kill switch's
+`reduce_only` / `clear_reduce_only` (`KILL_SWITCH_ACTIONS`), which a worker accepts only when
+it passes them in `parse_control(..., actions=ALL_ACTIONS)`: a worker that does not
+implement them dead-letters them instead of mistaking them for another action.
+
+`control_token` (optional, additive) is the signed identity of the request: a compact JWS
+from the API binding request id, target, action and user (`strategy_worker.auth.control`).
+Messages without it parse as before.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ from strategy_worker.messages.jsonwire import (
 CONTROL_TYPE = "strategy.control"
 MAX_CONTROL_BYTES = 16 * 1024
 MAX_REASON_CHARS = 500
+MAX_CONTROL_TOKEN_CHARS = 4096
 
 
 # --------------------------------------------------------------------------- control
@@ -29,6 +40,17 @@ class ControlAction(StrEnum):
     STOP = "stop"
     PAUSE = "pause"
     RESUME = "resume"
+    #: Kill switch: trading state REDUCING (only sells pass) until cleared.
+    REDUCE_ONLY = "reduce_only"
+    #: Lifts an operator's REDUCE_ONLY (back to ACTIVE unless HALTED or still reducing
+    #: for another reason, e.g. a reconciliation mismatch).
+    CLEAR_REDUCE_ONLY = "clear_reduce_only"
+
+
+#: What every worker implements (and the parser's default).
+BASIC_ACTIONS = frozenset({ControlAction.STOP, ControlAction.PAUSE, ControlAction.RESUME})
+KILL_SWITCH_ACTIONS = frozenset({ControlAction.REDUCE_ONLY, ControlAction.CLEAR_REDUCE_ONLY})
+ALL_ACTIONS = BASIC_ACTIONS | KILL_SWITCH_ACTIONS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +68,8 @@ class ControlRequest:
     execution_id: uuid.UUID | None = None
     strategy_id: uuid.UUID | None = None
     reason: str | None = None
+    #: The signed identity (compact JWS) or None for an unsigned request.
+    control_token: str | None = None
 
 
 _CONTROL_FIELDS = frozenset(
@@ -58,22 +82,28 @@ _CONTROL_FIELDS = frozenset(
         "action",
         "timestamp",
         "reason",
+        "control_token",
     }
 )
 
 
-def parse_control(payload: bytes | str) -> ControlRequest | Rejection:
-    """Parse a `strategy.control` message; any input gives a value, never an exception."""
+def parse_control(
+    payload: bytes | str, *, actions: frozenset[ControlAction] = BASIC_ACTIONS
+) -> ControlRequest | Rejection:
+    """Parse a `strategy.control` message; any input gives a value, never an exception.
+
+    `actions` is what the caller implements; any other action is rejected
+    (`invalid_value` at `action`)."""
     data = parse_json_object(payload, max_bytes=MAX_CONTROL_BYTES)
     if isinstance(data, Rejection):
         return data
     try:
-        return _control_from(data)
+        return _control_from(data, actions)
     except InputRejected as exc:
         return exc.rejection
 
 
-def _control_from(data: dict[str, Any]) -> ControlRequest:
+def _control_from(data: dict[str, Any], actions: frozenset[ControlAction]) -> ControlRequest:
     unknown = sorted(set(data) - _CONTROL_FIELDS)
     if unknown:
         raise InputRejected(Rejection(RejectCode.UNKNOWN_FIELD, unknown[0], "unknown field"))
@@ -93,18 +123,27 @@ def _control_from(data: dict[str, Any]) -> ControlRequest:
             )
         )
     action_text = _required_str(data, "action")
-    try:
-        action = ControlAction(action_text)
-    except ValueError:
-        raise InputRejected(
-            Rejection(RejectCode.INVALID_VALUE, "action", "must be stop, pause or resume")
-        ) from None
+    action = next((a for a in actions if a.value == action_text), None)
+    if action is None:
+        allowed = ", ".join(sorted(a.value for a in actions))
+        raise InputRejected(Rejection(RejectCode.INVALID_VALUE, "action", f"must be {allowed}"))
     reason = data.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise InputRejected(Rejection(RejectCode.INVALID_TYPE, "reason", "must be a string"))
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         raise InputRejected(
             Rejection(RejectCode.INVALID_VALUE, "reason", f"longer than {MAX_REASON_CHARS}")
+        )
+    token = data.get("control_token")
+    if token is not None and not isinstance(token, str):
+        raise InputRejected(Rejection(RejectCode.INVALID_TYPE, "control_token", "must be a string"))
+    if token is not None and not 0 < len(token) <= MAX_CONTROL_TOKEN_CHARS:
+        raise InputRejected(
+            Rejection(
+                RejectCode.INVALID_VALUE,
+                "control_token",
+                f"must be 1 to {MAX_CONTROL_TOKEN_CHARS} characters",
+            )
         )
     return ControlRequest(
         request_id=_required_uuid(data, "request_id"),
@@ -114,6 +153,7 @@ def _control_from(data: dict[str, Any]) -> ControlRequest:
         execution_id=execution_id,
         strategy_id=strategy_id,
         reason=reason,
+        control_token=token,
     )
 
 
@@ -171,4 +211,6 @@ def control_message(request: ControlRequest) -> dict[str, object]:
     )
     if request.reason is not None:
         message["reason"] = request.reason
+    if request.control_token is not None:
+        message["control_token"] = request.control_token
     return message

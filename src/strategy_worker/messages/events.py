@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from strategy_worker.domain.orders import Fill, OrderIntent, OrderStatus, Side
+from strategy_worker.domain.signals.decisions import SignalDecision
 from strategy_worker.messages.jsonwire import isoformat_z, money_number, quantity_number
 
 
@@ -26,9 +27,11 @@ class EventType(StrEnum):
     REBALANCED = "strategy.execution.rebalanced"
     PAUSED = "strategy.execution.paused"
     RESUMED = "strategy.execution.resumed"
+    REFUSED = "strategy.execution.refused"
+    STOPPING = "strategy.execution.stopping"
     STOPPED = "strategy.execution.stopped"
-    COMPLETED = "strategy.execution.completed"
     ERROR = "strategy.execution.error"
+    SIGNAL_DECISION = "strategy.execution.signal_decision"
 
 
 # --------------------------------------------------------------------------- events
@@ -62,13 +65,27 @@ class OrderLike(Protocol):
 
 
 def _base(event_type: EventType, ctx: EventContext, at: datetime) -> dict[str, object]:
+    execution_id, strategy_id, user_id = _ids(ctx)
     return {
         "type": str(event_type),
-        "execution_id": str(ctx.execution_id),
-        "strategy_id": str(ctx.strategy_id),
-        "user_id": str(ctx.user_id),
+        "execution_id": execution_id,
+        "strategy_id": strategy_id,
+        "user_id": user_id,
         "timestamp": isoformat_z(at),
     }
+
+
+_LAST_IDS: list[tuple[EventContext, tuple[str, str, str]]] = []
+"""The ids of the last context as text: the events of one step share their context."""
+
+
+def _ids(ctx: EventContext) -> tuple[str, str, str]:
+    last = _LAST_IDS[0] if _LAST_IDS else None
+    if last is not None and last[0] is ctx:
+        return last[1]
+    text = (str(ctx.execution_id), str(ctx.strategy_id), str(ctx.user_id))
+    _LAST_IDS[:] = [(ctx, text)]
+    return text
 
 
 def _order_line(order: OrderLike) -> dict[str, object]:
@@ -82,12 +99,21 @@ def _order_line(order: OrderLike) -> dict[str, object]:
 
 
 def execution_started(
-    ctx: EventContext, *, at: datetime, initial_orders: Sequence[OrderLike]
+    ctx: EventContext,
+    *,
+    at: datetime,
+    initial_orders: Sequence[OrderLike],
+    awaiting_entry: Sequence[str] | None = None,
 ) -> dict[str, object]:
-    """`strategy.execution.started`, exactly the spec's shape (`value` = quantity x price)."""
+    """`strategy.execution.started`, exactly the spec's shape (`value` = quantity x price).
+
+    A strategy with entry rules adds `awaiting_entry`: the symbols whose first buy waits
+    for their entry signal (docs/signals.md); without rules the event has no such field."""
     event = _base(EventType.STARTED, ctx, at)
     event["status"] = "active"
     event["initial_orders"] = [_order_line(order) for order in initial_orders]
+    if awaiting_entry is not None:
+        event["awaiting_entry"] = list(awaiting_entry)
     return event
 
 
@@ -236,6 +262,46 @@ def execution_resumed(
     return _status_change(EventType.RESUMED, "active", ctx, at, reason, request_id)
 
 
+def execution_refused(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    reason_code: str,
+    reason: str,
+    requested: Decimal,
+    available: Decimal,
+    funded_fraction: Decimal,
+) -> dict[str, object]:
+    """An approved strategy was not started: the exposure capacity left funds less of its
+    first orders than `risk.min_funded_fraction` (no execution exists; the id is the one it
+    would have had)."""
+    event = _base(EventType.REFUSED, ctx, at)
+    event.update(
+        status="refused",
+        reason_code=reason_code,
+        reason=reason,
+        requested=money_number(requested),
+        available=money_number(max(available, Decimal(0))),
+        funded_fraction=funded_fraction,
+    )
+    return event
+
+
+def execution_stopping(
+    ctx: EventContext,
+    *,
+    at: datetime,
+    reason: str,
+    held: Mapping[str, Decimal],
+    request_id: uuid.UUID | None = None,
+) -> dict[str, object]:
+    """A stop began: no new entries; the positions still `held` are being closed, and the
+    execution stays protected (stop-loss, daily loss) until the OMS confirms it flat."""
+    event = _status_change(EventType.STOPPING, "stopping", ctx, at, reason, request_id)
+    event["held"] = {sym: quantity_number(qty) for sym, qty in sorted(held.items())}
+    return event
+
+
 def execution_stopped(
     ctx: EventContext,
     *,
@@ -243,30 +309,65 @@ def execution_stopped(
     reason: str,
     realized_pnl: Decimal,
     total_pnl: Decimal,
+    status: str = "stopped",
     request_id: uuid.UUID | None = None,
 ) -> dict[str, object]:
-    """Stopped on request, on shutdown (policy close) or on a halt; positions are closed."""
-    event = _status_change(EventType.STOPPED, "stopped", ctx, at, reason, request_id)
+    """The execution ended flat at the OMS: `status` is `stopped` (asked for, or worker
+    shutdown with policy close) or `error` (closed after an unexpected failure)."""
+    event = _status_change(EventType.STOPPED, status, ctx, at, reason, request_id)
     event.update(realized_pnl=money_number(realized_pnl), total_pnl=money_number(total_pnl))
-    return event
-
-
-def execution_completed(
-    ctx: EventContext, *, at: datetime, realized_pnl: Decimal, total_pnl: Decimal
-) -> dict[str, object]:
-    event = _base(EventType.COMPLETED, ctx, at)
-    event.update(
-        status="completed",
-        realized_pnl=money_number(realized_pnl),
-        total_pnl=money_number(total_pnl),
-    )
     return event
 
 
 def execution_error(
     ctx: EventContext, *, at: datetime, error_code: str, message: str
 ) -> dict[str, object]:
-    """The execution moved to status `error`; `message` never carries secrets or tracebacks."""
+    """An unexpected failure: the execution is closed by policy (a `stopping` and, once
+    flat, a `stopped` event with status `error` follow); no secrets or tracebacks."""
     event = _base(EventType.ERROR, ctx, at)
     event.update(status="error", error_code=error_code, message=message)
+    return event
+
+
+def _indicator_number(value: float | None) -> Decimal | None:
+    """An indicator value as a JSON number: the float's shortest round-tripping text, made
+    a Decimal so the encoder (which refuses floats, to protect money) writes it as is."""
+    return None if value is None else Decimal(repr(value))
+
+
+def signal_decision(
+    ctx: EventContext, *, at: datetime, decision: SignalDecision
+) -> dict[str, object]:
+    """A rule evaluation that fired or changed its outcome, with what it read and, when no
+    order followed, the gate that blocked it (docs/signals.md, "Decision events").
+
+    Money (`close`) is exact; indicator values are JSON numbers (floats by nature)."""
+    event = _base(EventType.SIGNAL_DECISION, ctx, at)
+    event.update(
+        symbol=decision.symbol,
+        timeframe=str(decision.timeframe),
+        bar_start=isoformat_z(decision.bar_start),
+        bar_end=isoformat_z(decision.bar_end),
+        rule=str(decision.rule),
+        outcome=str(decision.outcome),
+        action=None if decision.action is None else str(decision.action),
+        gate=None if decision.gate is None else str(decision.gate),
+        close=money_number(decision.close),
+        values={label: _indicator_number(v) for label, v in decision.values.items()},
+        conditions=[
+            {
+                "left": c.left,
+                "op": c.op,
+                "right": c.right,
+                "left_value": _indicator_number(c.left_value),
+                "right_value": _indicator_number(c.right_value),
+                "previous": None
+                if c.previous is None
+                else [_indicator_number(v) for v in c.previous],
+                "result": c.result,
+            }
+            for c in decision.conditions
+        ],
+        decided_at=isoformat_z(decision.decided_at),
+    )
     return event

@@ -103,11 +103,20 @@ def _layout(indent: int | None, level: int) -> tuple[str, str, str]:
     return "\n" + pad * (level + 1), "\n" + pad * level, ",\n" + pad * (level + 1)
 
 
+_LAST_MOMENT: list[tuple[datetime, str]] = []
+"""The last instant formatted: the events of one step (one batch) share their instant."""
+
+
 def isoformat_z(moment: datetime) -> str:
     """ISO-8601 in UTC with a `Z` suffix; microseconds only when present."""
+    last = _LAST_MOMENT[0] if _LAST_MOMENT else None
+    if last is not None and last[0] is moment:
+        return last[1]
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    _LAST_MOMENT[:] = [(moment, text)]
+    return text
 
 
 def money_number(value: Decimal) -> Decimal:

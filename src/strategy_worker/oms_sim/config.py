@@ -77,5 +77,22 @@ class OmsSimConfig(BaseModel):
     """How often working orders are checked against fresh prices."""
     initial_cash: Decimal = Decimal(1_000_000)
     """Cash each account starts with (no buying-power check: the worker's risk gate owns it)."""
+    native_protection: bool = True
+    """Hold STOP, STOP_LIMIT, TRAILING_STOP, OCO groups and brackets natively (contract 1.1).
+    false: GetCapabilities reports MARKET and LIMIT only, no groups, and such orders are
+    refused, so the worker emulates its protection against the same venue."""
+    unsupported_order_types: list[Literal["STOP", "STOP_LIMIT", "TRAILING_STOP"]] = Field(
+        default_factory=list
+    )
+    """With native_protection on, these types are still reported unsupported (and refused)."""
+    order_batches: bool = True
+    """Take contract 1.2's OrderBatch on SubmitOrders. false: a 1.1 OMS (GetCapabilities
+    says no, and a batch is refused), so the client keeps the per-order path."""
+    max_batch_orders: int = Field(default=1000, ge=1, le=100_000)
+    """Orders per batch at most (GetCapabilities.max_batch_orders)."""
+    max_batches_in_flight: int = Field(default=4, ge=1, le=1000)
+    """Batches of one stream worked on at once (GetCapabilities.max_batches_in_flight)."""
+    report_batches: bool = True
+    """Serve StreamExecutionReportBatches (contract 1.2)."""
     prices: PricesConfig = PricesConfig()
     tls: ServerTlsConfig = ServerTlsConfig()

@@ -22,6 +22,7 @@ class FaultSwitches:
         self._stall: _Stall | None = None
         self._drop_generation = 0
         self._drop_listeners: set[asyncio.Event] = set()
+        self._submit_drop_listeners: set[asyncio.Event] = set()
 
     def refuse(self, on: bool = True) -> None:
         """While on, every call fails with UNAVAILABLE, as if the venue were down."""
@@ -52,6 +53,20 @@ class FaultSwitches:
         self._drop_generation += 1
         for listener in self._drop_listeners:
             listener.set()
+
+    def drop_submit_streams(self) -> None:
+        """End every open SubmitOrders stream with UNAVAILABLE: what was sent on it and not
+        answered yet may or may not have been processed (clients resubmit, idempotently)."""
+        for listener in self._submit_drop_listeners:
+            listener.set()
+
+    def listen_for_submit_drops(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._submit_drop_listeners.add(event)
+        return event
+
+    def forget_submit(self, event: asyncio.Event) -> None:
+        self._submit_drop_listeners.discard(event)
 
     @property
     def drop_generation(self) -> int:

@@ -143,6 +143,16 @@ class ReplayPrices:
         self._cursor = 0
 
     @property
+    def first_time(self) -> datetime:
+        """The file's first timestamp (when a replay of it starts)."""
+        return self._times[0]
+
+    @property
+    def last_time(self) -> datetime:
+        """The file's last timestamp."""
+        return self._times[-1]
+
+    @property
     def exhausted(self) -> bool:
         return self._current_time() >= self._times[-1]
 

@@ -11,7 +11,9 @@ from typing import Protocol
 import grpc
 import structlog
 
+from strategy_worker.domain.orders import OrderType
 from strategy_worker.errors import ConfigError
+from strategy_worker.oms_sim.batches import BatchLimits
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig, ServerTlsConfig
 from strategy_worker.oms_sim.faults import FaultSwitches
 from strategy_worker.oms_sim.prices import RandomWalkPrices, ReplayPrices
@@ -38,9 +40,18 @@ def venue_for(config: OmsSimConfig) -> PaperVenue:
             partial_fill_slices=config.partial_fill_slices,
             rejection_rate=config.rejection_rate,
             initial_cash=config.initial_cash,
+            native_types=native_types(config),
+            contingent=config.native_protection,
         ),
         seed=config.seed,
     )
+
+
+def native_types(config: OmsSimConfig) -> frozenset[OrderType]:
+    """The order types the configured venue holds natively (MARKET and LIMIT always)."""
+    if not config.native_protection:
+        return frozenset({OrderType.MARKET, OrderType.LIMIT})
+    return frozenset(OrderType) - {OrderType(name) for name in config.unsupported_order_types}
 
 
 def prices_for(config: PricesConfig, clock: Clock) -> PriceSource:
@@ -82,6 +93,10 @@ class OmsSimServer:
             faults=self.faults,
             now=self.clock.now,
             latency_s=config.latency_ms / 1000,
+            batch_limits=BatchLimits(config.max_batch_orders, config.max_batches_in_flight)
+            if config.order_batches
+            else None,
+            report_batches=config.report_batches,
         )
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None

@@ -2,7 +2,13 @@
 
 Every order ever accepted stays in the order log; every change produces an execution report
 with the next global, gap-free sequence number; positions and cash per account and per
-execution move only through fills, so they always agree with the fills.
+execution move only through fills, so they always agree with the fills. Fill ids are
+`<oms order id>-F<n>`: unique across the venue for as long as it lives (it is in memory: a new
+venue numbers its orders from 1 again).
+
+Contract 1.1 (resting stops, trailing stops, reduce-only, OCO groups, brackets) follows
+`contingent.py`; `VenueRules.native_types` and `contingent` switch them off, so the worker's
+emulation can be exercised against the same venue.
 """
 
 from __future__ import annotations
@@ -16,8 +22,18 @@ from decimal import Decimal
 from enum import StrEnum
 
 from strategy_worker.domain.money import ZERO, floor_quantity, quantize_price
-from strategy_worker.domain.orders import Fill, OmsOrder, OrderStatus, OrderType, Side
+from strategy_worker.domain.orders import (
+    Fill,
+    OmsCapabilities,
+    OmsOrder,
+    OrderStatus,
+    OrderType,
+    Side,
+    Trail,
+)
 from strategy_worker.errors import DomainError, ValidationError
+from strategy_worker.oms_sim import contingent
+from strategy_worker.oms_sim.books import PositionBook
 
 _BPS = Decimal(10_000)
 
@@ -27,6 +43,7 @@ class ReportType(StrEnum):
     FILL = "FILL"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    TRIGGERED = "TRIGGERED"
 
 
 class ClientOrderIdReusedError(DomainError):
@@ -43,6 +60,21 @@ class VenueRules:
     partial_fill_slices: int = 1
     rejection_rate: float = 0.0
     initial_cash: Decimal = ZERO
+    #: Order types held natively; the others are refused (INVALID_ARGUMENT).
+    native_types: frozenset[OrderType] = frozenset(OrderType)
+    #: Parents (brackets) and OCO groups honoured; off, they are refused.
+    contingent: bool = True
+
+    def capabilities(self) -> OmsCapabilities:
+        """What GetCapabilities answers for these rules (reduce-only is always honoured)."""
+        return OmsCapabilities(
+            order_types=self.native_types,
+            oco_groups=self.contingent,
+            brackets=self.contingent,
+            reduce_only=True,
+            order_groups=True,
+            contract_version="1.1",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +90,11 @@ class OrderRequest:
     quantity: Decimal
     limit_price: Decimal | None = None
     purpose: str = ""
+    stop_price: Decimal | None = None
+    trail: Trail | None = None
+    parent_client_order_id: str = ""
+    oco_group_id: str = ""
+    reduce_only: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -74,10 +111,25 @@ class SimOrder:
     fills: list[Fill] = field(default_factory=list)
     reason: str = ""
     slices: list[Decimal] = field(default_factory=list)
+    triggered: bool = False
+    #: TRAILING_STOP: the best price trailed so far.
+    watermark: Decimal | None = None
+    #: A triggered stop's level, and the limit it then works at (None: MARKET).
+    triggered_level: Decimal | None = None
+    working_limit: Decimal | None = None
+    #: Set by the venue: what the order may fill now (a bracket child / OCO member's share).
+    active: Decimal = ZERO
 
     @property
     def client_order_id(self) -> str:
         return self.request.client_order_id
+
+    @property
+    def stop_level(self) -> Decimal | None:
+        """The trigger level: where it triggered, else where it would trigger now."""
+        if self.triggered_level is not None:
+            return self.triggered_level
+        return contingent.stop_level(self)
 
     @property
     def avg_fill_price(self) -> Decimal:
@@ -102,6 +154,14 @@ class SimOrder:
             avg_fill_price=self.avg_fill_price,
             fills=tuple(self.fills),
             reason=self.reason,
+            stop_price=self.stop_level,
+            trail=req.trail,
+            parent_client_order_id=req.parent_client_order_id,
+            oco_group_id=req.oco_group_id,
+            reduce_only=req.reduce_only,
+            active_quantity=self.active,
+            triggered=self.triggered,
+            watermark=self.watermark,
         )
 
 
@@ -123,43 +183,9 @@ class VenueReport:
     reported_at: datetime
     fill: Fill | None = None
     reason: str = ""
-
-
-@dataclass(slots=True)
-class PositionBook:
-    """Per-symbol quantities and notionals plus cash of one account or one execution."""
-
-    cash: Decimal
-    fees: Decimal = ZERO
-    bought: dict[str, Decimal] = field(default_factory=dict)
-    sold: dict[str, Decimal] = field(default_factory=dict)
-    buy_notional: dict[str, Decimal] = field(default_factory=dict)
-    sell_notional: dict[str, Decimal] = field(default_factory=dict)
-    fees_by_symbol: dict[str, Decimal] = field(default_factory=dict)
-
-    def apply(self, fill: Fill) -> None:
-        sym = fill.symbol
-        if fill.side is Side.BUY:
-            self.bought[sym] = self.bought.get(sym, ZERO) + fill.quantity
-            self.buy_notional[sym] = self.buy_notional.get(sym, ZERO) + fill.notional
-            self.cash -= fill.notional
-        else:
-            self.sold[sym] = self.sold.get(sym, ZERO) + fill.quantity
-            self.sell_notional[sym] = self.sell_notional.get(sym, ZERO) + fill.notional
-            self.cash += fill.notional
-        self.cash -= fill.fee
-        self.fees += fill.fee
-        self.fees_by_symbol[sym] = self.fees_by_symbol.get(sym, ZERO) + fill.fee
-
-    @property
-    def symbols(self) -> list[str]:
-        return sorted(self.bought.keys() | self.sold.keys())
-
-    def net(self, symbol: str) -> Decimal:
-        return self.bought.get(symbol, ZERO) - self.sold.get(symbol, ZERO)
-
-    def net_positions(self) -> dict[str, Decimal]:
-        return {sym: self.net(sym) for sym in self.symbols}
+    triggered: bool = False
+    stop_price: Decimal | None = None
+    active_quantity: Decimal = ZERO
 
 
 class PaperVenue:
@@ -178,6 +204,13 @@ class PaperVenue:
         self._accounts: dict[str, PositionBook] = {}
         self._executions: dict[uuid.UUID, PositionBook] = {}
         self._fill_count = 0
+        # Contingent links: (execution, OCO group id) -> members; parent id -> children.
+        self._groups: dict[tuple[uuid.UUID, str], list[SimOrder]] = {}
+        self._children: dict[str, list[SimOrder]] = {}
+
+    @property
+    def rules(self) -> VenueRules:
+        return self._rules
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -230,14 +263,69 @@ class PaperVenue:
         A known client order id returns the existing order unchanged (duplicate=True);
         the same id with a different order raises ClientOrderIdReusedError.
         """
-        existing = self._orders.get(request.client_order_id)
-        if existing is not None:
-            if existing.request != request:
+        [(order, duplicate)] = self.submit_group([request], prices={request.symbol: price}, now=now)
+        return order, duplicate
+
+    def submit_group(
+        self,
+        requests: list[OrderRequest],
+        *,
+        prices: Mapping[str, Decimal | None],
+        now: datetime,
+    ) -> list[tuple[SimOrder, bool]]:
+        """Accept several orders atomically: every one is validated before any is created.
+
+        All already held (and equal): returned as duplicates. Some held and some not, or a
+        held id naming a different order: ClientOrderIdReusedError (nothing is created).
+        """
+        held = [self._orders.get(r.client_order_id) for r in requests]
+        for request, existing in zip(requests, held, strict=True):
+            if existing is not None and existing.request != request:
                 raise ClientOrderIdReusedError(
                     f"client_order_id {request.client_order_id!r} already names a different order"
                 )
-            return existing, True
-        _validate(request)
+        if all(existing is not None for existing in held):
+            return [(existing, True) for existing in held if existing is not None]
+        if any(existing is not None for existing in held):
+            raise ClientOrderIdReusedError("part of this order group is already held")
+        self._validate_group(requests)
+        return [(self._accept(r, prices.get(r.symbol), now), False) for r in requests]
+
+    def cancel(self, order: SimOrder, *, reason: str, now: datetime) -> SimOrder:
+        """Cancel what is left of a working order; a finished order is returned unchanged.
+        Only this order: its OCO siblings keep working, and a cancelled parent's children
+        keep protecting what it filled (they end with it when it filled nothing)."""
+        if order.status.is_terminal:
+            return order
+        order.slices.clear()
+        self._finish(order, OrderStatus.CANCELLED, ReportType.CANCELLED, reason or "CANCELLED", now)
+        return order
+
+    def _validate_group(self, requests: list[OrderRequest]) -> None:
+        rules = self._rules
+        pending: dict[str, OrderRequest] = {}
+        members: dict[tuple[uuid.UUID, str], list[OrderRequest]] = {}
+        for key, orders in self._groups.items():
+            members[key] = [o.request for o in orders]
+        for request in requests:
+            _validate(request)
+            contingent.validate_shape(request, native_types=rules.native_types)
+            parent: OrderRequest | None = pending.get(request.parent_client_order_id)
+            if parent is None and request.parent_client_order_id:
+                held = self._orders.get(request.parent_client_order_id)
+                parent = None if held is None else held.request
+                if held is not None and held.status.is_terminal and held.filled_quantity == 0:
+                    raise ValidationError(f"parent {held.client_order_id!r} filled nothing")
+            key = (request.execution_id, request.oco_group_id)
+            group = members.get(key, []) if request.oco_group_id else []
+            contingent.validate_links(
+                request, contingent=rules.contingent, parent=parent, group=group
+            )
+            if request.oco_group_id:
+                members.setdefault(key, []).append(request)
+            pending[request.client_order_id] = request
+
+    def _accept(self, request: OrderRequest, price: Decimal | None, now: datetime) -> SimOrder:
         order = SimOrder(
             request=request,
             oms_order_id=f"SIM-{len(self._orders) + 1:010d}",
@@ -248,26 +336,43 @@ class PaperVenue:
         self._orders[request.client_order_id] = order
         self._by_execution.setdefault(request.execution_id, []).append(order)
         self._by_oms_id[order.oms_order_id] = order
+        if request.oco_group_id:
+            self._groups.setdefault((request.execution_id, request.oco_group_id), []).append(order)
+        if request.parent_client_order_id:
+            self._children.setdefault(request.parent_client_order_id, []).append(order)
+        order.active = self._active(order)
         if self._rules.rejection_rate > 0 and self._rng.random() < self._rules.rejection_rate:
             self._finish(order, OrderStatus.REJECTED, ReportType.REJECTED, "SIMULATED_REJECT", now)
-            return order, False
-        if price is None:
+            return order
+        waits = request.order_type.is_resting_stop or bool(request.parent_client_order_id)
+        if price is None and not waits:
             self._finish(order, OrderStatus.REJECTED, ReportType.REJECTED, "NO_PRICE", now)
-            return order, False
+            return order
         order.status = OrderStatus.ACCEPTED
         order.slices = _slices(request.quantity, self._rules.partial_fill_slices)
+        contingent.start_trail(order, price)
         self._report(order, ReportType.ACCEPTED, now)
         self._working.setdefault(request.symbol, []).append(order)
-        self._try_fill(order, price, now)
-        return order, False
-
-    def cancel(self, order: SimOrder, *, reason: str, now: datetime) -> SimOrder:
-        """Cancel what is left of a working order; a finished order is returned unchanged."""
-        if order.status.is_terminal:
-            return order
-        order.slices.clear()
-        self._finish(order, OrderStatus.CANCELLED, ReportType.CANCELLED, reason or "CANCELLED", now)
+        if request.parent_client_order_id:
+            self._settle(order, now)  # a child of a parent that is already done ends with it
+        if price is not None:
+            self._try_fill(order, price, now)
         return order
+
+    def fill_after_cancel(self, order: SimOrder, *, price: Decimal, now: datetime) -> Fill | None:
+        """The race every OMS has: the rest of an order filled just before its cancel
+        landed, and the fill is reported after the cancel. Booked like any fill (it is
+        real money); the order stays CANCELLED with the larger filled quantity."""
+        remaining = order.request.quantity - order.filled_quantity
+        if order.status is not OrderStatus.CANCELLED or remaining <= ZERO:
+            return None
+        order.slices = [remaining]
+        self._working.setdefault(order.request.symbol, []).append(order)
+        self._try_fill(order, price, now)
+        self._unwork(order)
+        if not order.filled_quantity >= order.request.quantity:
+            order.status = OrderStatus.CANCELLED
+        return order.fills[-1] if order.fills else None
 
     def on_prices(self, prices: Mapping[str, Decimal], *, now: datetime) -> int:
         """Match working orders against fresh prices; returns the number of fills."""
@@ -280,22 +385,46 @@ class PaperVenue:
     # -- internals -------------------------------------------------------------------------
 
     def _try_fill(self, order: SimOrder, price: Decimal, now: datetime) -> int:
-        """Fill the order's next slice if the price allows; one slice per price tick."""
+        """Fill the order's next slice if the price allows; one slice per price tick.
+
+        A resting stop first ratchets (trailing) and may trigger on this tick; what it may fill
+        is capped by its group's share (`_active`) and, reduce-only, by the position.
+        """
         req = order.request
+        if order.status.is_terminal or self._active(order) <= ZERO:
+            return 0  # a child waits for its parent's fills before it even watches the price
+        if req.order_type.is_resting_stop and not order.triggered:
+            if not contingent.observe(order, price):
+                return 0
+            self._report(order, ReportType.TRIGGERED, now)
         fill_price = self._slipped(price, req.side)
-        if req.order_type is OrderType.LIMIT:
-            assert req.limit_price is not None
+        limit = contingent.working_limit(order)
+        if limit is not None:
             if req.side is Side.BUY:
-                if price > req.limit_price:
+                if price > limit:
                     return 0
-                fill_price = min(fill_price, req.limit_price)
+                fill_price = min(fill_price, limit)
             else:
-                if price < req.limit_price:
+                if price < limit:
                     return 0
-                fill_price = max(fill_price, req.limit_price)
+                fill_price = max(fill_price, limit)
         if not order.slices:
             return 0
-        quantity = order.slices.pop(0)
+        quantity = min(order.slices[0], self._active(order))
+        if quantity <= ZERO:
+            return 0
+        book = self._executions.get(req.execution_id)
+        cap = contingent.reduce_cap(order, book.net(req.symbol) if book else ZERO)
+        if cap is not None:
+            if cap <= ZERO:
+                order.slices.clear()
+                self._finish(order, OrderStatus.CANCELLED, ReportType.CANCELLED, "REDUCE_ONLY", now)
+                return 0
+            quantity = min(quantity, cap)
+        if quantity == order.slices[0]:
+            order.slices.pop(0)
+        else:
+            order.slices[0] -= quantity
         self._fill_count += 1
         fill = Fill(
             fill_id=f"{order.oms_order_id}-F{len(order.fills) + 1}",
@@ -319,8 +448,59 @@ class PaperVenue:
             self._unwork(order)
         else:
             order.status = OrderStatus.PARTIALLY_FILLED
+        for member in self._members(order):
+            member.active = self._active(member)
         self._report(order, ReportType.FILL, now, fill=fill)
+        self._settle(order, now)
+        book = self._executions[req.execution_id]
+        if not order.status.is_terminal and contingent.reduce_cap(order, book.net(req.symbol)) == 0:
+            order.slices.clear()  # the position is gone: a reduce-only order has nothing left
+            self._finish(order, OrderStatus.CANCELLED, ReportType.CANCELLED, "REDUCE_ONLY", now)
         return 1
+
+    # -- contingent groups -----------------------------------------------------------------
+
+    def _members(self, order: SimOrder) -> list[SimOrder]:
+        """The order's OCO group (itself alone when it has none)."""
+        req = order.request
+        if req.oco_group_id:
+            return self._groups[(req.execution_id, req.oco_group_id)]
+        return [order]
+
+    def _parent(self, order: SimOrder) -> SimOrder | None:
+        parent_id = order.request.parent_client_order_id
+        return self._orders.get(parent_id) if parent_id else None
+
+    def _active(self, order: SimOrder) -> Decimal:
+        """What the order may fill now: its base (the parent's fills for a child, else its
+        quantity) minus what its whole OCO group has filled; 0 once it is finished."""
+        if order.status.is_terminal:
+            return ZERO
+        parent = self._parent(order)
+        base = parent.filled_quantity if parent is not None else order.request.quantity
+        filled = sum((m.filled_quantity for m in self._members(order)), ZERO)
+        return max(base - filled, ZERO)
+
+    def _settle(self, order: SimOrder, now: datetime) -> None:
+        """After a fill or an end: finish the members that can never fill again, and let the
+        children of a parent follow it (more to fill, or the end of what it filled)."""
+        for child in self._children.get(order.client_order_id, ()):
+            child.active = self._active(child)
+        groups = [self._members(order)]
+        groups += [self._members(c) for c in self._children.get(order.client_order_id, ())]
+        for members in groups:
+            for member in list(members):
+                if member.status.is_terminal or self._active(member) > 0:
+                    continue
+                parent = self._parent(member)
+                if parent is not None and not parent.status.is_terminal:
+                    continue  # the parent may fill more: the child waits for it
+                # A sibling's fills used up its share (OCO), or its parent is done (PARENT_DONE:
+                # it filled nothing, or this child already sold all the parent bought).
+                others = any(m is not member and m.filled_quantity > 0 for m in members)
+                reason = "OCO" if others else "PARENT_DONE"
+                member.slices.clear()
+                self._finish(member, OrderStatus.CANCELLED, ReportType.CANCELLED, reason, now)
 
     def _slipped(self, price: Decimal, side: Side) -> Decimal:
         """Buys pay up, sells receive less, by slippage_bps; rounded to the price quantum."""
@@ -336,8 +516,10 @@ class PaperVenue:
         order.status = status
         order.reason = reason
         order.updated_at = now
+        order.active = ZERO
         self._unwork(order)
         self._report(order, kind, now, reason=reason)
+        self._settle(order, now)
 
     def _unwork(self, order: SimOrder) -> None:
         working = self._working.get(order.request.symbol)
@@ -370,6 +552,9 @@ class PaperVenue:
                 reported_at=now,
                 fill=fill,
                 reason=reason,
+                triggered=order.triggered,
+                stop_price=order.stop_level,
+                active_quantity=order.active,
             )
         )
 
@@ -383,11 +568,6 @@ def _validate(request: OrderRequest) -> None:
         raise ValidationError("symbol is required")
     if request.quantity <= ZERO:
         raise ValidationError(f"quantity must be positive, got {request.quantity}")
-    if request.order_type is OrderType.LIMIT:
-        if request.limit_price is None or request.limit_price <= ZERO:
-            raise ValidationError("a LIMIT order needs a positive limit_price")
-    elif request.limit_price is not None:
-        raise ValidationError("a MARKET order takes no limit_price")
 
 
 def _slices(quantity: Decimal, count: int) -> list[Decimal]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from strategy_worker.adapters.oms_grpc import codec
 from strategy_worker.domain.money import money_str
 from strategy_worker.errors import ValidationError
@@ -13,6 +15,7 @@ _REPORT_TYPES = {
     ReportType.FILL: pb.REPORT_TYPE_FILL,
     ReportType.REJECTED: pb.REPORT_TYPE_REJECTED,
     ReportType.CANCELLED: pb.REPORT_TYPE_CANCELLED,
+    ReportType.TRIGGERED: pb.REPORT_TYPE_TRIGGERED,
 }
 
 
@@ -32,12 +35,17 @@ def request_from_pb(msg: pb.NewOrder) -> OrderRequest:
         quantity=codec.parse_decimal(msg.quantity, "quantity"),
         limit_price=codec.parse_optional_decimal(msg.limit_price, "limit_price"),
         purpose=msg.purpose,
+        stop_price=codec.parse_optional_decimal(msg.stop_price, "stop_price"),
+        trail=codec.trail_from_pb(msg.trail, "trail") if msg.HasField("trail") else None,
+        parent_client_order_id=msg.parent_client_order_id,
+        oco_group_id=msg.oco_group_id,
+        reduce_only=msg.reduce_only,
     )
 
 
 def order_to_pb(order: SimOrder) -> pb.Order:
     req = order.request
-    return pb.Order(
+    msg = pb.Order(
         client_order_id=req.client_order_id,
         oms_order_id=order.oms_order_id,
         execution_id=str(req.execution_id),
@@ -55,7 +63,21 @@ def order_to_pb(order: SimOrder) -> pb.Order:
         purpose=req.purpose,
         created_at=codec.timestamp(order.created_at),
         updated_at=codec.timestamp(order.updated_at),
+        stop_price=_opt(order.stop_level),
+        parent_client_order_id=req.parent_client_order_id,
+        oco_group_id=req.oco_group_id,
+        reduce_only=req.reduce_only,
+        active_quantity=money_str(order.active),
+        triggered=order.triggered,
+        watermark=_opt(order.watermark),
     )
+    if req.trail is not None:
+        msg.trail.CopyFrom(codec.trail_to_pb(req.trail))
+    return msg
+
+
+def _opt(value: Decimal | None) -> str:
+    return "" if value is None else money_str(value)
 
 
 def report_to_pb(report: VenueReport) -> pb.ExecutionReport:
@@ -73,6 +95,9 @@ def report_to_pb(report: VenueReport) -> pb.ExecutionReport:
         avg_fill_price=money_str(report.avg_fill_price),
         reason=report.reason,
         reported_at=codec.timestamp(report.reported_at),
+        active_quantity=money_str(report.active_quantity),
+        stop_price=_opt(report.stop_price),
+        triggered=report.triggered,
     )
     if report.fill is not None:
         msg.fill.CopyFrom(codec.fill_to_pb(report.fill))

@@ -1,17 +1,23 @@
-"""Paper mode's event and dead-letter sinks: JSON lines, one event per line, flushed at once."""
+"""Paper mode's event publisher and dead-letter sink: JSON lines, one event per line (its
+Kafka key, then the event's fields, money as exact JSON numbers), flushed at once."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from strategy_worker.messages import encode_json
+from strategy_worker.store import OutboxEvent
+
+if TYPE_CHECKING:
+    from strategy_worker.ports import DeadLetterSink, EventPublisher
 
 
 class JsonLinesSink:
-    """EventSink + DeadLetterSink writing JSON lines to a file (or discarding them)."""
+    """EventPublisher + DeadLetterSink writing JSON lines to a file (or discarding them);
+    `events` and `dead_letters` keep what went through, in order."""
 
     def __init__(self, path: Path | None) -> None:
         self._file: IO[str] | None = None
@@ -21,13 +27,12 @@ class JsonLinesSink:
         self.events: list[Mapping[str, Any]] = []
         self.dead_letters: list[Mapping[str, Any]] = []
 
-    async def publish(self, key: str, event: Mapping[str, object]) -> None:
-        self.events.append(event)
-        self._write({"key": key, **event})
-
-    async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """One line per event, in order: `{"key": <strategy id>, "event_id": ..., **payload}`
+        (the event id, Kafka's `event-id` header: drop repeats by it)."""
         for event in events:
-            await self.publish(key, event)
+            self.events.append(event.payload)
+            self._write({"key": event.key, "event_id": str(event.event_id), **event.payload})
 
     async def dead_letter(self, payload: bytes, *, code: str, reason: str, source: str) -> None:
         record = {
@@ -49,3 +54,9 @@ class JsonLinesSink:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+if TYPE_CHECKING:  # mypy proves the sink fits both ports
+
+    def _implements_ports(sink: JsonLinesSink) -> tuple[EventPublisher, DeadLetterSink]:
+        return sink, sink

@@ -1,18 +1,22 @@
 """Closing summary of one execution, read back from the store.
 
-P&L is recomputed by replaying the recorded fills through a fresh `Portfolio` and compared
-with what the execution row holds: a paper run fails (exit code 1) if they differ by a cent.
+Every stored figure (the execution row, the stored portfolio with each position, every
+order) is checked against a replay of the recorded fills (`paper.consistency`): the
+summary is `consistent` only when none differs, and `mismatches` says which ones did; a
+paper run fails (exit code 1) otherwise.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from strategy_worker.domain.money import ZERO
 from strategy_worker.domain.orders import OrderStatus
-from strategy_worker.domain.positions import Portfolio
+from strategy_worker.paper.consistency import Mismatch, check_execution
 from strategy_worker.store import Store
 
 
@@ -36,6 +40,8 @@ class ExecutionSummary:
     risk_events: int
     replayed_realized_pnl: Decimal
     consistent: bool
+    mismatches: tuple[Mismatch, ...] = ()
+    """Each stored figure that differs from the replay of the fills (empty: consistent)."""
 
     def to_json(self) -> dict[str, Any]:
         """Machine-readable form (Decimals as exact numbers via `encode_json`)."""
@@ -60,27 +66,27 @@ class ExecutionSummary:
             "risk_events": self.risk_events,
             "replayed_realized_pnl": self.replayed_realized_pnl,
             "consistent": self.consistent,
+            "mismatches": [m.to_json() for m in self.mismatches],
         }
 
 
-async def summarize(store: Store, execution_id: uuid.UUID) -> ExecutionSummary:
+async def summarize(
+    store: Store, execution_id: uuid.UUID, *, marks: Mapping[str, Decimal] | None = None
+) -> ExecutionSummary:
+    """The execution's summary, every stored figure checked against the replay of its fills.
+
+    `marks` are the prices its open positions were last valued at (they win over marks
+    stored under ``positions["marks"]``); without one for an open position its unrealized
+    P&L cannot be checked, which is a mismatch. After a closing stop nothing is open.
+    """
     record = await store.get_execution(execution_id)
     if record is None:
         raise LookupError(f"execution {execution_id} not found")
     orders = await store.get_orders(execution_id)
     fills = await store.get_fills(execution_id)
     events = await store.get_risk_events(execution_id)
-    replay = Portfolio(record.initial_capital)
-    for fill in fills:
-        replay.apply_fill(fill.fill)
+    replay, mismatches = check_execution(record, orders, fills, marks=marks)
     state = record.state
-    consistent = (
-        replay.realized_pnl == state.realized_pnl
-        and replay.fees == state.fees
-        and replay.cash == state.cash
-        and replay.total_trades == state.total_trades
-        and replay.winning_trades == state.winning_trades
-    )
     return ExecutionSummary(
         execution_id=execution_id,
         strategy_id=record.strategy_id,
@@ -98,6 +104,7 @@ async def summarize(store: Store, execution_id: uuid.UUID) -> ExecutionSummary:
         trades_lost=state.losing_trades,
         total_trades=state.total_trades,
         risk_events=len(events),
-        replayed_realized_pnl=replay.realized_pnl,
-        consistent=consistent,
+        replayed_realized_pnl=replay.realized_pnl if replay is not None else ZERO,
+        consistent=not mismatches,
+        mismatches=tuple(mismatches),
     )

@@ -12,15 +12,15 @@ from rich.table import Table
 from strategy_worker.domain.money import quantize_cash
 
 if TYPE_CHECKING:
-    from strategy_worker.runtime.clocks import AcceleratedClock
-    from strategy_worker.runtime.worker import Worker
+    from strategy_worker.domain.clock import Clock
+    from strategy_worker.runtime.book import ExecutionBook
 
 
 class LiveView:
     """Redrawn a few times a second while the run lasts; off when not on a terminal."""
 
-    def __init__(self, worker: Worker, clock: AcceleratedClock, *, enabled: bool) -> None:
-        self._worker = worker
+    def __init__(self, book: ExecutionBook, clock: Clock, *, enabled: bool) -> None:
+        self._book = book
         self._clock = clock
         console = Console(stderr=True)
         self._live: Live | None = None
@@ -57,29 +57,28 @@ class LiveView:
             "realized",
             "unrealized",
             "trades W/L",
-            "risk events",
+            "orders",
         ):
             executions.add_column(column)
         positions = Table(title="positions", expand=True)
         for column in ("execution", "symbol", "qty", "avg cost", "mark", "weight", "unrealized"):
             positions.add_column(column)
-        for runner in self._worker.runners.values():
-            val = runner.last_valuation
+        for runner in self._book:
+            val = runner.valuation()
+            model = runner.model
             short = str(runner.execution_id)[:8]
-            pf = runner.portfolio
+            pf = model.portfolio
             executions.add_row(
                 short,
                 runner.info.name,
-                str(runner.status),
-                runner.risk.state.value,
-                str(quantize_cash(val.equity)) if val else "-",
+                "stopping" if model.stopping else str(model.status),
+                model.risk.state.value,
+                str(quantize_cash(val.equity)),
                 str(quantize_cash(pf.realized_pnl)),
-                str(quantize_cash(val.unrealized_pnl)) if val else "-",
+                str(quantize_cash(val.unrealized_pnl)),
                 f"{pf.winning_trades}/{pf.losing_trades}",
-                str(runner.risk_event_count),
+                str(len(model.orders)),
             )
-            if val is None:
-                continue
             for sym, pos in val.positions.items():
                 positions.add_row(
                     short,

@@ -1,46 +1,61 @@
 """Intake of `strategy.approved` messages, a whole Kafka poll at a time.
 
-For a batch: parse and dead-letter what is malformed, drop replays (one query), read the
-prices of every symbol once, size and risk-check each strategy, then create all executions
-and their first order intents in one transaction. Only after that commit are the
-`started` events published and the orders sent (in the background, per execution); the
-caller may then commit the offsets. One commit per poll instead of one per message is what
-lets intake keep up with a burst of approvals.
+For a batch: parse, and dead-letter what is malformed; a replay (the same message again)
+is counted and logged, a message that reuses a strategy id and timestamp with other
+content, or approves again a strategy that is still running, is dead-lettered with its
+reason (`duplicate_conflict`, `strategy_running`): a trader re-approving a strategy stops
+the running execution first, so there is never a second one to act on by mistake. Then
+prices are read once, each strategy is sized and risk-checked in a step of its own (a
+symbol without a current price is skipped with `PRICE_MISSING` and bought once priced; a
+symbol gated by an entry rule is bought when its signal fires, `runtime/signal_phases.py`),
+and every new execution with its first order intents and its `started` event is created
+in ONE commit. Only then do the orders leave (the engine sends them) and may the caller
+commit the offsets.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from strategy_worker import messages as msg
 from strategy_worker.domain.money import ZERO
-from strategy_worker.domain.order_state import OrderState
-from strategy_worker.domain.orders import OrderIntent, Side
 from strategy_worker.domain.positions import Portfolio
-from strategy_worker.domain.sizing import plan_initial_orders
+from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.risk.manager import RiskManager
+from strategy_worker.domain.sizing import effective_weights, plan_initial_orders
 from strategy_worker.domain.strategy import ApprovedStrategy, Rejection, parse_strategy_message
+from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
-from strategy_worker.runtime.execution import ExecutionRunner
-from strategy_worker.runtime.facts import Outbox, info_from_config
+from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.ports import PriceSource
+from strategy_worker.runtime import signal_phases
+from strategy_worker.runtime.decide import available_exposure
+from strategy_worker.runtime.engine import LEDGER_ATTEMPTS, Engine
+from strategy_worker.runtime.exposure import FleetExposure
+from strategy_worker.runtime.facts import info_from_config
+from strategy_worker.runtime.model import ExecutionModel
+from strategy_worker.runtime.runner import ExecutionRunner
+from strategy_worker.runtime.settings import RuntimeSettings
+from strategy_worker.runtime.step import Step
 from strategy_worker.store import (
     FIRST_LEASE_EPOCH,
-    ExecutionDraft,
+    ExecutionRecord,
+    ExecutionState,
     ExecutionStatus,
     Fence,
+    LedgerRefusedError,
     NewExecution,
+    OutboxEvent,
+    Store,
 )
 
-if TYPE_CHECKING:
-    from strategy_worker.runtime.worker import Worker
-
 _log = get_logger(__name__)
+
+Reject = Callable[[bytes, str, str, str], Awaitable[None]]
+"""(payload, code, reason, source): dead-letter one message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,195 +68,317 @@ class IncomingStrategy:
     """Epoch seconds the producer stamped on it, for the publish-to-order histogram."""
 
 
-@dataclass(slots=True)
-class _Admitted:
-    strategy: ApprovedStrategy
-    runner: ExecutionRunner
-    intents: list[OrderIntent]
-    out: Outbox
-    published_at: float | None
-    config: dict[str, object]
+class Intake:
+    """Admits approved strategies (see the module docstring)."""
 
+    def __init__(
+        self,
+        *,
+        settings: RuntimeSettings,
+        store: Store,
+        prices: PriceSource,
+        exposure: FleetExposure,
+        engine: Engine,
+        risk: RiskManager,
+        metrics: WorkerMetrics,
+        reject: Reject,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._prices = prices
+        self._exposure = exposure
+        self._engine = engine
+        self._risk = risk
+        self._metrics = metrics
+        self._reject = reject
 
-async def admit_strategies(worker: Worker, batch: Sequence[IncomingStrategy]) -> None:
-    """Handle a batch of approved-strategy messages; returns once every execution it created
-    is durable with its intents (orders go out in the background)."""
-    parsed: list[tuple[ApprovedStrategy, IncomingStrategy]] = []
-    seen: set[uuid.UUID] = set()
-    for item in batch:
-        result = parse_strategy_message(item.payload, max_bytes=worker.settings.max_message_bytes)
-        if isinstance(result, Rejection):
-            await worker.reject(item.payload, result.code, str(result), item.source)
-            continue
-        if result.execution_id in seen or result.execution_id in worker.runners:
-            _log.info("duplicate strategy message ignored", execution_id=str(result.execution_id))
-            continue
-        seen.add(result.execution_id)
-        parsed.append((result, item))
-    if not parsed:
-        return
-    existing = await worker.store.existing_executions([s.execution_id for s, _ in parsed])
-    for strategy, _ in parsed:
-        if strategy.execution_id in existing:
-            _log.info("duplicate strategy message ignored", execution_id=str(strategy.execution_id))
-    fresh = [(s, item) for s, item in parsed if s.execution_id not in existing]
-    if not fresh:
-        return
-    prices = await worker.prices.get_prices(
-        sorted({sym for s, _ in fresh for sym in s.config.symbols})
-    )
-    admitted: list[_Admitted] = []
-    exposure = worker.exposure
-    for strategy, item in fresh:
-        missing = [sym for sym in strategy.config.symbols if sym not in prices]
-        if missing:
-            reason = f"config.symbols: no price for {missing[0]}"
-            await worker.reject(item.payload, "unknown_symbol", reason, item.source)
-            continue
-        entry = _plan(worker, strategy, prices, exposure, item.published_at)
-        exposure += _buys(entry.intents)
-        admitted.append(entry)
-    if not admitted:
-        return
-    now = worker.clock.now()
-    created = await worker.store.create_executions(
-        [
-            ExecutionDraft(
-                execution=NewExecution(
-                    execution_id=a.strategy.execution_id,
-                    strategy_id=a.strategy.strategy_id,
-                    user_id=a.strategy.user_id,
-                    approved_at=a.strategy.approved_at,
-                    config=a.config,
-                    initial_capital=a.strategy.config.initial_capital,
-                    started_at=now,
-                    state=a.runner.state(),
-                ),
-                intents=a.intents,
-                next_intent_seq=a.runner.next_seq,
-            )
-            for a in admitted
-        ],
-        owner_id=worker.settings.owner_id,
-        lease_seconds=worker.settings.lease_seconds,
-    )
-    # Concurrently: each `started` publish waits for the Kafka ack; per execution, the
-    # event still goes out before its orders (which are sent only after it).
-    await asyncio.gather(
-        *(_start(worker, a, now) for a in admitted if a.strategy.execution_id in created)
-    )
-
-
-def _plan(
-    worker: Worker,
-    strategy: ApprovedStrategy,
-    prices: Mapping[str, Decimal],
-    exposure: Decimal,
-    published_at: float | None,
-) -> _Admitted:
-    """Size and risk-check one strategy into a runner and its numbered first intents."""
-    execution_id = strategy.execution_id
-    config = strategy.config.to_json()
-    info = info_from_config(
-        execution_id=execution_id,
-        strategy_id=strategy.strategy_id,
-        user_id=strategy.user_id,
-        config=config,
-        initial_capital=strategy.config.initial_capital,
-        worker_limits=worker.settings.limits,
-    )
-    plan = plan_initial_orders(
-        strategy,
-        prices,
-        worker.settings.limits,
-        execution_id,
-        1,
-        available_exposure=worker.settings.limits.max_total_exposure - exposure,
-    )
-    runner = ExecutionRunner(
-        info=info,
-        status=ExecutionStatus.ACTIVE,
-        portfolio=Portfolio(strategy.config.initial_capital),
-        risk=worker.risk_manager.new_execution(
-            execution_id,
-            start_equity=strategy.config.initial_capital,
-            risk_params=strategy.config.risk_params,
-        ),
-        next_seq=1,
-        fence=Fence(owner_id=worker.settings.owner_id, epoch=FIRST_LEASE_EPOCH),
-        risk_manager=worker.risk_manager,
-        clock=worker.clock,
-        **worker.runner_deps(),
-    )
-    runner.valuate(prices)
-    out = Outbox()
-    for event in plan.events:
-        runner.risk_row(event, out)
-    intents = runner.renumber(runner.gate(plan.intents, out))
-    runner.next_seq = len(intents) + 1
-    return _Admitted(strategy, runner, intents, out, published_at, config)
-
-
-async def _start(worker: Worker, entry: _Admitted, now: datetime) -> None:
-    """A created execution: register it, publish `started` and its risk rows, send orders."""
-    runner, intents = entry.runner, entry.intents
-    for intent in intents:
-        runner.orders[intent.client_order_id] = OrderState(intent)
-    worker.runners[runner.execution_id] = runner
-    worker.add_exposure(_buys(intents))
-    worker.metrics.executions_active.set(len(worker.runners))
-    entry.out.events.insert(
-        0, msg.execution_started(runner.context, at=now, initial_orders=intents)
-    )
-    async with runner.lock:
-        # Sent at once; the answers (and their events) wait for this lock, after `started`.
-        runner.first_orders_answered.clear()
-        worker.spawn(
-            _submit_first(worker, runner, intents, entry.published_at),
-            f"submit-{runner.execution_id}",
-        )
-        await runner.flush(entry.out)
-    _log.info(
-        "execution started",
-        execution_id=str(runner.execution_id),
-        strategy_id=str(entry.strategy.strategy_id),
-        orders=len(intents),
-    )
-
-
-async def _submit_first(
-    worker: Worker, runner: ExecutionRunner, intents: list[OrderIntent], published_at: float | None
-) -> None:
-    """Send an execution's first orders (recorded already), guarded."""
-    await worker.guard(runner, _send_first(runner, intents))
-    elapsed = seconds_since(published_at)
-    if elapsed is not None:
-        worker.metrics.publish_to_order_seconds.observe(elapsed)
-
-
-async def _send_first(runner: ExecutionRunner, intents: list[OrderIntent]) -> None:
-    # The OMS call needs no lock (the intents are durable, the OMS idempotent on their
-    # ids), so the orders leave while `started` is being queued; the answers wait for the
-    # lock, hence their events follow `started`.
-    try:
-        views = await runner.send(intents)
-        if views is None:
+    async def admit(self, batch: Sequence[IncomingStrategy]) -> None:
+        """Returns once every execution the batch created is durable with its intents."""
+        fresh = await self._sort_out(batch)
+        if not fresh:
             return
-        async with runner.lock:
-            out = Outbox()
-            await runner.accept(views, out)
-            await runner.flush(out)
-    finally:
-        runner.first_orders_answered.set()
+        prices = await self._prices.get_prices(
+            sorted({sym for s, _ in fresh for sym in s.config.symbols})
+        )
+        for attempt in range(LEDGER_ATTEMPTS + 1):
+            steps, refused = self._plan_all(fresh, prices)
+            try:
+                done = await self._engine.commit(steps, events=[r.event for r in refused])
+                break
+            except LedgerRefusedError as refusal:
+                # Another worker took capacity meanwhile: plan again at the ledger's totals
+                # (the last attempt with none left, so nothing is bought past the cap).
+                self._exposure.observe({refusal.scope: refusal.exposure})
+                self._exposure.full = attempt == LEDGER_ATTEMPTS - 1
+        else:  # pragma: no cover - the last attempt buys nothing, so it is never refused
+            raise StoreError("the risk ledger refused an intake without new buys")
+        self._exposure.full = False
+        for r in refused:
+            self._metrics.strategies_unfunded.labels(outcome="refused").inc()
+            await self._reject(r.item.payload, "insufficient_capacity", r.reason, r.item.source)
+        for step in done:
+            if step.funded < 1:
+                self._metrics.strategies_unfunded.labels(outcome="scaled").inc()
+            _log.info(
+                "execution started",
+                execution_id=str(step.execution_id),
+                strategy_id=str(step.info.strategy_id),
+                orders=len(step.intents),
+                waiting=len(step.model.plans.deferred),
+            )
+
+    # ------------------------------------------------------------------ sorting out
+
+    async def _sort_out(
+        self, batch: Sequence[IncomingStrategy]
+    ) -> list[tuple[ApprovedStrategy, IncomingStrategy]]:
+        """Parse; dead-letter the bad, the conflicting and re-approvals; count replays."""
+        parsed: dict[uuid.UUID, tuple[ApprovedStrategy, IncomingStrategy]] = {}
+        for item in batch:
+            result = parse_strategy_message(
+                item.payload, max_bytes=self._settings.max_message_bytes
+            )
+            if isinstance(result, Rejection):
+                await self._reject(item.payload, result.code, str(result), item.source)
+                continue
+            seen = parsed.get(result.execution_id)
+            if seen is not None:
+                await self._duplicate(item, result, _fingerprint(seen[0]))
+                continue
+            parsed[result.execution_id] = (result, item)
+        if not parsed:
+            return []
+        existing = await self._store.existing_executions(list(parsed))
+        for execution_id in sorted(existing):
+            strategy, item = parsed.pop(execution_id)
+            record = await self._store.get_execution(execution_id)
+            stored = _stored_fingerprint(record) if record is not None else None
+            await self._duplicate(item, strategy, stored)
+        running = await self._store.running_strategies({s.strategy_id for s, _ in parsed.values()})
+        fresh: list[tuple[ApprovedStrategy, IncomingStrategy]] = []
+        taken: set[uuid.UUID] = set()
+        for strategy, item in parsed.values():
+            live = running.get(strategy.strategy_id)
+            if live is not None or strategy.strategy_id in taken:
+                await self._reject(
+                    item.payload,
+                    "strategy_running",
+                    f"strategy_id: strategy {strategy.strategy_id} is running as execution "
+                    f"{live or 'of this batch'}; stop it before approving it again",
+                    item.source,
+                )
+                continue
+            taken.add(strategy.strategy_id)
+            fresh.append((strategy, item))
+        return fresh
+
+    async def _duplicate(
+        self, item: IncomingStrategy, strategy: ApprovedStrategy, stored: tuple[object, ...] | None
+    ) -> None:
+        if stored is None or stored == _fingerprint(strategy):
+            self._metrics.record_duplicate("replay")
+            _log.info(
+                "replayed strategy message ignored",
+                execution_id=str(strategy.execution_id),
+                source=item.source,
+            )
+            return
+        self._metrics.record_duplicate("conflict")
+        await self._reject(
+            item.payload,
+            "duplicate_conflict",
+            f"timestamp: strategy {strategy.strategy_id} at {strategy.approved_at.isoformat()} "
+            "was approved before with other content; a new approval needs a new timestamp",
+            item.source,
+        )
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan_all(
+        self,
+        fresh: Sequence[tuple[ApprovedStrategy, IncomingStrategy]],
+        prices: Mapping[str, Decimal],
+    ) -> tuple[list[Step], list[_Refused]]:
+        exposure = _Planned(self._exposure)
+        steps: list[Step] = []
+        refused: list[_Refused] = []
+        for strategy, item in fresh:
+            step = self._plan(strategy, prices, exposure, item.published_at)
+            minimum = self._settings.limits.min_funded_fraction
+            if step.funded < minimum and step.requested > 0:
+                refused.append(_refusal(step, item, minimum))
+                continue
+            exposure.add(strategy.user_id, step.exposure())
+            steps.append(step)
+        return steps, refused
+
+    def _plan(
+        self,
+        strategy: ApprovedStrategy,
+        prices: Mapping[str, Decimal],
+        exposure: _Planned,
+        published_at: float | None,
+    ) -> Step:
+        """Size and risk-check one strategy into the step that creates its execution."""
+        settings = self._settings
+        execution_id = strategy.execution_id
+        config = strategy.config.to_json()
+        now = self._engine.ctx.clock.now()
+        info = info_from_config(
+            execution_id=execution_id,
+            strategy_id=strategy.strategy_id,
+            user_id=strategy.user_id,
+            config=config,
+            initial_capital=strategy.config.initial_capital,
+            worker_limits=settings.limits,
+            started_at=now,
+        )
+        model = ExecutionModel(
+            status=ExecutionStatus.ACTIVE,
+            portfolio=Portfolio(strategy.config.initial_capital),
+            risk=self._risk.new_execution(
+                execution_id,
+                start_equity=strategy.config.initial_capital,
+                risk_params=strategy.config.risk_params,
+            ),
+            orders={},
+            next_seq=1,
+            version=0,
+        )
+        runner = ExecutionRunner(
+            info=info,
+            model=model,
+            fence=Fence(owner_id=settings.owner_id, epoch=FIRST_LEASE_EPOCH),
+        )
+        runner.observe(prices, now.timestamp())
+        step = Step(runner, replace(self._engine.ctx, exposure=exposure))
+        marks = runner.fresh_marks(now.timestamp(), settings.price_max_age)
+        # Entry rules: those symbols are bought when their signal fires (runtime/signals.py).
+        awaiting = signal_phases.awaiting_at_intake(info)
+        bought = signal_phases.without_symbols(strategy, awaiting)
+        plan = plan_initial_orders(
+            bought,
+            marks,
+            settings.limits,
+            execution_id,
+            1,
+            available_exposure=available_exposure(step),
+        )
+        step.funded = plan.funded
+        step.requested = _requested(bought, marks, settings.limits)
+        for event in plan.events:
+            step.risk(event)
+        step.gate(plan.intents)
+        step.emit(
+            msg.execution_started(
+                runner.context,
+                at=now,
+                initial_orders=[*step.intents, *step.model.plans.deferred],
+                awaiting_entry=awaiting if info.rules is not None else None,
+            ),
+            first=True,
+        )
+        if step.funded < 1:
+            step.events[0] = {
+                **step.events[0],
+                "funded_fraction": plan.funded.quantize(Decimal("0.0001")),
+            }
+        step.create = NewExecution(
+            execution_id=execution_id,
+            strategy_id=strategy.strategy_id,
+            user_id=strategy.user_id,
+            approved_at=strategy.approved_at,
+            config=config,
+            initial_capital=strategy.config.initial_capital,
+            started_at=now,
+            state=ExecutionState.initial(strategy.config.initial_capital),
+        )
+        step.published_at = published_at
+        return step
 
 
-def _buys(intents: Sequence[OrderIntent]) -> Decimal:
-    return sum((i.notional for i in intents if i.side is Side.BUY), ZERO)
+class _Planned:
+    """The exposure a batch's steps see: the ledger's totals plus the buys planned before
+    them in the same batch (they are not in the ledger until the batch commits)."""
+
+    def __init__(self, fleet: FleetExposure) -> None:
+        self._fleet = fleet
+        self._planned = ZERO
+        self._by_user: dict[uuid.UUID, Decimal] = {}
+
+    def add(self, user_id: uuid.UUID, buys: Decimal) -> None:
+        self._planned += buys
+        self._by_user[user_id] = self._by_user.get(user_id, ZERO) + buys
+
+    def others(self, execution_id: uuid.UUID) -> Decimal:
+        return self._fleet.others(execution_id) + self._planned
+
+    def user_others(self, user_id: uuid.UUID, execution_id: uuid.UUID) -> Decimal:
+        return self._fleet.user_others(user_id, execution_id) + self._by_user.get(user_id, ZERO)
 
 
-def seconds_since(published_at: float | None) -> float | None:
-    """Publish-to-now in seconds, or None when the producer's stamp is unknown or ahead."""
-    if published_at is None:
-        return None
-    elapsed = time.time() - published_at
-    return elapsed if elapsed >= 0 else None
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    item: IncomingStrategy
+    reason: str
+    event: OutboxEvent
+
+
+def _requested(
+    strategy: ApprovedStrategy, marks: Mapping[str, Decimal], limits: RiskLimits
+) -> Decimal:
+    """What the strategy's first orders would take with the capacity unlimited."""
+    weights = effective_weights(strategy, limits)
+    capital = strategy.config.initial_capital
+    return sum((capital * w for s, w in weights.items() if s in marks), ZERO)
+
+
+def _refusal(step: Step, item: IncomingStrategy, minimum: Decimal) -> _Refused:
+    """A strategy the capacity cannot fund: refused with an event (and a dead letter)."""
+    available = step.requested * step.funded
+    reason = (
+        f"config.initial_capital: the exposure capacity left ({available:.2f}) funds "
+        f"{step.funded:.2%} of the first orders ({step.requested:.2f}); at least "
+        f"{minimum:.0%} is needed (risk.min_funded_fraction)"
+    )
+    payload = msg.execution_refused(
+        step.runner.context,
+        at=step.now,
+        reason_code="insufficient_capacity",
+        reason=reason,
+        requested=step.requested,
+        available=available,
+        funded_fraction=step.funded.quantize(Decimal("0.0001")),
+    )
+    event = OutboxEvent(
+        event_id=uuid.uuid5(step.execution_id, "event:refused"),
+        execution_id=step.execution_id,
+        user_id=step.info.user_id,
+        key=step.info.key,
+        event_type=str(payload["type"]),
+        payload=payload,
+    )
+    return _Refused(item, reason, event)
+
+
+def _fingerprint(strategy: ApprovedStrategy) -> tuple[object, ...]:
+    return (strategy.user_id, strategy.approved_at, _canonical(strategy.config.to_json()))
+
+
+def _stored_fingerprint(record: ExecutionRecord) -> tuple[object, ...]:
+    return (record.user_id, record.approved_at, _canonical(record.config))
+
+
+def _canonical(config: object) -> str:
+    """The config's content whatever its key order: PostgreSQL's JSONB gives a stored
+    config back with its keys in an order of its own, and a redelivered message must
+    compare equal to the execution it created (a replay, not a conflict)."""
+    return msg.encode_json(_keys_sorted(config))
+
+
+def _keys_sorted(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _keys_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_keys_sorted(item) for item in value]
+    return value

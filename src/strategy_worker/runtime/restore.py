@@ -1,33 +1,47 @@
-"""A runner for a stored execution: facts from its config, positions and the daily risk
-state restored from its row (the daily loss budget survives restarts), order states from
-its recorded orders and fills."""
+"""A runner for a stored execution: facts from its config, positions, the daily risk state
+and the runtime's plans from its row, order states replayed from its orders and fills, the
+protection book from its committed state (`execution_protection`; re-armed by the
+reconciliation every restore is followed by).
+
+The day's start equity survives a restart on the same trading day; on a later day the new
+day waits for the first valuation at fresh marks (`ExecutionRisk.open_pending`), never a
+valuation at fill prices.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from strategy_worker.domain.clock import Clock
 from strategy_worker.domain.order_state import OrderState
 from strategy_worker.domain.orders import Fill, OrderStatus
 from strategy_worker.domain.positions import Portfolio
 from strategy_worker.domain.risk.limits import RiskLimits
-from strategy_worker.domain.risk.manager import RiskManager
 from strategy_worker.domain.risk.state import ExecutionRisk
-from strategy_worker.runtime.execution import ExecutionRunner
 from strategy_worker.runtime.facts import info_from_config
-from strategy_worker.store import ExecutionRecord, OrderRecord, TradingState
+from strategy_worker.runtime.model import ExecutionModel, RuntimePlans
+from strategy_worker.runtime.protection import ProtectionDesk
+from strategy_worker.runtime.runner import ExecutionRunner
+from strategy_worker.store import (
+    ExecutionRecord,
+    JsonObject,
+    LoadedExecution,
+    OrderRecord,
+    TradingState,
+)
 
 
-def runner_from_record(
-    record: ExecutionRecord,
+def runner_from(
+    loaded: LoadedExecution,
     *,
     worker_limits: RiskLimits,
-    risk_manager: RiskManager,
     clock: Clock,
-    **deps: Any,
+    protection: ProtectionDesk | None = None,
+    protection_state: JsonObject | None = None,
 ) -> ExecutionRunner:
-    """A runner for a stored execution (new or resumed), risk state restored from the row."""
+    """The runner of a stored execution, as its last commit left it (`protection_state`:
+    its stored protection book, `Store.load_protection`)."""
+    record = loaded.record
     info = info_from_config(
         execution_id=record.execution_id,
         strategy_id=record.strategy_id,
@@ -35,6 +49,7 @@ def runner_from_record(
         config=record.config,
         initial_capital=record.initial_capital,
         worker_limits=worker_limits,
+        started_at=record.started_at,
     )
     state = record.state
     positions = state.positions
@@ -43,35 +58,62 @@ def runner_from_record(
         if positions and "cash" in positions
         else Portfolio(record.initial_capital)
     )
+    plans = RuntimePlans.from_json(positions.get("runtime") if positions else None)
     now = clock.now()
     risk = ExecutionRisk(
-        record.execution_id, info.limits, start_equity=portfolio.valuation({}).equity, now=now
+        record.execution_id, info.limits, start_equity=record.initial_capital, now=now
     )
-    # The daily loss budget, a halt and stop-out blocks survive restarts (same trading day).
-    saved_risk = positions.get("risk") if positions else None
-    if isinstance(saved_risk, Mapping):
-        risk.restore(saved_risk, now)
-    elif state.trading_day == risk.trading_day and state.day_start_equity is not None:
-        risk.start_day(now, state.day_start_equity)
-        risk.halted = state.trading_state is TradingState.HALTED
-        risk.reducing = state.trading_state is TradingState.REDUCING
+    today = _restore_risk(risk, record, now)
+    if not today and portfolio.positions:
+        # The day began while nobody watched: its start equity is the first valuation at
+        # fresh marks, taken by the monitor step (never this one, at fill prices).
+        risk.open_pending(now)
+        plans = RuntimePlans(
+            stop=plans.stop,
+            deferred=plans.deferred,
+            rebalance_drift=plans.rebalance_drift,
+            day_start_pending=True,
+        )
+    elif plans.day_start_pending:
+        risk.open_pending(now)
+    elif not today:
+        risk.start_day(now, portfolio.valuation({}).equity)  # all cash: exact at any marks
     risk.take_events()
-    return ExecutionRunner(
-        info=info,
+    model = ExecutionModel(
         status=state.status,
         portfolio=portfolio,
         risk=risk,
+        orders=order_states(loaded.orders, [f.fill for f in loaded.fills]),
         next_seq=record.next_intent_seq,
-        fence=record.fence,
-        risk_manager=risk_manager,
-        clock=clock,
-        **deps,
+        version=record.version,
+        plans=plans,
+        protection=None if protection is None else protection.restore(info, protection_state),
     )
+    fence = record.fence
+    if fence is None:
+        raise ValueError(f"execution {record.execution_id} is not owned: no runner without a lease")
+    runner = ExecutionRunner(info=info, model=model, fence=fence)
+    runner.ledger_exposure = record.ledger_exposure
+    return runner
+
+
+def _restore_risk(risk: ExecutionRisk, record: ExecutionRecord, now: object) -> bool:
+    """Load the saved risk state; True when it is from today's trading day."""
+    state = record.state
+    saved = state.positions.get("risk") if state.positions else None
+    if isinstance(saved, Mapping):
+        return risk.restore(saved, now)  # type: ignore[arg-type]
+    if state.trading_day == risk.trading_day and state.day_start_equity is not None:
+        risk.start_day(now, state.day_start_equity)  # type: ignore[arg-type]
+        risk.halted = state.trading_state is TradingState.HALTED
+        risk.reducing = state.trading_state is TradingState.REDUCING
+        return True
+    return False
 
 
 def order_states(records: Sequence[OrderRecord], fills: Iterable[Fill]) -> dict[str, OrderState]:
     """Order states rebuilt from the store: replaying recorded fills restores the exact
-    filled quantity, notional, fees and the set of fill ids already applied."""
+    filled quantity, notional, fees and the fill ids already applied."""
     by_order: dict[str, list[Fill]] = {}
     for fill in fills:
         by_order.setdefault(fill.client_order_id, []).append(fill)

@@ -1,4 +1,5 @@
-"""Kafka adapters against the real broker: commit after handling, dead letters, keyed events."""
+"""Kafka adapters against the real broker: commit after handling, dead letters (the event
+publisher has its own module, test_event_publisher.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,14 +17,12 @@ from prometheus_client import CollectorRegistry
 from strategy_worker.adapters.kafka import (
     ConsumedRecord,
     KafkaDeadLetterPublisher,
-    KafkaEventPublisher,
     KafkaProducer,
     KafkaRecordConsumer,
 )
 from strategy_worker.adapters.retry import Backoff
 from strategy_worker.config import KafkaConfig
 from strategy_worker.errors import TransientError, ValidationError
-from strategy_worker.messages import EventContext, execution_started
 from strategy_worker.metrics import WorkerMetrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -316,36 +313,6 @@ async def test_stop_consuming_lets_the_in_flight_handler_finish_and_commits_it(
     assert second.seen == [b"never-started"]
 
 
-async def test_events_are_keyed_by_strategy_id_and_parse_exactly(
-    kafka_bootstrap: str, make_topic: TopicFactory
-) -> None:
-    topic = await make_topic("execution", partitions=3)
-    strategy_a, strategy_b = uuid.uuid4(), uuid.uuid4()
-    producer = KafkaProducer(kafka_config(kafka_bootstrap))
-    await producer.start()
-    publisher = KafkaEventPublisher(producer, topic=topic)
-
-    for index in range(6):
-        strategy_id = strategy_a if index % 2 == 0 else strategy_b
-        ctx = EventContext(execution_id=uuid.uuid4(), strategy_id=strategy_id, user_id=uuid.uuid4())
-        event = execution_started(ctx, at=datetime(2024, 1, 1, tzinfo=UTC), initial_orders=[])
-        await publisher.publish(ctx.key, event)
-    await publisher.close()
-    assert await producer.ping()
-    await producer.stop()
-    await producer.stop()  # idempotent
-
-    records = await read_all(kafka_bootstrap, topic, 6)
-    partitions: dict[bytes, set[int]] = {}
-    for record in records:
-        event = json.loads(record.value, parse_float=Decimal)
-        assert record.key == event["strategy_id"].encode()
-        assert dict(record.headers)["event-type"] == b"strategy.execution.started"
-        partitions.setdefault(record.key, set()).add(record.partition)
-    assert set(partitions) == {str(strategy_a).encode(), str(strategy_b).encode()}
-    assert all(len(found) == 1 for found in partitions.values())  # one key, one partition
-
-
 async def test_two_group_members_split_partitions_without_loss_or_duplicates(
     kafka_bootstrap: str, make_topic: TopicFactory, dlq_producer: KafkaProducer
 ) -> None:
@@ -386,29 +353,6 @@ async def test_two_group_members_split_partitions_without_loss_or_duplicates(
     assert sorted(set(values)) == sorted(f"m{i}".encode() for i in range(total))
     assert len(values) == total  # nothing handled twice across the rebalance
     assert {name for name, _ in handled} == {"a", "b"}
-
-
-async def test_publish_batch_when_many_events_then_all_arrive_in_order_under_one_key(
-    kafka_bootstrap: str, make_topic: TopicFactory
-) -> None:
-    topic = await make_topic("execution-batch", partitions=3)
-    producer = KafkaProducer(kafka_config(kafka_bootstrap))
-    await producer.start()
-    publisher = KafkaEventPublisher(producer, topic=topic)
-    ctx = EventContext(execution_id=uuid.uuid4(), strategy_id=uuid.uuid4(), user_id=uuid.uuid4())
-    events = [
-        execution_started(ctx, at=datetime(2024, 1, 1, 0, 0, second, tzinfo=UTC), initial_orders=[])
-        for second in range(20)
-    ]
-
-    await publisher.publish_batch(ctx.key, events)
-    await producer.stop()
-
-    records = await read_all(kafka_bootstrap, topic, 20)
-    assert [json.loads(r.value)["timestamp"] for r in records] == [
-        f"2024-01-01T00:00:{second:02d}Z" for second in range(20)
-    ]
-    assert {r.key for r in records} == {ctx.key.encode()}
 
 
 class BatchRecorder:

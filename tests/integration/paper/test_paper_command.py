@@ -76,9 +76,18 @@ async def test_paper_run_when_finished_then_summary_equals_the_database(
                     " USING (client_order_id) WHERE o.execution_id = $1::uuid",
                     execution_id,
                 )
+                # Protective legs resting at the OMS end cancelled without a fill.
+                filled = await conn.fetchval(
+                    "SELECT count(*) FROM execution_orders WHERE execution_id = $1::uuid"
+                    " AND filled_quantity > 0",
+                    execution_id,
+                )
                 assert row["status"] == item["status"] == "stopped"
-                assert item["orders"] == orders > 0
-                assert item["fills"] == fills >= orders
+                assert item["orders"] == orders
+                # The spec's sample waits for its daily entry signal: no daily bar closes
+                # in two intraday hours (README, "Signals"); the others buy at approval.
+                assert (orders == 0) == (item["name"] == "Tech Growth Strategy")
+                assert item["fills"] == fills >= filled
                 assert Decimal(item["realized_pnl"]) == row["realized_pnl"]
                 assert Decimal(item["total_pnl"]) == row["total_pnl"]
                 assert item["trades"]["won"] == row["winning_trades"]
@@ -92,7 +101,10 @@ def test_paper_run_when_examples_run_then_stop_loss_and_rebalance_happened(
     paper_run: tuple[dict[str, object], Path, Path],
 ) -> None:
     _, _, events_file = paper_run
-    events = [json.loads(line) for line in events_file.read_text(encoding="utf-8").splitlines()]
+    # The outbox relay delivers at least once, and a repeat is the same line again (a line
+    # carries no event id to drop it by): count each distinct line once.
+    lines = events_file.read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in dict.fromkeys(lines)]
     types = [e["type"] for e in events]
     assert types.count("strategy.execution.started") == 3
     assert "strategy.execution.stop_loss_triggered" in types
@@ -103,6 +115,6 @@ def test_paper_run_when_examples_run_then_stop_loss_and_rebalance_happened(
         for e in events
         if e["strategy_id"].endswith("440000") and e["type"] == "strategy.execution.started"
     )
-    aapl = next(o for o in started["initial_orders"] if o["symbol"] == "AAPL")
-    # The spec's 35% AAPL under a 30% limit is capped at 30% of $100,000.
-    assert aapl["value"] <= 30000
+    # The spec's sample has entry rules: it buys nothing before its signal fires.
+    assert started["initial_orders"] == []
+    assert started["awaiting_entry"] == ["AAPL", "GOOGL", "MSFT"]

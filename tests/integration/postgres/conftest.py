@@ -18,14 +18,7 @@ import pytest
 from strategy_worker.adapters.postgres.config import DatabaseConfig
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.adapters.postgres.repository import PostgresStore
-
-
-async def _admin(database_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+from strategy_worker.testing.databases import create_database, drop_database
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +26,13 @@ def migrated_dsn(database_url: str) -> Iterator[str]:
     """DSN of a new database with every migration applied, private to this test module."""
     name = f"sw_pg_{uuid.uuid4().hex[:16]}"
     # Module-scoped and loop-independent: a DSN string outlives any one test's event loop.
-    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_database(database_url, name))
     dsn = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
     try:
         asyncio.run(migrate(dsn))
         yield dsn
     finally:
-        asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(database_url, name))
 
 
 @pytest.fixture

@@ -6,33 +6,30 @@ import asyncio
 import dataclasses
 import uuid
 
+import asyncpg
 import pytest
 
 from strategy_worker.adapters.postgres.repository import PostgresStore
-from strategy_worker.store import (
-    ExecutionStatus,
-    Fence,
-    FillRecord,
-    LeaseLostError,
-    StateWrite,
-)
+from strategy_worker.store import ExecutionStatus, Fence, FillRecord
 
-from .factories import busy_state, fill, intent, new_execution
+from .factories import busy_state, commit_one, create, fill, intent, new_execution, step
 
 pytestmark = pytest.mark.integration
 
 
 async def _unowned(store: PostgresStore, n: int) -> set[uuid.UUID]:
-    ids = set()
-    for _ in range(n):
-        execution = new_execution()
-        await store.create_execution(execution)
-        ids.add(execution.execution_id)
-    return ids
+    return {(await create(store, new_execution(), release=True)).execution_id for _ in range(n)}
+
+
+async def _expire(conn: asyncpg.Connection, execution_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE strategy_executions SET lease_expires_at = now() WHERE execution_id = $1",
+        execution_id,
+    )
 
 
 async def test_two_owners_acquiring_at_once_never_get_the_same_execution(
-    store: PostgresStore, other_store: PostgresStore
+    store: PostgresStore, other_store: PostgresStore, raw_conn: asyncpg.Connection
 ) -> None:
     mine = await _unowned(store, 30)
     taken: dict[str, list[uuid.UUID]] = {"a": [], "b": []}
@@ -54,18 +51,19 @@ async def test_two_owners_acquiring_at_once_never_get_the_same_execution(
     assert mine <= a | b
     assert a  # both really competed
     assert b
-    held_a = await store.list_executions_by_status([ExecutionStatus.ACTIVE], owner_id="owner-a")
-    assert {e.execution_id for e in held_a} == a
+    held_a = await raw_conn.fetch(
+        "SELECT execution_id FROM strategy_executions WHERE owner_id = 'owner-a'"
+    )
+    assert {r["execution_id"] for r in held_a} == a
 
 
 async def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out(
-    store: PostgresStore, other_store: PostgresStore
+    store: PostgresStore, other_store: PostgresStore, raw_conn: asyncpg.Connection
 ) -> None:
     execution = new_execution()
     order = intent(execution.execution_id, 1)
-    await store.create_execution(execution, [order], owner_id="old", lease_seconds=0.3)
-    old_fence = Fence(owner_id="old", epoch=1)
-    await asyncio.sleep(0.5)
+    old = await create(store, execution, owner="old", intents=[order])
+    await _expire(raw_conn, execution.execution_id)
 
     taken = [
         e
@@ -74,59 +72,68 @@ async def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out(
     ]
 
     assert len(taken) == 1
-    new_fence = taken[0].fence
-    assert new_fence == Fence(owner_id="new", epoch=2)
-    with pytest.raises(LeaseLostError, match="held by new"):
-        await store.update_execution_state(execution.execution_id, busy_state(), fence=old_fence)
-    with pytest.raises(LeaseLostError):
-        await store.record_intents(
-            execution.execution_id,
-            [intent(execution.execution_id, 2)],
-            next_intent_seq=3,
-            fence=old_fence,
-        )
-    with pytest.raises(LeaseLostError):
-        await store.record_order_reports(
-            fills=[FillRecord(fill=fill(order, 1, quantity="1", price="1"))],
-            states=[
-                StateWrite(execution_id=execution.execution_id, state=busy_state(), fence=old_fence)
-            ],
-        )
+    assert taken[0].fence == Fence(owner_id="new", epoch=2)
+    assert taken[0].version == old.version  # acquiring is not a commit
+    stale = await store.commit(
+        [
+            step(
+                old,
+                state=busy_state(),
+                intents=[intent(execution.execution_id, 2)],
+                fills=[FillRecord(fill=fill(order, 1, quantity="1", price="1"))],
+            )
+        ]
+    )
+    assert stale.lost == {execution.execution_id}
     assert await store.renew_leases("old", [execution.execution_id], lease_seconds=60) == set()
     # Nothing the fenced-out writer attempted is visible.
     assert [o.intent_seq for o in await store.get_orders(execution.execution_id)] == [1]
     assert await store.get_fills(execution.execution_id) == []
-    await other_store.update_execution_state(execution.execution_id, busy_state(), fence=new_fence)
-    loaded = await store.get_execution(execution.execution_id)
-    assert loaded is not None
+    loaded = await commit_one(other_store, step(taken[0], state=busy_state()))
     assert loaded.state.status is ExecutionStatus.PAUSED
 
 
+async def test_a_restarted_worker_reclaims_its_leases_under_a_new_epoch(
+    store: PostgresStore,
+) -> None:
+    before = await create(store, new_execution(), owner="restarted")
+
+    plain = await store.acquire_executions("restarted", lease_seconds=60, limit=1000)
+    reclaimed = [
+        e
+        for e in await store.acquire_executions(
+            "restarted", lease_seconds=60, limit=1000, reclaim=True
+        )
+        if e.execution_id == before.execution_id
+    ]
+
+    assert before.execution_id not in {e.execution_id for e in plain}
+    assert [e.fence for e in reclaimed] == [Fence(owner_id="restarted", epoch=2)]
+    previous_process = await store.commit([step(before)])
+    assert previous_process.lost == {before.execution_id}
+
+
 async def test_renew_extends_only_leases_still_held(store: PostgresStore) -> None:
-    held, other = new_execution(), new_execution()
-    await store.create_execution(held, owner_id="renewer", lease_seconds=5)
-    await store.create_execution(other, owner_id="someone-else", lease_seconds=5)
-    before = await store.get_execution(held.execution_id)
+    held = await create(store, new_execution(), owner="renewer")
+    other = await create(store, new_execution(), owner="someone-else")
 
     renewed = await store.renew_leases(
-        "renewer", [held.execution_id, other.execution_id], lease_seconds=60
+        "renewer", [held.execution_id, other.execution_id], lease_seconds=600
     )
     after = await store.get_execution(held.execution_id)
 
     assert renewed == {held.execution_id}
-    assert before is not None
     assert after is not None
-    assert before.lease_expires_at is not None
+    assert held.lease_expires_at is not None
     assert after.lease_expires_at is not None
-    assert after.lease_expires_at > before.lease_expires_at
-    assert after.lease_epoch == before.lease_epoch
+    assert after.lease_expires_at > held.lease_expires_at
+    assert after.lease_epoch == held.lease_epoch
 
 
 async def test_released_execution_is_acquired_at_once_by_another_worker(
     store: PostgresStore, other_store: PostgresStore
 ) -> None:
-    execution = new_execution()
-    await store.create_execution(execution, owner_id="leaving", lease_seconds=600)
+    execution = await create(store, new_execution(), owner="leaving")
 
     released = await store.release_executions("leaving", [execution.execution_id])
     taken = await other_store.acquire_executions("arriving", lease_seconds=60, limit=1000)
@@ -138,11 +145,10 @@ async def test_released_execution_is_acquired_at_once_by_another_worker(
 async def test_live_leases_and_finished_executions_are_never_acquired(
     store: PostgresStore,
 ) -> None:
-    live, finished = new_execution(), new_execution()
-    await store.create_execution(live, owner_id="alive", lease_seconds=600)
-    await store.create_execution(finished)
-    stopped = dataclasses.replace(finished.state, status=ExecutionStatus.COMPLETED)
-    await store.update_execution_state(finished.execution_id, stopped, fence=None)
+    live = await create(store, new_execution(), owner="alive")
+    finished = await create(store, new_execution())
+    done = dataclasses.replace(finished.state, status=ExecutionStatus.COMPLETED)
+    await commit_one(store, step(finished, state=done, release=True))
 
     taken = await store.acquire_executions("thief", lease_seconds=60, limit=1000)
 

@@ -16,11 +16,13 @@ from strategy_worker.adapters.postgres.errors import (
     DatabaseUnreachableError,
     MigrationError,
 )
-from strategy_worker.adapters.postgres.migrate import MIGRATIONS_DIR, migrate
+from strategy_worker.adapters.postgres.migrate import MIGRATIONS_DIR, discover, migrate
 from strategy_worker.adapters.postgres.repository import PostgresStore
 
 pytestmark = pytest.mark.integration
 
+#: Every packaged version, in order (the tests hold whatever migrations ship).
+PACKAGED = [m.version for m in discover()]
 TABLES = {
     "strategy_executions",
     "execution_orders",
@@ -29,8 +31,15 @@ TABLES = {
     "risk_events",
     "control_requests",
     "oms_report_cursor",
+    "event_outbox",
     "schema_migrations",
+    "snapshot_retention",
+    "market_bars",
+    "signal_decisions",
+    "execution_protection",
 }
+#: Every packaged migration, in order (001 and the ones after it).
+PACKAGED = [m.version for m in discover()]
 
 
 async def _tables(dsn: str) -> set[str]:
@@ -60,7 +69,7 @@ async def test_migrate_twice_applies_once_and_records_checksums(fresh_database_u
     first = await migrate(fresh_database_url)
     second = await migrate(fresh_database_url)
 
-    assert first == ["001"]
+    assert first == PACKAGED
     assert second == []
     assert await _tables(fresh_database_url) >= TABLES
     conn = await asyncpg.connect(fresh_database_url)
@@ -68,7 +77,7 @@ async def test_migrate_twice_applies_once_and_records_checksums(fresh_database_u
         rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
     finally:
         await conn.close()
-    assert [(r["version"], len(r["checksum"])) for r in rows] == [("001", 64)]
+    assert sorted((r["version"], len(r["checksum"])) for r in rows) == [(v, 64) for v in PACKAGED]
 
 
 async def test_concurrent_migrations_apply_each_version_exactly_once(
@@ -76,7 +85,7 @@ async def test_concurrent_migrations_apply_each_version_exactly_once(
 ) -> None:
     results = await asyncio.gather(*(migrate(fresh_database_url) for _ in range(4)))
 
-    assert sorted(results) == [[], [], [], ["001"]]
+    assert sorted(results) == [[], [], [], PACKAGED]
     assert await _tables(fresh_database_url) >= TABLES
 
 
@@ -96,22 +105,22 @@ async def test_a_new_migration_is_applied_and_an_unknown_applied_one_is_refused(
     fresh_database_url: str, tmp_path: Path
 ) -> None:
     directory = _copy_migrations(tmp_path / "migrations")
-    (directory / "002_extra.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
+    (directory / "900_extra.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
 
     applied = await migrate(fresh_database_url, directory)
 
-    assert applied == ["001", "002"]
-    with pytest.raises(MigrationError, match="002 unknown"):
-        await migrate(fresh_database_url)  # the packaged set only knows 001
+    assert applied == [*PACKAGED, "900"]
+    with pytest.raises(MigrationError, match="900 unknown"):
+        await migrate(fresh_database_url)  # the packaged set does not know 900
 
 
 async def test_a_failing_migration_leaves_the_database_untouched(
     fresh_database_url: str, tmp_path: Path
 ) -> None:
     directory = _copy_migrations(tmp_path / "migrations")
-    (directory / "002_broken.sql").write_text("CREATE TABLE broken (id int PRIMARY KEY;\n")
+    (directory / "901_broken.sql").write_text("CREATE TABLE broken (id int PRIMARY KEY;\n")
 
-    with pytest.raises(MigrationError, match=r"002_broken\.sql failed"):
+    with pytest.raises(MigrationError, match=r"901_broken\.sql failed"):
         await migrate(fresh_database_url, directory)
 
     assert "strategy_executions" not in await _tables(fresh_database_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -217,3 +217,41 @@ async def test_unreachable_redis_is_retried_without_raising() -> None:
         await asyncio.gather(pending, return_exceptions=True)
         await feed.close()
         await source.close()
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_feed_ping_tells_readiness_whether_the_subscription_is_alive(
+    redis_url: str, redis_client: Redis
+) -> None:
+    # /ready never checked Redis; the feed had no ping. It reports its own subscription:
+    # down before it subscribes, up once Redis confirmed it, down while Redis does not
+    # answer (a frozen server), up again after.
+    rig = Rig(redis_url, redis_client, idle_s=0.2)
+    try:
+        assert await rig.feed.ping() is False  # not subscribed yet
+
+        rig.start_next()
+        await rig.subscribed()
+        await _until(rig.feed.ping)
+
+        await redis_client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        await _until(lambda: _not(rig.feed.ping), within=1.4)
+
+        await _until(rig.feed.ping, within=10)  # the pause ended: answered or resubscribed
+        await rig.publish("AAPL", "175.50")
+        assert await rig.next_batch() == {"AAPL": Decimal("175.50")}
+    finally:
+        await rig.close()
+
+    assert await rig.feed.ping() is False  # closed
+
+
+async def _not(predicate: Callable[[], Awaitable[bool]]) -> bool:
+    return not await predicate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -91,5 +92,23 @@ async def test_unreachable_redis_is_a_transient_error() -> None:
         with pytest.raises(TransientError):
             await prices.get_prices(["AAPL"])
         assert not await prices.ping()
+    finally:
+        await prices.close()
+
+
+async def test_ping_is_a_bounded_readiness_check_of_a_frozen_redis(
+    redis_url: str, redis_client: Redis
+) -> None:
+    config = RedisSection.model_validate({"url": redis_url, "socket_timeout": 0.3})
+    prices = RedisPriceSource.from_config(config)
+    try:
+        assert await prices.ping() is True
+
+        await redis_client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        frozen = await asyncio.wait_for(prices.ping(), timeout=1.0)  # within its bound
+
+        assert frozen is False
+        await asyncio.sleep(1.5)
+        assert await prices.ping() is True
     finally:
         await prices.close()

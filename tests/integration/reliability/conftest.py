@@ -7,22 +7,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.oms_sim.server import OmsSimServer
+from strategy_worker.testing.databases import create_database, drop_database
 
 from .harness import oms_sim, seed_prices
-
-
-async def _admin(database_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -30,13 +22,13 @@ def migrated_dsn(database_url: str) -> Iterator[str]:
     """A new, migrated database private to one test (its counts and ledgers see only its own
     run); dropped WITH (FORCE) after."""
     name = f"sw_rel_{uuid.uuid4().hex[:16]}"
-    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_database(database_url, name))
     dsn = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
     try:
         asyncio.run(migrate(dsn))
         yield dsn
     finally:
-        asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(database_url, name))
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ Figures each fault test measures are written with `record_figures` to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import yaml
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -31,14 +33,20 @@ from strategy_worker.adapters.oms_grpc.client import OmsGrpcClient
 from strategy_worker.adapters.oms_grpc.config import BreakerConfig, OmsClientConfig, RetryConfig
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore
 from strategy_worker.adapters.redis_prices import RedisPriceSource
+from strategy_worker.config import WorkerConfig
+from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.metrics import WorkerMetrics
 from strategy_worker.oms_sim.config import OmsSimConfig, PricesConfig
 from strategy_worker.oms_sim.server import OmsSimServer
 from strategy_worker.paper.sinks import JsonLinesSink
+from strategy_worker.ports import DeadLetterSink
 from strategy_worker.runtime.clocks import SystemClock
 from strategy_worker.runtime.settings import RuntimeSettings
+from strategy_worker.runtime.wiring import App, build_worker
 from strategy_worker.runtime.worker import Worker
+from strategy_worker.store import OutboxEvent
+from strategy_worker.testing.simulation.messages import encode as encode  # the tests import it here
 
 from ..servers import SERVICES_DIR
 
@@ -98,27 +106,11 @@ def strategy_message(
     }
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
-    # Numbers travel as JSON numbers (the spec's format), strings here keep them exact.
-    text = json.dumps(message)
-    for key in ("initial_capital", "max_position_size", "max_daily_loss"):
-        value = _find(message, key)
-        if isinstance(value, str):
-            text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}')
-    for sym, weight in message.get("config", {}).get("allocation", {}).items():
-        text = text.replace(f'"{sym}": "{weight}"', f'"{sym}": {weight}')
-    return text.encode()
-
-
-def _find(node: Any, key: str) -> Any:
-    if isinstance(node, Mapping):
-        if key in node:
-            return node[key]
-        for value in node.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
+def execution_of(message: Mapping[str, Any]) -> uuid.UUID:
+    """The execution a `strategy.approved` message creates (strategy id, approval instant)."""
+    return execution_id_for(
+        uuid.UUID(message["strategy_id"]), datetime.fromisoformat(message["timestamp"])
+    )
 
 
 def control_message(
@@ -174,42 +166,71 @@ def oms_client_config(port: int, **overrides: Any) -> OmsClientConfig:
 # --------------------------------------------------------------------------- in process
 
 
+class RecordingSink(JsonLinesSink):
+    """Events and dead letters in memory, events kept with their ids too.
+
+    Events leave through the outbox relay, after their commit and at least once (a relay
+    cancelled between the publisher's ack and its mark publishes them again): tests wait
+    for them and count `unique_events()`, deduplicated by event id as consumers do."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.published: list[OutboxEvent] = []
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        self.published.extend(events)
+        await super().publish(events)
+
+    def unique_events(self) -> list[Mapping[str, Any]]:
+        """Each event's payload once (its first delivery), in delivery order."""
+        seen: set[uuid.UUID] = set()
+        out: list[Mapping[str, Any]] = []
+        for event in self.published:
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                out.append(event.payload)
+        return out
+
+    def repeats(self) -> int:
+        """Deliveries beyond the first of an event (allowed: at least once)."""
+        return len(self.published) - len({e.event_id for e in self.published})
+
+
 @dataclass
 class Rig:
-    """One in-process worker on the real adapters (events and dead letters in memory)."""
+    """One in-process worker on the real adapters (events and dead letters in memory),
+    built by the production wiring."""
 
-    worker: Worker
+    app: App
     store: PostgresStore
     oms: OmsGrpcClient
     prices: RedisPriceSource
-    sink: JsonLinesSink
+    sink: RecordingSink
     registry: CollectorRegistry
+    stack: contextlib.AsyncExitStack
     started: bool = False
     closed: bool = field(default=False)
 
+    @property
+    def worker(self) -> Worker:
+        return self.app.worker
+
     async def crash(self) -> None:
-        """Stop like a dead process: loops cancelled, nothing handed over or closed out."""
+        """Stop like a dead process: every task cancelled, nothing handed over or closed
+        out (the forced quit of a second SIGTERM)."""
         if self.closed:
             return
         self.closed = True
-        tasks = [*self.worker._loops, *self.worker._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._close_adapters()
+        await self.app.abandon()
+        await self.stack.aclose()
 
     async def close(self, policy: str = "handover") -> None:
         if self.closed:
             return
         self.closed = True
         if self.started:
-            await self.worker.shutdown(policy)
-        await self._close_adapters()
-
-    async def _close_adapters(self) -> None:
-        await self.oms.close()
-        await self.prices.close()
-        await self.store.close()
+            await self.app.stop(policy)
+        await self.stack.aclose()
 
 
 async def open_rig(
@@ -220,19 +241,11 @@ async def open_rig(
     price_prefix: str,
     owner_id: str,
     oms_config: OmsClientConfig | None = None,
+    dead_letters: DeadLetterSink | None = None,
     start: bool = True,
     **settings: Any,
 ) -> Rig:
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    store = await PostgresStore.connect(
-        DatabaseConfig(url=dsn, pool_min_size=1, pool_max_size=4, command_timeout=5.0)
-    )
-    oms = OmsGrpcClient(oms_config or oms_client_config(oms_port), registry=registry)
-    prices = RedisPriceSource(
-        Redis.from_url(redis_url, socket_timeout=5), key_prefix=price_prefix, metrics=metrics
-    )
-    sink = JsonLinesSink(None)
     values: dict[str, Any] = {
         "owner_id": owner_id,
         "limits": RiskLimits(),
@@ -245,19 +258,54 @@ async def open_rig(
         "close_timeout": 5.0,
     }
     values.update(settings)
-    worker = Worker(
-        settings=RuntimeSettings(**values),
+    runtime = RuntimeSettings(**values)
+    stack = contextlib.AsyncExitStack()
+    try:
+        store = await PostgresStore.connect(
+            DatabaseConfig(url=dsn, pool_min_size=1, pool_max_size=4, command_timeout=5.0),
+            lease_seconds=runtime.lease_seconds,
+        )
+        stack.push_async_callback(store.close)
+        oms = OmsGrpcClient(oms_config or oms_client_config(oms_port), registry=registry)
+        stack.push_async_callback(oms.close)
+        prices = RedisPriceSource(
+            Redis.from_url(redis_url, socket_timeout=5),
+            key_prefix=price_prefix,
+            metrics=WorkerMetrics(CollectorRegistry()),
+        )
+        stack.push_async_callback(prices.close)
+        sink = RecordingSink()
+        app = await stack.enter_async_context(
+            build_worker(
+                WorkerConfig(),
+                store=store,
+                oms=oms,
+                prices=prices,
+                price_feed=None,
+                publisher=sink,
+                dead_letters=dead_letters or sink,
+                clock=SystemClock(),
+                settings=runtime,
+                registry=registry,
+                consume=False,
+                serve_http=False,
+                migrate=False,
+            )
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    rig = Rig(
+        app=app,
         store=store,
         oms=oms,
         prices=prices,
-        events=sink,
-        dead_letters=sink,
-        metrics=metrics,
-        clock=SystemClock(),
+        sink=sink,
+        registry=registry,
+        stack=stack,
     )
-    rig = Rig(worker=worker, store=store, oms=oms, prices=prices, sink=sink, registry=registry)
     if start:
-        await worker.start()
+        await app.start()
         rig.started = True
     return rig
 
@@ -375,9 +423,11 @@ def worker_config_file(
     group: str,
     oms_port: int,
     price_prefix: str,
+    risk: Mapping[str, Any] | None = None,
     **execution: Any,
 ) -> Path:
-    """A YAML config for `strategy-worker run` against the harness (secrets stay in env)."""
+    """A YAML config for `strategy-worker run` against the harness (secrets stay in env);
+    `risk` overrides the shipped limits."""
     exec_section: dict[str, Any] = {
         "lease_seconds": 2,
         "heartbeat": 0.5,
@@ -403,6 +453,7 @@ def worker_config_file(
             "breaker": {"failure_threshold": 5, "reset_timeout_s": 1},
         },
         "execution": exec_section,
+        **({"risk": dict(risk)} if risk else {}),
         "redis": {"key_prefix": price_prefix, "price_max_age": 3600},
         "metrics": {"port": 0},
         "health": {"port": 0},
@@ -462,3 +513,27 @@ def fills_by_execution(book: Ledger) -> dict[str, int]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def read_events(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """Every event on the topic so far (no group, from the beginning), by event id, each
+    once (its first delivery, in delivery order): the outbox relay delivers at least once,
+    and consumers drop repeats by the `event-id` header."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        events: dict[str, dict[str, Any]] = {}
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                return events
+            for records in batch.values():
+                for record in records:
+                    event_id = dict(record.headers or ()).get("event-id")
+                    assert event_id, "an event without its event-id header"
+                    if record.value is not None:
+                        events.setdefault(event_id.decode(), json.loads(record.value))
+    finally:
+        await consumer.stop()

@@ -1,20 +1,27 @@
 """Control requests in a consumer group: whichever worker consumes one, the execution's owner
-applies it exactly once; a request from another user is refused and recorded."""
+applies it exactly once; a request from another user is refused and recorded.
+
+Events reach the sinks through the outbox relay after their commit, published by whichever
+worker's relay leads (one in the fleet at a time), so the events of a run are the union of
+every worker's sink."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.oms_sim.server import OmsSimServer
 
 from .harness import (
+    Rig,
     control_message,
     encode,
     eventually,
+    execution_of,
     fetch_all,
     open_rig,
     record_figures,
@@ -41,8 +48,8 @@ async def test_control_consumed_by_a_non_owner_is_applied_by_the_owner_once(
     try:
         message = strategy_message(0, run=run)
         await owner.worker.handle_strategy(encode(message), "test")
-        execution_id = execution_id_for(uuid.UUID(message["strategy_id"]), message["timestamp"])
-        assert execution_id in owner.worker.runners
+        execution_id = execution_of(message)
+        assert owner.worker.book.get(execution_id) is not None
         pause = control_message(execution_id=execution_id, action="pause", reason="ops")
 
         # Act
@@ -53,7 +60,8 @@ async def test_control_consumed_by_a_non_owner_is_applied_by_the_owner_once(
         for _ in range(3):  # redelivered and replayed, to both workers
             await bystander.worker.handle_control(pause, "control:0@1")
             await owner.worker.handle_control(pause, "control:0@1")
-        await owner.worker.apply_pending_controls()
+        await owner.worker.controls.apply_pending()
+        await eventually(lambda: _published(migrated_dsn, execution_id), 5, "every event published")
 
         # Assert
         rows = await fetch_all(
@@ -62,9 +70,12 @@ async def test_control_consumed_by_a_non_owner_is_applied_by_the_owner_once(
             json.loads(pause)["request_id"],
         )
         assert [(r["outcome"], r["detail"]) for r in rows] == [("APPLIED", "ops")]
-        paused_events = [e for e in owner.sink.events if e.get("type", "").endswith("paused")]
+        events = _events(owner, bystander)
+        paused_events = [e for e in events if str(e.get("type", "")).endswith(".paused")]
         assert len(paused_events) == 1
-        assert bystander.sink.events == []
+        assert paused_events[0]["execution_id"] == str(execution_id)
+        assert owner.worker.book.get(execution_id) is not None
+        assert bystander.worker.book.get(execution_id) is None
         record_figures(
             "control_routing",
             {"owner_applied_after_s": round(waited, 3), "paused_events": len(paused_events)},
@@ -117,7 +128,7 @@ async def test_control_from_another_user_is_refused_and_recorded_critical(
     try:
         message = strategy_message(1, run=run)
         await owner.worker.handle_strategy(encode(message), "test")
-        execution_id = execution_id_for(uuid.UUID(message["strategy_id"]), message["timestamp"])
+        execution_id = execution_of(message)
         intruder = uuid.uuid4()
         stop = control_message(execution_id=execution_id, action="stop", user_id=intruder)
 
@@ -139,7 +150,9 @@ async def test_control_from_another_user_is_refused_and_recorded_critical(
         )
         assert [e["severity"] for e in events] == ["CRITICAL"]
         assert str(intruder) in events[0]["description"]
-        assert owner.worker.runners[execution_id].running
+        runner = owner.worker.book.get(execution_id)
+        assert runner is not None
+        assert runner.running
         sample = owner.registry.get_sample_value(
             "risk_violations_total",
             {"event_type": "UNAUTHORIZED_CONTROL", "severity": "CRITICAL"},
@@ -148,6 +161,25 @@ async def test_control_from_another_user_is_refused_and_recorded_critical(
     finally:
         await other.close()
         await owner.close()
+
+
+def _events(*rigs: Rig) -> list[Mapping[str, Any]]:
+    """The events every rig's relay published, each once."""
+    seen: dict[object, Mapping[str, Any]] = {}
+    for rig in rigs:
+        for event in rig.sink.published:
+            seen.setdefault(event.event_id, event.payload)
+    return list(seen.values())
+
+
+async def _published(dsn: str, execution_id: uuid.UUID) -> bool:
+    """No event of the execution is waiting in the outbox."""
+    rows = await fetch_all(
+        dsn,
+        "SELECT count(*) AS n FROM event_outbox WHERE execution_id = $1 AND published_seq IS NULL",
+        execution_id,
+    )
+    return bool(rows[0]["n"] == 0)
 
 
 def _status_is(dsn: str, execution_id: uuid.UUID, status: str):  # type: ignore[no-untyped-def]

@@ -3,7 +3,10 @@ restarting it each time; then replay the input topics from offset 0 with a new g
 
 Witness: the paper OMS (in this test process) keeps every order it ever accepted. After the
 run: no client order id twice, no initial order twice, every OMS order recorded before it was
-sent, fills in PostgreSQL equal the fills at the OMS, every execution resumed and owned.
+sent, fills in PostgreSQL equal the fills at the OMS, every execution resumed and owned, and
+the `strategy.execution` topic (read from offset 0, repeats dropped by event id) holds every
+event PostgreSQL committed: a started event per execution, an order_submitted per order, an
+order_filled per fill; zero lost.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .harness import (
     eventually,
     fetch_all,
     ledger,
+    read_events,
     record_figures,
     spawn_worker,
     strategy_message,
@@ -41,6 +45,10 @@ TopicFactory = Callable[..., Awaitable[str]]
 KILLS = 20
 
 
+RESUBMIT = "orders the OMS never saw: checked again"
+"""Logged by reconciliation as it re-checks recorded orders the OMS does not know, before
+the step that resends them commits (runtime/reconcile.py)."""
+
 # Where each kill lands: (log event to wait for, how many of them, extra delay in seconds).
 # "spawn" counts from the process start (imports, migrations, connections).
 KILL_POINTS: tuple[tuple[str, int, float], ...] = (
@@ -49,7 +57,7 @@ KILL_POINTS: tuple[tuple[str, int, float], ...] = (
     ("worker running", 1, 0.3),
     ("execution resumed", 1, 0.0),  # mid-resume
     ("execution started", 1, 0.05),
-    ("resubmitting orders the OMS never saw", 1, 0.0),  # mid-resubmission
+    (RESUBMIT, 1, 0.0),  # mid-resubmission
     ("worker running", 1, 1.0),  # reports, reconciliation, lease cycles
     ("execution resumed", 3, 0.0),
     ("execution started", 3, 0.0),
@@ -58,7 +66,7 @@ KILL_POINTS: tuple[tuple[str, int, float], ...] = (
     ("execution resumed", 5, 0.0),
     ("worker running", 1, 0.1),
     ("execution started", 2, 0.0),
-    ("resubmitting orders the OMS never saw", 1, 0.01),
+    (RESUBMIT, 1, 0.01),
     ("execution resumed", 2, 0.03),
     ("worker running", 1, 2.0),
     ("spawn", 1, 3.0),
@@ -102,8 +110,9 @@ def worker_env(dsn: str, redis_url: str, kafka_bootstrap: str) -> dict[str, str]
 
 
 async def converged(dsn: str, server: OmsSimServer, expected: int, owner: str) -> bool:
-    """Every strategy has its execution, owned by `owner`; no order is open; the OMS and
-    PostgreSQL agree on orders and fills."""
+    """Every strategy has its execution, owned by `owner`; no order is open (protective legs
+    resting at the OMS for a position's life do not count); the OMS and PostgreSQL agree on
+    orders and fills."""
     rows = await fetch_all(
         dsn,
         "SELECT count(*) FILTER (WHERE owner_id = $1 AND lease_expires_at > now()) AS owned, "
@@ -115,7 +124,9 @@ async def converged(dsn: str, server: OmsSimServer, expected: int, owner: str) -
     open_orders = await fetch_all(
         dsn,
         "SELECT count(*) AS n FROM execution_orders "
-        "WHERE status NOT IN ('FILLED', 'CANCELLED', 'REJECTED')",
+        "WHERE status NOT IN ('FILLED', 'CANCELLED', 'REJECTED') AND NOT (reduce_only "
+        "AND purpose IN ('STOP_LOSS', 'TAKE_PROFIT', 'TRAILING_STOP') "
+        "AND order_type <> 'MARKET')",
     )
     if open_orders[0]["n"]:
         return False
@@ -153,6 +164,8 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
         group=f"{run}-group",
         oms_port=server.port,
         price_prefix=price_prefix,
+        # Room for every strategy of the run: the fleet cap is not what this test is about.
+        risk={"max_total_exposure": "100000000"},
     )
     env = worker_env(migrated_dsn, redis_url, kafka_bootstrap)
     log = tmp_path / "worker.log"
@@ -199,8 +212,10 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
                 "the restarted worker converges",
             )
             book = await ledger(migrated_dsn, server)
+            await eventually(lambda: _outbox_published(migrated_dsn), 30, "the outbox drains")
         finally:
             final.kill()
+        events = await read_events(kafka_bootstrap, names["execution"])
     finally:
         await server.stop()
         await server.prices.close()
@@ -222,6 +237,7 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
     assert secrets == {}, secrets
     positions = await _positions_match(migrated_dsn, server)
     assert positions["mismatched"] == 0
+    event_counts = await _events_match_the_store(migrated_dsn, events)
     record_figures(
         "kill_9",
         {
@@ -235,6 +251,7 @@ async def test_kill_9_at_20_points_then_restart_sends_nothing_twice_and_loses_no
             "duplicate_client_ids_at_oms": len(book.oms_log) - len(set(book.oms_log)),
             **counts,
             "positions_checked": positions["checked"],
+            **event_counts,
             "log_lines_scanned_for_secrets": len(log.read_text().splitlines()),
             "rounds": rounds,
         },
@@ -324,6 +341,44 @@ async def test_replaying_approved_and_control_from_offset_0_creates_and_sends_no
             "control_requests_recorded": len(outcomes),
         },
     )
+
+
+async def _outbox_published(dsn: str) -> bool:
+    rows = await fetch_all(
+        dsn, "SELECT count(*) AS n FROM event_outbox WHERE published_seq IS NULL"
+    )
+    return rows[0]["n"] == 0
+
+
+async def _events_match_the_store(dsn: str, events: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Every committed event is on the topic, and the events tell what PostgreSQL holds."""
+    committed = await fetch_all(dsn, "SELECT event_id::text AS id FROM event_outbox")
+    missing = {r["id"] for r in committed} - set(events)
+    assert not missing, f"{len(missing)} committed events never reached Kafka"
+    assert len(events) == len(committed), "events on the topic that were never committed"
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for event in events.values():
+        by_type.setdefault(event["type"].removeprefix("strategy.execution."), []).append(event)
+    executions = await fetch_all(dsn, "SELECT execution_id::text AS id FROM strategy_executions")
+    started = [e["execution_id"] for e in by_type.get("started", [])]
+    assert sorted(started) == sorted(r["id"] for r in executions)
+    # order_submitted is the OMS's acknowledgement (an order it rejected at once has none).
+    orders = await fetch_all(
+        dsn,
+        "SELECT client_order_id FROM execution_orders "
+        "WHERE oms_order_id IS NOT NULL AND status <> 'REJECTED'",
+    )
+    submitted = {e["client_order_id"] for e in by_type.get("order_submitted", [])}
+    assert submitted == {r["client_order_id"] for r in orders}
+    fills = await fetch_all(dsn, "SELECT fill_id FROM execution_fills")
+    filled = [e["fill_id"] for e in by_type.get("order_filled", [])]
+    assert sorted(filled) == sorted(r["fill_id"] for r in fills)
+    return {
+        "events_committed": len(committed),
+        "events_on_kafka": len(events),
+        "events_lost": len(missing),
+        "order_filled_events": len(filled),
+    }
 
 
 async def _execution_states(dsn: str) -> dict[str, str]:

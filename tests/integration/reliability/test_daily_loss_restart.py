@@ -9,13 +9,15 @@ from decimal import Decimal
 import pytest
 from redis.asyncio import Redis
 
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.oms_sim.server import OmsSimServer
+from strategy_worker.runtime.runner import ExecutionRunner
 
 from .harness import (
     PRICES,
+    Rig,
     encode,
     eventually,
+    execution_of,
     fetch_all,
     open_rig,
     record_figures,
@@ -44,7 +46,7 @@ async def test_halted_by_daily_loss_stays_halted_with_the_same_day_start_after_a
         "owner_id": f"{run}-w",
     }
     message = strategy_message(0, run=run)
-    execution_id = execution_id_for(uuid.UUID(message["strategy_id"]), message["timestamp"])
+    execution_id = execution_of(message)
     first = await open_rig(**common)
     try:
         await first.worker.handle_strategy(encode(message), "test")
@@ -53,8 +55,8 @@ async def test_halted_by_daily_loss_stays_halted_with_the_same_day_start_after_a
         await seed_prices(
             redis_client, price_prefix, {s: p * Decimal("0.8") for s, p in PRICES.items()}
         )
-        await first.worker.monitor_cycle()
-        halted_before = first.worker.runners[execution_id].risk
+        await first.worker.monitor.cycle()
+        halted_before = _runner(first, execution_id).model.risk
         day_start = halted_before.day_start_equity
         assert halted_before.state.value == "HALTED"
     finally:
@@ -64,9 +66,9 @@ async def test_halted_by_daily_loss_stays_halted_with_the_same_day_start_after_a
     await seed_prices(redis_client, price_prefix)
     second = await open_rig(**common)
     try:
-        runner = second.worker.runners[execution_id]
-        await second.worker.monitor_cycle()
-        after = runner.risk
+        runner = _runner(second, execution_id)
+        await second.worker.monitor.cycle()
+        after = runner.model.risk  # the model the cycle's commit left (a new one each commit)
         stored = await fetch_all(
             migrated_dsn,
             "SELECT trading_state, day_start_equity FROM strategy_executions "
@@ -85,6 +87,12 @@ async def test_halted_by_daily_loss_stays_halted_with_the_same_day_start_after_a
         "daily_loss_restart",
         {"day_start_equity": str(day_start), "halted_after_restart": True},
     )
+
+
+def _runner(rig: Rig, execution_id: uuid.UUID) -> ExecutionRunner:
+    runner = rig.worker.book.get(execution_id)
+    assert runner is not None, "the worker does not drive the execution"
+    return runner
 
 
 async def _flat(rig, execution_id) -> bool:  # type: ignore[no-untyped-def]

@@ -12,15 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from strategy_worker.adapters.redis_prices import write_price
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.oms_sim.server import OmsSimServer
 
 from ..servers import SharedKafka
@@ -29,8 +26,10 @@ from .harness import (
     assert_never_twice_never_lost,
     encode,
     eventually,
+    execution_of,
     fetch_all,
     ledger,
+    read_events,
     record_figures,
     spawn_worker,
     strategy_message,
@@ -62,7 +61,7 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
     names = await topics(make_topic)
     messages = [strategy_message(i, run=run) for i in range(2)]
     payloads = [_with_stop_loss(encode(m)) for m in messages]
-    ids = [execution_id_for(uuid.UUID(m["strategy_id"]), m["timestamp"]) for m in messages]
+    ids = [execution_of(m) for m in messages]
     await produce(kafka_bootstrap, names["approved"], payloads)
     config = worker_config_file(
         tmp_path / "worker.yaml",
@@ -75,6 +74,9 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
     # Kafka calls give up after 3 s, so an outage of OUTAGE_S outlasts every one of them.
     settings = yaml.safe_load(config.read_text())
     settings["kafka"]["request_timeout_ms"] = 3000
+    # The paper OMS walks its own prices here, not Redis's: a stop resting there would not
+    # see the falls below, and the worker would take over only after the native grace.
+    settings["risk"] = {"protection": "emulated"}
     config.write_text(yaml.safe_dump(settings))
     worker_id = f"{run}-w"
     proc = spawn_worker(
@@ -117,7 +119,7 @@ async def test_kafka_down_mid_run_then_trading_carries_on_and_every_event_arrive
             60,
             "every fill's event on strategy.execution after the broker is back",
         )
-        events = await _read_events(kafka_bootstrap, names["execution"])
+        events = list((await read_events(kafka_bootstrap, names["execution"])).values())
         statuses = await fetch_all(
             migrated_dsn,
             "SELECT status FROM strategy_executions WHERE execution_id = ANY($1::uuid[])",
@@ -183,25 +185,7 @@ async def _db_fill_ids(dsn: str, ids: list[uuid.UUID]) -> set[str]:
 async def _events_cover(bootstrap: str, topic: str, fill_ids: set[str]) -> bool:
     seen = {
         str(e.get("fill_id"))
-        for e in await _read_events(bootstrap, topic)
+        for e in (await read_events(bootstrap, topic)).values()
         if e["type"] == "strategy.execution.order_filled"
     }
     return fill_ids <= seen
-
-
-async def _read_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every event on the topic so far (no group, from the beginning)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        events: list[dict[str, Any]] = []
-        while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                return events
-            for records in batch.values():
-                events.extend(json.loads(r.value) for r in records if r.value is not None)
-    finally:
-        await consumer.stop()

@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry
 
 from strategy_worker.adapters.oms_grpc.breaker import BreakerState
 from strategy_worker.adapters.oms_grpc.config import BreakerConfig, RetryConfig
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.errors import StoreError
 from strategy_worker.oms_sim.server import OmsSimServer
 
@@ -23,6 +22,7 @@ from .harness import (
     assert_never_twice_never_lost,
     encode,
     eventually,
+    execution_of,
     fetch_all,
     ledger,
     oms_client_config,
@@ -59,7 +59,7 @@ async def test_oms_refusing_then_stalling_mid_run_loses_and_duplicates_nothing(
         ),
     )
     messages = [strategy_message(i, run=run) for i in range(7)]
-    ids = [execution_id_for(uuid.UUID(m["strategy_id"]), m["timestamp"]) for m in messages]
+    ids = [execution_of(m) for m in messages]
     transitions: list[str] = []
     watcher = asyncio.create_task(_watch_breaker(rig, transitions))
     try:

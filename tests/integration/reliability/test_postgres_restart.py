@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 from strategy_worker.adapters.postgres.migrate import migrate
-from strategy_worker.domain.ids import execution_id_for
 from strategy_worker.errors import StoreError
 from strategy_worker.oms_sim.server import OmsSimServer
 
@@ -19,6 +18,7 @@ from .harness import (
     assert_never_twice_never_lost,
     encode,
     eventually,
+    execution_of,
     ledger,
     open_rig,
     record_figures,
@@ -48,7 +48,7 @@ async def test_postgres_restart_mid_run_the_worker_reconnects_and_loses_nothing(
         position_check_interval=0.5,
     )
     messages = [strategy_message(i, run=run) for i in range(6)]
-    ids = [execution_id_for(uuid.UUID(m["strategy_id"]), m["timestamp"]) for m in messages]
+    ids = [execution_of(m) for m in messages]
     try:
         for message in messages[:3]:
             await rig.worker.handle_strategy(encode(message), "test")
@@ -82,18 +82,16 @@ async def test_postgres_restart_mid_run_the_worker_reconnects_and_loses_nothing(
             lambda: _all_filled(rig, ids), 30, "every execution filled after the restart"
         )
         await asyncio.sleep(1.5)  # lease, monitor and reconcile cycles on the new server
-        dead = [
-            (t.get_name(), "cancelled" if t.cancelled() else repr(t.exception()))
-            for t in rig.worker._loops
-            if t.done()
-        ]
-        loops_alive = not dead
+        # A background loop that ended with an error is the supervisor's `failure` (the
+        # worker would stop on it); a retryable store error only waits for the next round.
+        dead = rig.worker.supervisor.failure
+        loops_alive = dead is None
         book = await _ledger_for(dsn, oms_server, ids)
     finally:
         await rig.close()
 
     # Assert
-    assert loops_alive, dead
+    assert loops_alive, repr(dead)
     counts = assert_never_twice_never_lost(book)
     assert set(book.db_orders) == set(book.oms_orders)
     record_figures(

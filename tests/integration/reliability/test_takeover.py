@@ -6,8 +6,11 @@ line both processes wrote finds no secret."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +19,13 @@ import pytest
 from strategy_worker.adapters.postgres import DatabaseConfig, PostgresStore
 from strategy_worker.domain.orders import OrderStatus
 from strategy_worker.oms_sim.server import OmsSimServer
-from strategy_worker.store import Fence, LeaseLostError
+from strategy_worker.store import (
+    ExecutionStatus,
+    ExecutionWrite,
+    Fence,
+    RiskEventRecord,
+    Severity,
+)
 
 from .harness import (
     assert_never_twice_never_lost,
@@ -202,17 +211,35 @@ async def _status(dsn: str, execution_id: object, status: str) -> bool:
 
 
 async def _old_fence_is_refused(dsn: str, execution_id: object, owner: str, epoch: int) -> bool:
-    """A write carrying the dead worker's fence (a paused, not dead, process) is refused."""
+    """A commit carrying the dead worker's fence (a paused, not dead, process) writes
+    nothing: neither the state nor a risk event nor an outbox event."""
     store = await PostgresStore.connect(DatabaseConfig(url=dsn, pool_min_size=1, pool_max_size=1))
     try:
         record = await store.get_execution(execution_id)  # type: ignore[arg-type]
         assert record is not None
-        try:
-            await store.update_execution_state(
-                record.execution_id, record.state, fence=Fence(owner_id=owner, epoch=epoch)
-            )
-        except LeaseLostError:
-            return True
-        return False
+        risk_before = len(await store.get_risk_events(record.execution_id))
+        stale = ExecutionWrite(
+            execution_id=record.execution_id,
+            fence=Fence(owner_id=owner, epoch=epoch),
+            version=record.version + 1,
+            state=dataclasses.replace(record.state, status=ExecutionStatus.ACTIVE),
+            risk_events=[
+                RiskEventRecord(
+                    event_id=uuid.uuid4(),
+                    execution_id=record.execution_id,
+                    event_type="TRADING_STATE_CHANGED",
+                    severity=Severity.CRITICAL,
+                    description="ACTIVE -> REDUCING (written by a stale owner)",
+                    action_taken="reduce",
+                    occurred_at=datetime.now(UTC),
+                )
+            ],
+        )
+        outcome = await store.commit([stale])
+        after = await store.get_execution(record.execution_id)
+        assert after is not None
+        untouched = (after.version, after.state.status) == (record.version, record.state.status)
+        no_risk_row = len(await store.get_risk_events(record.execution_id)) == risk_before
+        return record.execution_id in outcome.lost and untouched and no_risk_row
     finally:
         await store.close()

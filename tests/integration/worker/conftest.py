@@ -110,11 +110,21 @@ class Db:
         }
 
     async def all_filled(self, execution_id: uuid.UUID, count: int) -> list[asyncpg.Record]:
-        """The execution's orders once there are `count` of them and all are FILLED."""
-        rows = await self.orders(execution_id)
+        """The execution's orders once there are `count` of them and all are FILLED
+        (protective legs resting at the OMS left out: they rest for the position's life)."""
+        rows = [r for r in await self.orders(execution_id) if not _resting_leg(r)]
         if len(rows) >= count and all(r["status"] == "FILLED" for r in rows):
             return rows
         return []
+
+
+def _resting_leg(row: asyncpg.Record) -> bool:
+    """A native protective leg (STOP, STOP_LIMIT, TRAILING_STOP or a take-profit LIMIT)."""
+    return bool(
+        row["reduce_only"]
+        and row["purpose"] in ("STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP")
+        and row["order_type"] != "MARKET"
+    )
 
 
 @pytest.fixture
@@ -243,8 +253,19 @@ class TopicReader:
             self.records.append(record)
 
     def json(self) -> list[dict[str, Any]]:
-        """Values parsed with exact decimals (as docs/messages.md tells consumers to)."""
-        return [json.loads(r.value, parse_float=Decimal) for r in self.records]
+        """Values parsed with exact decimals (as docs/messages.md tells consumers to), each
+        event once: the outbox relay delivers at least once, and a consumer drops repeats by
+        the `event-id` header (records without one, e.g. dead letters, are all kept)."""
+        seen: set[bytes] = set()
+        out: list[dict[str, Any]] = []
+        for record in self.records:
+            event_id = dict(record.headers or ()).get("event-id")
+            if event_id is not None:
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+            out.append(json.loads(record.value, parse_float=Decimal))
+        return out
 
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], *, within: float, what: str

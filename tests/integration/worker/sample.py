@@ -1,8 +1,12 @@
-"""The spec's sample message (examples/tech-growth.json) and what the trading rules make of it."""
+"""The spec's sample message (examples/tech-growth.json) and what the trading rules make of it.
+
+Most end-to-end tests start from the sample without its entry rules (`SAMPLE_BYTES`: it
+buys at approval); the signal tests use it exactly (`RULED_SAMPLE_BYTES`)."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -12,11 +16,18 @@ from strategy_worker.domain.ids import execution_id_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_MESSAGE = ROOT / "examples" / "tech-growth.json"
-SAMPLE_BYTES = SAMPLE_MESSAGE.read_bytes()
+RULED_SAMPLE_BYTES = SAMPLE_MESSAGE.read_bytes()
+"""The spec's sample exactly: its MOMENTUM entry rules wait for their signal on bars
+(issue 14), so it buys nothing at approval."""
+SAMPLE_BYTES = re.sub(rb',\s*"entry_rules":\s*\{[^{}]*\}', b"", RULED_SAMPLE_BYTES)
+"""The spec's sample without its entry rules (the bytes otherwise as the file spells them):
+it buys its whole allocation at approval, which is what most end-to-end tests start from."""
+assert b"entry_rules" not in SAMPLE_BYTES
 SAMPLE = json.loads(SAMPLE_BYTES, parse_float=Decimal)
 STRATEGY_ID = uuid.UUID(SAMPLE["strategy_id"])
 USER_ID = uuid.UUID(SAMPLE["user_id"])
-EXECUTION_ID = execution_id_for(STRATEGY_ID, SAMPLE["timestamp"])
+APPROVED_AT = datetime.fromisoformat(SAMPLE["timestamp"])
+EXECUTION_ID = execution_id_for(STRATEGY_ID, APPROVED_AT)
 CAPITAL = Decimal("100000.00")
 POSITION_LIMIT = Decimal("0.30")  # the spec's risk.max_position_size and the sample's own
 SYMBOLS = ("AAPL", "GOOGL", "MSFT")
@@ -29,10 +40,20 @@ START_PRICES: dict[str, Decimal] = {
 }
 
 
+#: The default cash reserve (README "Cash reserve"): 10 bps of slippage, 10 bps of fees and
+#: $1 per order.
+RESERVE_FACTOR = Decimal("1.0010") * Decimal("1.0010")
+RESERVE_PER_ORDER = Decimal("1.00")
+
+
 def expected_quantity(symbol: str) -> Decimal:
-    """README "Initial sizing": floor(capital x min(weight, 30%) / price) whole shares."""
+    """README "Initial sizing": the whole shares whose reserved cost fits capital x
+    min(weight, 30%): floor((budget - $1) / (price x 1.001 x 1.001)) (one order each)."""
     weight: Decimal = min(SAMPLE["config"]["allocation"][symbol], POSITION_LIMIT)
-    return (CAPITAL * weight / START_PRICES[symbol]).to_integral_value(rounding=ROUND_FLOOR)
+    budget = CAPITAL * weight - RESERVE_PER_ORDER
+    return (budget / (START_PRICES[symbol] * RESERVE_FACTOR)).to_integral_value(
+        rounding=ROUND_FLOOR
+    )
 
 
 def other_strategy(name: str) -> tuple[bytes, uuid.UUID]:
@@ -44,7 +65,7 @@ def other_strategy(name: str) -> tuple[bytes, uuid.UUID]:
 
 def execution_of(strategy_id: uuid.UUID) -> uuid.UUID:
     """The execution a sample-shaped message for `strategy_id` creates."""
-    return execution_id_for(strategy_id, SAMPLE["timestamp"])
+    return execution_id_for(strategy_id, APPROVED_AT)
 
 
 def control(action: str, execution_id: uuid.UUID, request_id: uuid.UUID) -> bytes:

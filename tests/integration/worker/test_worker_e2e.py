@@ -45,10 +45,18 @@ ReadTopic = Callable[[str], Awaitable[TopicReader]]
 
 
 async def started_and_filled(db: Db, execution_id: uuid.UUID = EXECUTION_ID) -> list[Any]:
-    """Wait for the execution's three initial orders to be FILLED; returns their rows."""
+    """Wait for the execution's three initial orders to be FILLED and the sample's stop-loss
+    to rest at the paper OMS (one reduce-only STOP leg per position, issue 16); returns the
+    initial orders' rows."""
     rows: list[Any] = await eventually(
         lambda: db.all_filled(execution_id, 3), within=20, what="initial orders filled"
     )
+
+    async def legs_rest() -> bool:
+        legs = [r for r in await db.orders(execution_id) if r["order_type"] == "STOP"]
+        return len(legs) == 3 and all(r["status"] == "ACCEPTED" for r in legs)
+
+    await eventually(legs_rest, within=20, what="stop-loss legs resting at the OMS")
     return rows
 
 
@@ -105,8 +113,11 @@ async def test_spec_sample_message_then_one_execution_orders_fills_and_started_e
     assert len(capped) == 1
     assert capped[0]["severity"] == "WARNING"
 
-    # The OMS saw exactly these orders, once each, and its fills are the recorded fills.
-    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
+    # The OMS saw exactly the recorded orders (these and the stop-loss legs resting there),
+    # once each, and its fills are the recorded fills.
+    recorded = await db.orders(EXECUTION_ID)
+    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in recorded)
+    assert {r["purpose"] for r in recorded if r not in orders} <= {"STOP_LOSS"}
     for row in orders:
         sim = oms.venue.get(client_order_id=row["client_order_id"])
         assert sim is not None
@@ -165,7 +176,10 @@ async def test_spec_sample_message_then_one_execution_orders_fills_and_started_e
     await eventually(
         lambda: _at_least(events, "order_filled", 3), within=10, what="order_filled events"
     )
-    assert {e["client_order_id"] for e in events.of_type("order_submitted")} == {
+    assert {e["client_order_id"] for e in events.of_type("order_submitted")} <= {
+        r["client_order_id"] for r in await db.orders(EXECUTION_ID)
+    }
+    assert {e["client_order_id"] for e in events.of_type("order_submitted")} >= {
         r["client_order_id"] for r in orders
     }
     assert {e["fill_id"] for e in events.of_type("order_filled")} == set(oms_fills)
@@ -344,6 +358,10 @@ async def test_stop_request_on_control_topic_then_everything_closed_and_stopped(
     assert stopped["execution_id"] == str(EXECUTION_ID)
     assert stopped["request_id"] == str(request_id)
     assert stopped["reason"]
+    # A stop is a plan (issue 12): announced as `stopping`, ended as `stopped` once flat.
+    kinds = [e["type"].rsplit(".", 1)[-1] for e in events.json()]
+    assert kinds.count("stopping") == 1
+    assert kinds.index("stopping") < kinds.index("stopped")
 
     (execution,) = await db.executions()
     assert execution["status"] == "stopped"
@@ -411,11 +429,12 @@ async def test_metrics_count_what_happened_and_readiness_follows_the_oms(
         "strategy_messages_dead_lettered",
     ):
         assert name in families, f"{name} missing from /metrics"
-    assert _sample(text, "strategy_orders_submitted_total") == 3
+    assert _sample(text, "strategy_orders_submitted_total") == 6  # 3 buys, 3 resting stops
     assert _sample(text, "strategy_orders_filled_total") == 3
     assert _sample(text, "strategy_executions_active") == 1
     risk_rows = await db.risk_events(EXECUTION_ID)
-    assert _sample(text, "risk_violations_total") == len(risk_rows) > 0
+    violations = [row for row in risk_rows if row["severity"] in ("WARNING", "CRITICAL")]
+    assert _sample(text, "risk_violations_total") == len(violations) > 0
     assert (
         _sample(text, "risk_violations_total", event_type="ALLOCATION_CAPPED", severity="WARNING")
         == 2  # AAPL and MSFT ask for 35%
@@ -427,7 +446,16 @@ async def test_metrics_count_what_happened_and_readiness_follows_the_oms(
     ready_url = worker.health_url.replace("/health", "/ready")
     status, body = await worker.get(ready_url)
     assert status == 200, body
-    assert set(json.loads(body)["checks"]) == {"kafka", "postgres", "oms"}
+    # Every dependency an execution needs to stay protected (the price feed too: it is how
+    # a stop-loss hears a price at once), and the executions themselves.
+    assert set(json.loads(body)["checks"]) == {
+        "kafka",
+        "postgres",
+        "oms",
+        "redis",
+        "price-feed",
+        "executions",
+    }
 
     await oms.stop(grace=0)
     try:
@@ -478,10 +506,11 @@ async def test_malformed_message_dead_lettered_with_reason_and_next_one_executed
     assert dict(record.headers)["dlq-reason-code"] == b"invalid_json"
 
     execution_id = execution_of(strategy_id)
-    orders = await started_and_filled(db, execution_id)
+    await started_and_filled(db, execution_id)
     (execution,) = await db.executions()
     assert execution["strategy_id"] == strategy_id
-    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
+    recorded = await db.orders(execution_id)  # with the stop-loss legs resting at the OMS
+    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in recorded)
     assert len(dlq.records) == 1  # only the malformed one
 
 
@@ -537,10 +566,14 @@ async def test_close_shutdown_without_the_oms_then_successor_finishes_the_stop(
 
     execution = await eventually(stopped, within=20, what="the successor finishes the stop")
     assert await db.held(EXECUTION_ID) == {}
-    orders = await db.orders(EXECUTION_ID)
+    recorded = await db.orders(EXECUTION_ID)
+    legs = [r for r in recorded if r["order_type"] == "STOP"]  # the stop-loss rested at the OMS
+    orders = [r for r in recorded if r not in legs]
     assert [r["purpose"] for r in orders] == ["INITIAL"] * 3 + ["CLOSE"] * 3
     assert all(r["status"] == "FILLED" for r in orders)
-    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in orders)
+    assert len(legs) == 3
+    assert all(r["status"] == "CANCELLED" for r in legs)  # once flat, nothing works there
+    assert sorted(oms.venue.order_log) == sorted(r["client_order_id"] for r in recorded)
     book = oms.venue.execution_book(EXECUTION_ID)
     assert all(book.net(symbol) == 0 for symbol in START_PRICES)
 

@@ -189,6 +189,12 @@ async def test_sigterm_with_handover_policy_leaves_positions_open_and_leases_rel
     await producer.send_and_wait(topics.approved, SAMPLE_BYTES)
     await eventually(lambda: db.all_filled(EXECUTION_ID, 3), within=20, what="orders filled")
 
+    async def legs_rest() -> bool:
+        legs = [r for r in await db.orders(EXECUTION_ID) if r["order_type"] == "STOP"]
+        return len(legs) == 3 and all(r["status"] == "ACCEPTED" for r in legs)
+
+    await eventually(legs_rest, within=20, what="stop-loss legs resting at the OMS")
+
     assert await worker.terminate() == 0, worker.log_tail()
 
     (row,) = await db.executions()
@@ -197,7 +203,11 @@ async def test_sigterm_with_handover_policy_leaves_positions_open_and_leases_rel
     assert row["lease_expires_at"] is None
     held = await db.held(EXECUTION_ID)
     assert held == {s: expected_quantity(s) for s in SYMBOLS}
-    assert [r["purpose"] for r in await db.orders(EXECUTION_ID)] == ["INITIAL"] * 3
+    # The three buys, and the sample's stop-loss resting at the OMS (one leg per position):
+    # handed over with the positions, still protecting them.
+    recorded = await db.orders(EXECUTION_ID)
+    assert [r["purpose"] for r in recorded] == ["INITIAL"] * 3 + ["STOP_LOSS"] * 3
+    assert all(r["status"] == "ACCEPTED" for r in recorded if r["order_type"] == "STOP")
     book = oms.venue.execution_book(EXECUTION_ID)
     assert {s: book.net(s) for s in held} == held
 
@@ -211,4 +221,4 @@ async def test_sigterm_with_handover_policy_leaves_positions_open_and_leases_rel
 
     await eventually(owned, within=5, what="successor owns the execution")
     assert await db.held(EXECUTION_ID) == held
-    assert len(oms.venue.order_log) == 3
+    assert len(oms.venue.order_log) == 6  # nothing sent again

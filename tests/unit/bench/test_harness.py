@@ -76,8 +76,40 @@ def test_render_when_target_missed_then_says_miss_with_ratio() -> None:
             "throughput": {"orders_per_s": 300, "strategies_per_s": 50},
         }
     )
-    assert "0.30x of grpc stream" in text
+    assert "0.30x of raw per-order stream" in text
     assert "MISS" in text
+
+
+def test_render_storm_when_last_close_is_late_then_says_miss() -> None:
+    text = report.render(
+        {
+            "mode": "quick",
+            "storm": {
+                "executions": 10,
+                "positions": 50,
+                "first_close_ms": 12.0,
+                "last_close_ms": 12_500.0,
+                "closes_at_oms": 50,
+                "closes_durable_first": 50,
+            },
+        }
+    )
+    assert "< 50 ms: PASS" in text
+    assert "< 10 s: MISS" in text
+
+
+def test_lag_between_two_snapshots_interpolates_within_buckets() -> None:
+    before = {"0.001": 10.0, "0.01": 10.0, "0.1": 10.0, "+Inf": 10.0, "sum": 0.005}
+    # 100 more samples: 90 under 1 ms, 9 between 1 and 10 ms, 1 between 10 and 100 ms.
+    after = {"0.001": 100.0, "0.01": 109.0, "0.1": 110.0, "+Inf": 110.0, "sum": 0.105}
+
+    lag = harness.lag_between(before, after)
+
+    assert lag["samples"] == 100
+    assert lag["p50_ms"] < 1.0
+    assert 1.0 <= lag["p99_ms"] <= 10.0
+    assert lag["share_over_10ms"] == 0.01
+    assert lag["mean_ms"] == 1.0
 
 
 def test_worker_config_when_overridden_then_the_override_wins() -> None:

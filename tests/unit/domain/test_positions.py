@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from strategy_worker.domain.orders import Side
 from strategy_worker.domain.positions import Portfolio
+from strategy_worker.domain.risk.stop_loss import stop_level
 from strategy_worker.errors import DomainError
 
 from ._factories import fill
@@ -128,3 +129,67 @@ def test_pnl_invariant_holds_exactly_over_random_fill_sequences(
         assert book.winning_trades + book.losing_trades <= book.total_trades
         assert all(p.quantity > 0 and p.cost_basis >= 0 for p in book.positions.values())
     assert Portfolio.from_json(book.to_json()).to_json() == book.to_json()
+
+
+def test_partial_sell_at_sub_cent_prices_keeps_a_positive_cost_basis_and_stop_level() -> None:
+    # The case: buy 3 @ 0.0030, sell 2. Releasing the cost rounded to cents took
+    # 0.01 of a 0.009 basis: cost basis -0.0010, a negative stop level that never fires.
+    book = Portfolio(D("1000"))
+    book.apply_fill(fill(quantity=3, price="0.0030"))
+
+    applied = book.apply_fill(fill(side=Side.SELL, quantity=2, price="0.0030"))
+
+    pos = book.positions["AAPL"]
+    assert applied.released_cost == D("0.0060")
+    assert applied.realized_pnl == 0
+    assert pos.cost_basis == D("0.0030")
+    assert stop_level(pos, D("0.05")) > 0
+
+
+def test_released_cost_never_exceeds_what_is_left_below_the_rounding_quantum() -> None:
+    # 3 shares at 0.00003 cost 0.00009; two thirds of it, 0.00006, round half-even to
+    # 0.0001, more than the whole basis: the released cost is rounded down instead.
+    book = Portfolio(D("1000"))
+    book.apply_fill(fill(quantity=3, price="0.00003"))
+
+    applied = book.apply_fill(fill(side=Side.SELL, quantity=2, price="0.00003"))
+
+    pos = book.positions["AAPL"]
+    assert applied.released_cost == 0
+    assert pos.cost_basis == D("0.00009")
+    assert stop_level(pos, D("0.5")) > 0
+
+
+sub_cent = st.decimals(min_value=D("0.00001"), max_value=D("0.0999"), places=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=10_000), sub_cent, st.booleans()),
+        min_size=1,
+        max_size=30,
+    ),
+    sub_cent,
+    st.sampled_from([D("0.01"), D("0.05"), D("0.2"), D("0.5")]),
+)
+def test_sub_cent_fills_keep_cost_basis_positive_and_the_pnl_invariant_exact(
+    steps: list[tuple[int, Decimal, bool]], mark: Decimal, stop_pct: Decimal
+) -> None:
+    book = Portfolio(D("100000"))
+    for qty, price, buy in steps:
+        held_qty = book.quantity("AAPL")
+        if buy or not held_qty:
+            book.apply_fill(fill(quantity=qty, price=price))
+        else:
+            # A partial sell whenever possible: that is where the released cost is rounded.
+            sell = min(D(qty), held_qty - 1) if held_qty > 1 else held_qty
+            book.apply_fill(fill(side=Side.SELL, quantity=sell, price=price))
+        pos = book.positions.get("AAPL")
+        if pos is not None:
+            assert pos.cost_basis > 0
+            assert stop_level(pos, stop_pct) > 0
+        val = book.valuation({"AAPL": mark})
+        assert val.cash + val.market_value == (
+            book.initial_capital + val.realized_pnl + val.unrealized_pnl - val.fees
+        )

@@ -136,3 +136,120 @@ def test_rebalance_batch_never_increases_total_drift_nor_breaches_limits(
         bought = any(o.symbol == symbol and o.side is Side.BUY for o in result.intents)
         if bought:
             assert pos.weight <= targets[symbol] <= limits.max_position_size
+
+
+def test_held_symbol_without_a_current_price_is_never_traded_at_its_stale_mark() -> None:
+    # Issue 12 item 8: MSFT was last marked at 100 but has no current price; the old planner
+    # sold 200 of it at that stale mark. Only symbols priced now are planned.
+    portfolio = book({"AAPL": (300, "100"), "MSFT": (500, "100")})
+    stale = portfolio.valuation({"AAPL": D("100"), "MSFT": D("100")})
+    result = plan_rebalance(
+        stale,
+        {"AAPL": D("0.3"), "MSFT": D("0.3")},
+        {"AAPL": D("100")},  # MSFT unpriced now
+        RiskLimits(),
+        execution_id=EXECUTION_ID,
+        first_seq=1,
+    )
+    assert all(i.symbol != "MSFT" for i in result.intents)
+
+
+def _fill_worse(
+    portfolio: Portfolio, orders: object, slippage_bps: Decimal, fee_bps: Decimal, fee: Decimal
+) -> None:
+    """Fill every order `slippage_bps` worse than its reference (buys above, sells below),
+    charging `fee_bps` of the filled notional plus `fee` per order; sells first, as sent."""
+    for order in orders:  # type: ignore[attr-defined]
+        shift = 1 + slippage_bps / 10_000 if order.side is Side.BUY else 1 - slippage_bps / 10_000
+        price = order.price * shift
+        charge = order.quantity * price * fee_bps / 10_000 + fee
+        portfolio.apply_fill(
+            fill(
+                symbol=order.symbol,
+                side=order.side,
+                quantity=order.quantity,
+                price=price,
+                fee=charge,
+            )
+        )
+
+
+def test_rebalance_that_spends_all_cash_keeps_cash_when_fills_are_worse_and_charged() -> None:
+    # Buys used to be budgeted at exactly cash + sell proceeds at reference prices: here
+    # 49,000 AAPL sold pay for 50,000 MSFT with the 1,000 of cash, and fills 5 bps worse
+    # with a $1 fee per order left cash at -51.50.
+    portfolio = book({"AAPL": (99_000, "1")})
+    result = plan(portfolio, {"AAPL": "0.5", "MSFT": "0.5"}, {"AAPL": "1", "MSFT": "1"})
+
+    _fill_worse(portfolio, result.intents, D(5), D(0), D(1))
+
+    assert portfolio.cash >= 0
+    assert [(o.side, o.symbol) for o in result.intents] == [
+        (Side.SELL, "AAPL"),
+        (Side.BUY, "MSFT"),
+    ]
+
+
+# Cheap shares in large lots: whole-share rounding leaves too little slack to hide a
+# budget that forgets slippage and fees.
+lots_st = st.lists(st.integers(min_value=0, max_value=200_000), min_size=4, max_size=4)
+cheap_st = st.lists(
+    st.decimals(min_value=D("0.5"), max_value=D("5"), places=2), min_size=4, max_size=4
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lots_st,
+    cheap_st,
+    cheap_st,
+    st.lists(st.integers(min_value=0, max_value=100), min_size=4, max_size=4),
+    st.integers(min_value=0, max_value=100),
+    st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+)
+def test_rebalance_fills_within_the_reserve_never_take_cash_below_zero(
+    holdings: list[int],
+    cost: list[Decimal],
+    marks: list[Decimal],
+    target_points: list[int],
+    spare_cash: int,
+    used: tuple[float, float, float],
+) -> None:
+    # Arrange: a fully invested portfolio, random targets summing to 100% (so the buys
+    # need every dollar), and fills using any part of the default reserve (10 bps of
+    # slippage, 10 bps of fees, $1 per order).
+    portfolio = Portfolio(sum((D(q) * p for q, p in zip(holdings, cost, strict=True)), D(1)))
+    for symbol, quantity, price in zip(SYMBOLS, holdings, cost, strict=True):
+        if quantity:
+            portfolio.apply_fill(fill(symbol=symbol, quantity=quantity, price=price))
+    portfolio.cash += spare_cash
+    portfolio.initial_capital += spare_cash
+    points = sum(target_points) or 1
+    targets = {
+        s: (D(t) / points).quantize(D("0.0001"), "ROUND_DOWN")
+        for s, t in zip(SYMBOLS, target_points, strict=True)
+        if t
+    }
+    prices = dict(zip(SYMBOLS, marks, strict=True))
+    limits = RiskLimits(min_order_value=D(1), max_position_size=D(1))
+
+    # Act
+    result = plan_rebalance(
+        portfolio.valuation(prices),
+        targets,
+        prices,
+        limits,
+        execution_id=EXECUTION_ID,
+        first_seq=1,
+        threshold=D(0),
+    )
+    _fill_worse(
+        portfolio,
+        result.intents,
+        limits.slippage_reserve_bps * D(str(used[0])),
+        limits.fee_reserve_bps * D(str(used[1])),
+        limits.fee_reserve_per_order * D(str(used[2])),
+    )
+
+    # Assert
+    assert portfolio.cash >= 0

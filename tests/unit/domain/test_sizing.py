@@ -28,9 +28,11 @@ def strategy(**config: object) -> ApprovedStrategy:
 def test_spec_sample_caps_35_percent_weights_at_the_30_percent_limit_with_warnings() -> None:
     plan = plan_initial_orders(strategy(), PRICES, RiskLimits(), EXECUTION_ID)
     assert [(i.symbol, i.quantity) for i in plan.intents] == [
-        ("AAPL", D(170)),  # floor(30000 / 175.50)
-        ("GOOGL", D(214)),  # floor(30000 / 140)
-        ("MSFT", D(78)),  # floor(30000 / 380)
+        # floor((30000 - $1 fee reserve) / (price x 1.002001)): 10 bps of slippage and
+        # 10 bps of fees reserved (214 GOOGL at 140 would leave nothing for them).
+        ("AAPL", D(170)),
+        ("GOOGL", D(213)),
+        ("MSFT", D(78)),
     ]
     capped = [e for e in plan.events if e.event_type == RiskEventType.ALLOCATION_CAPPED]
     assert [e.symbol for e in capped] == ["AAPL", "MSFT"]
@@ -68,7 +70,8 @@ def test_order_above_max_value_is_split_into_orders_under_the_max() -> None:
         strategy(initial_capital=1000000), PRICES, RiskLimits(), EXECUTION_ID
     )
     googl = [i for i in plan.intents if i.symbol == "GOOGL"]
-    assert sum(i.quantity for i in googl) == D(2142)  # floor(300000 / 140)
+    # floor((300000 - 3 orders x $1) / (140 x 1.002001)); floor(300000 / 140) would be 2142
+    assert sum(i.quantity for i in googl) == D(2138)
     assert len(googl) == 3
     assert all(i.notional <= D("100000") for i in googl)
     assert any(e.event_type == RiskEventType.ORDER_SPLIT for e in plan.events)
@@ -151,3 +154,96 @@ def test_no_planned_order_breaches_value_position_or_capital_limits(
     assert sum(per_symbol.values(), D(0)) <= capital
     for symbol, value in per_symbol.items():
         assert value <= min(alloc[symbol], D("0.30")) * capital
+
+
+# --------------------------------------------------------------------------- cash reserve
+
+FOUR = ["AAPL", "AMZN", "GOOGL", "MSFT"]
+
+
+def _fill_all(
+    capital: Decimal, intents: object, slippage_bps: Decimal, fee_bps: Decimal, fee: Decimal
+) -> Decimal:
+    """Cash after every order fills `slippage_bps` worse than its reference, paying fees of
+    `fee_bps` of the filled notional plus `fee` per order (split over two fills)."""
+    from strategy_worker.domain.positions import Portfolio
+
+    from ._factories import fill
+
+    book = Portfolio(capital)
+    for order in intents:  # type: ignore[attr-defined]
+        price = order.price * (1 + slippage_bps / 10_000)
+        first = (order.quantity / 2).to_integral_value(rounding="ROUND_DOWN")
+        for qty in (first, order.quantity - first):
+            if qty:
+                notional_fee = qty * price * fee_bps / 10_000
+                book.apply_fill(
+                    fill(symbol=order.symbol, quantity=qty, price=price, fee=notional_fee + fee / 2)
+                )
+    return book.cash
+
+
+def test_fully_allocated_strategy_keeps_cash_when_fills_are_worse_and_charged() -> None:
+    # The issue's case: four 25% symbols filled 5 bps worse with a $1 fee ended at cash -54.
+    approved = strategy(symbols=FOUR, allocation=dict.fromkeys(FOUR, 0.25), risk_params=None)
+    prices = dict.fromkeys(FOUR, D("100"))
+
+    plan = plan_initial_orders(approved, prices, RiskLimits(), EXECUTION_ID)
+
+    cash = _fill_all(D("100000"), plan.intents, D(5), D(0), D(1))
+    assert cash >= 0
+    assert all(order.quantity == 249 for order in plan.intents)  # 250 left nothing for costs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capital=st.decimals(min_value=D("1000"), max_value=D("1e8"), places=2),
+    weights=st.lists(st.integers(min_value=1, max_value=100), min_size=4, max_size=4),
+    unallocated=st.integers(min_value=0, max_value=30),
+    prices=st.lists(
+        st.decimals(min_value=D("0.01"), max_value=D("150000"), places=4), min_size=4, max_size=4
+    ),
+    reserve=st.tuples(
+        st.integers(min_value=0, max_value=100),  # slippage reserve, bps
+        st.integers(min_value=0, max_value=100),  # fee reserve, bps
+        st.decimals(min_value=D("0"), max_value=D("20"), places=2),  # fee reserve per order
+    ),
+    used=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+)
+def test_cash_never_goes_negative_for_fills_within_the_reserve(
+    capital: Decimal,
+    weights: list[int],
+    unallocated: int,
+    prices: list[Decimal],
+    reserve: tuple[int, int, Decimal],
+    used: tuple[float, float, float],
+) -> None:
+    # Arrange: random allocations (up to 100%), prices, reserves, and fills that use any
+    # part of each reserve (slippage, fee rate and per-order fee).
+    total = sum(weights)
+    alloc = {
+        s: (D(w) * (100 - unallocated) / 100 / total).quantize(D("0.0001"), "ROUND_DOWN")
+        or D("0.0001")
+        for s, w in zip(FOUR, weights, strict=True)
+    }
+    limits = RiskLimits(
+        max_position_size=D(1),
+        slippage_reserve_bps=D(reserve[0]),
+        fee_reserve_bps=D(reserve[1]),
+        fee_reserve_per_order=reserve[2],
+    )
+    approved = strategy(symbols=FOUR, allocation=alloc, initial_capital=capital, risk_params=None)
+    price_map = dict(zip(FOUR, prices, strict=True))
+
+    # Act
+    plan = plan_initial_orders(approved, price_map, limits, EXECUTION_ID)
+    cash = _fill_all(
+        capital,
+        plan.intents,
+        D(reserve[0]) * D(str(used[0])),
+        D(reserve[1]) * D(str(used[1])),
+        reserve[2] * D(str(used[2])),
+    )
+
+    # Assert
+    assert cash >= 0

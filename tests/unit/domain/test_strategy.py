@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_worker.domain.ids import execution_id_for
+from strategy_worker.domain.ids import NAMESPACE, execution_id_for
 from strategy_worker.domain.strategy import (
     ApprovedStrategy,
     Rejection,
@@ -41,7 +41,8 @@ def test_spec_sample_bytes_parse_into_exact_decimals() -> None:
     }
     assert cfg.initial_capital == Decimal("100000.00")
     assert cfg.risk_params.stop_loss_pct == Decimal("0.05")
-    assert cfg.entry_rules["rsi_threshold"] == 40
+    assert cfg.entry_rules is not None  # the shorthand, read as a MOMENTUM strategy's
+    assert cfg.entry_rules.to_json()["all"][0]["value"] == 40
     assert cfg.cash_weight == Decimal("0.00")
     assert strategy.approved_at.year == 2024
     assert strategy.approved_at.utcoffset() is not None
@@ -51,7 +52,15 @@ def test_execution_id_is_derived_from_strategy_id_and_message_timestamp() -> Non
     first = parse_ok(json.dumps(sample()))
     again = parse_ok(sample())
     assert first.execution_id == again.execution_id
-    assert first.execution_id == execution_id_for(first.strategy_id, "2024-01-01T00:00:00Z")
+    assert first.execution_id == execution_id_for(first.strategy_id, first.approved_at)
+    # The instant, not its spelling: the same approval written with an offset.
+    respelled = sample()
+    respelled["timestamp"] = "2024-01-01T01:00:00+01:00"
+    assert parse_ok(respelled).execution_id == first.execution_id
+    # Ids of UTC timestamps are what they always were (they are persisted).
+    assert first.execution_id == uuid.uuid5(
+        NAMESPACE, f"execution:{first.strategy_id}:2024-01-01T00:00:00Z"
+    )
 
 
 def test_already_parsed_floats_become_their_shortest_decimal() -> None:
@@ -88,7 +97,9 @@ def test_missing_risk_params_and_entry_rules_are_allowed() -> None:
     del msg["config"]["risk_params"], msg["config"]["entry_rules"]
     cfg = parse_ok(msg).config
     assert cfg.risk_params.max_position_size is None
-    assert cfg.entry_rules == {}
+    assert cfg.entry_rules is None
+    assert cfg.exit_rules is None
+    assert cfg.to_json()["entry_rules"] == {}  # stored exactly as before
 
 
 def test_rejection_str_is_path_then_message() -> None:

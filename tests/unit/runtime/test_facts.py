@@ -1,49 +1,63 @@
-"""Rebuilding an execution's facts from its stored config."""
+"""An execution's facts rebuilt from its stored config: every risk param, its protection
+included, survives a restart."""
 
 from __future__ import annotations
 
 import uuid
 from decimal import Decimal
 
+from strategy_worker.domain.protection import Leg
 from strategy_worker.domain.risk.limits import RiskLimits
+from strategy_worker.domain.strategy import ProtectionPlacement
 from strategy_worker.runtime.facts import info_from_config
 
-CONFIG = {
-    "name": "Tech Growth Strategy",
-    "type": "MOMENTUM",
-    "symbols": ["AAPL", "MSFT", "GOOGL"],
-    "allocation": {"AAPL": "0.35", "MSFT": "0.35", "GOOGL": "0.30"},
-    "initial_capital": "100000.00",
-    "risk_params": {"max_position_size": "0.30", "stop_loss_pct": "0.05"},
-}
+D = Decimal
 
 
-def test_info_from_config_when_weight_above_limit_then_target_capped_at_limit() -> None:
-    info = info_from_config(
+def info(risk_params: dict[str, object], worker: RiskLimits | None = None):  # type: ignore[no-untyped-def]
+    return info_from_config(
         execution_id=uuid.uuid4(),
         strategy_id=uuid.uuid4(),
         user_id=uuid.uuid4(),
-        config=CONFIG,
-        initial_capital=Decimal("100000.00"),
-        worker_limits=RiskLimits(),
+        config={"name": "t", "allocation": {"AAPL": "0.3"}, "risk_params": risk_params},
+        initial_capital=D("100000"),
+        worker_limits=worker or RiskLimits(),
     )
-    assert info.targets == {
-        "AAPL": Decimal("0.30"),
-        "GOOGL": Decimal("0.30"),
-        "MSFT": Decimal("0.30"),
-    }
-    assert info.limits.stop_loss_pct == Decimal("0.05")
 
 
-def test_info_from_config_when_strategy_looser_than_worker_then_worker_limit_holds() -> None:
-    info = info_from_config(
-        execution_id=uuid.uuid4(),
-        strategy_id=uuid.uuid4(),
-        user_id=uuid.uuid4(),
-        config=CONFIG,
-        initial_capital=Decimal("100000.00"),
-        worker_limits=RiskLimits(max_position_size=Decimal("0.20")),
+def test_a_strategys_own_protection_is_rebuilt_from_the_stored_config() -> None:
+    # Before: only max_position_size, stop_loss_pct and max_daily_loss were read back, so a
+    # strategy's trailing stop and take-profit were gone after a restart.
+    facts = info(
+        {
+            "stop_loss_pct": "0.05",
+            "trailing_stop_pct": "0.08",
+            "take_profit_pct": "0.25",
+            "protection": "emulated",
+        }
     )
-    assert info.limits.max_position_size == Decimal("0.20")
-    assert set(info.targets.values()) == {Decimal("0.20")}
-    assert info.symbols == ("AAPL", "GOOGL", "MSFT")
+
+    assert facts.limits.trailing_stop_pct == D("0.08")
+    assert facts.limits.take_profit_pct == D("0.25")
+    spec = facts.protection
+    assert spec is not None
+    assert spec.legs == (Leg.STOP_LOSS, Leg.TRAILING_STOP, Leg.TAKE_PROFIT)
+    assert spec.placement is ProtectionPlacement.EMULATED
+
+
+def test_a_strategy_tightens_the_workers_trail_and_never_loosens_it() -> None:
+    worker = RiskLimits(trailing_stop_pct=D("0.05"), protection=ProtectionPlacement.EMULATED)
+
+    looser = info({"trailing_stop_pct": "0.10", "protection": "native"}, worker)
+    tighter = info({"trailing_stop_pct": "0.03"}, worker)
+
+    assert looser.protection is not None
+    assert looser.protection.trailing_stop_pct == D("0.05")
+    assert looser.protection.placement is ProtectionPlacement.EMULATED  # the worker insists
+    assert tighter.protection is not None
+    assert tighter.protection.trailing_stop_pct == D("0.03")
+
+
+def test_no_configured_leg_means_no_protection_spec() -> None:
+    assert info({}).protection is None
+    assert info({"max_position_size": "0.2"}).protection is None

@@ -8,17 +8,14 @@ from strategy_worker.adapters.kafka.consumer import (
     RecordHandler,
     is_retryable,
 )
-from strategy_worker.adapters.kafka.event_buffer import BufferedEventPublisher
 from strategy_worker.adapters.kafka.producer import (
     KafkaDeadLetterPublisher,
     KafkaEventPublisher,
     KafkaProducer,
-    event_id,
 )
 from strategy_worker.adapters.kafka.security import client_kwargs, ssl_context
 
 __all__ = [
-    "BufferedEventPublisher",
     "ConsumedRecord",
     "KafkaDeadLetterPublisher",
     "KafkaEventPublisher",
@@ -27,7 +24,6 @@ __all__ = [
     "RecordHandler",
     "client_kwargs",
     "ensure_topics",
-    "event_id",
     "is_retryable",
     "ssl_context",
 ]

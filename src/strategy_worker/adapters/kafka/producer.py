@@ -1,16 +1,15 @@
 """Kafka out: `strategy.execution` events and dead letters over one idempotent producer.
 
 `KafkaProducer` owns the connection (acks=all, idempotence on, short linger); the two
-publishers are thin views on it implementing the `EventSink` and `DeadLetterSink` ports.
-Their `close()` only flushes: whoever started the producer stops it.
+publishers are thin views on it implementing the `EventPublisher` (used by the outbox
+relay) and `DeadLetterSink` ports. Their `close()` only flushes: whoever started the
+producer stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,15 +18,18 @@ from aiokafka.errors import KafkaError
 
 from strategy_worker.adapters.kafka.security import client_kwargs
 from strategy_worker.config import KafkaConfig
-from strategy_worker.domain.ids import NAMESPACE
 from strategy_worker.errors import StrategyWorkerError, TransientError
 from strategy_worker.log import get_logger
 from strategy_worker.messages import dead_letter_envelope, encode_event, encode_json
 from strategy_worker.metrics import WorkerMetrics
+from strategy_worker.store import OutboxEvent
 
 _log = get_logger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+
+Record = tuple[bytes, bytes | None, Headers]
+"""(value, key, headers) as the producer sends it."""
 
 
 class KafkaProducer:
@@ -89,9 +91,7 @@ class KafkaProducer:
             raise StrategyWorkerError(message, retryable=False) from exc
         return metadata.partition, metadata.offset
 
-    async def send_batch(
-        self, topic: str, records: Sequence[tuple[bytes, bytes | None, Headers]]
-    ) -> None:
+    async def send_batch(self, topic: str, records: Sequence[Record]) -> None:
         """Enqueue (value, key, headers) records in order, then wait for every ack: one
         linger window for a whole batch instead of one broker round trip per record."""
         if self._producer is None or self._stopped:
@@ -123,44 +123,44 @@ class KafkaProducer:
         return bool(updated)
 
 
-def event_id(payload: bytes) -> str:
-    """A content-derived id: republishing the same event after a crash gives the same id,
-    so consumers can deduplicate at-least-once delivery."""
-    return str(uuid.uuid5(NAMESPACE, hashlib.sha256(payload).hexdigest()))
-
-
-def event_record(event: Mapping[str, object]) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """An event's Kafka value and headers (its type, and its content-derived id)."""
-    payload = encode_event(event)
+def event_record(event: OutboxEvent) -> Record:
+    """An outbox event as a Kafka record: the payload as exact JSON (Decimals as numbers; the
+    committed text itself when the store handed it back), keyed by the strategy id, with
+    the `event-id` (consumers drop the repeats of an at-least-once relay by it) and
+    `event-type` headers."""
     headers = [
-        ("event-type", str(event.get("type", "")).encode()),
-        ("event-id", event_id(payload).encode()),
+        ("event-id", str(event.event_id).encode()),
+        ("event-type", event.event_type.encode()),
     ]
-    return payload, headers
+    value = event.encoded.encode() if event.encoded is not None else encode_event(event.payload)
+    return value, event.key.encode(), headers
 
 
 class KafkaEventPublisher:
-    """`EventSink` on `strategy.execution`: JSON events keyed by strategy id."""
+    """`EventPublisher` on `strategy.execution`, for the outbox relay: a batch is sent in
+    order on the idempotent producer (acks=all: no loss, no reordering, no duplicate from
+    the producer's own retries) and `publish` returns once every record is acknowledged."""
 
-    def __init__(
-        self, producer: KafkaProducer, *, topic: str, metrics: WorkerMetrics | None = None
-    ) -> None:
+    def __init__(self, producer: KafkaProducer, *, topic: str) -> None:
         self._producer = producer
         self._topic = topic
-        self._metrics = metrics
 
-    async def publish(self, key: str, event: Mapping[str, object]) -> None:
-        payload, headers = event_record(event)
-        await self._producer.send(self._topic, payload, key=key.encode(), headers=headers)
-
-    async def publish_batch(self, key: str, events: Sequence[Mapping[str, object]]) -> None:
-        encoded = key.encode()
-        records = [(*event_record(event), encoded) for event in events]
-        await self._producer.send_batch(
-            self._topic, [(payload, k, headers) for payload, headers, k in records]
-        )
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Send in order and wait for every ack. TransientError (retryable) when the broker
+        or the network failed: send the same batch again; a non-retryable
+        StrategyWorkerError when a record is refused for good (too large, not JSON)."""
+        if not events:
+            return
+        try:
+            records = [event_record(event) for event in events]
+        except (TypeError, ValueError) as exc:
+            raise StrategyWorkerError(
+                f"an event cannot be encoded as JSON: {exc}", retryable=False
+            ) from exc
+        await self._producer.send_batch(self._topic, records)
 
     async def close(self) -> None:
+        """Flush; whoever started the producer stops it."""
         await self._producer.flush()
 
 

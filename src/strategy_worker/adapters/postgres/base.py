@@ -22,6 +22,11 @@ class StoreBase:
         self._where = where
         self._closed = False
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for a component that shares it (the market data of the signals)."""
+        return self._pool
+
     @asynccontextmanager
     async def _tx(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside a transaction; driver errors become StoreError."""

@@ -5,10 +5,12 @@ construction, the pass path allocates nothing but the order value and returns th
 `APPROVED` singleton, and events (f-strings) are built only when something is wrong.
 
 Order of checks for a BUY: trading state, re-entry block, min order value, then the
-capacity limits (max order value, position size, cash) which RESIZE down when a smaller
+capacity limits (max order value, position size, cash: the order's reserved cost, i.e. a
+fill up to the slippage reserve worse plus the fee reserve) which RESIZE down when a smaller
 order still fits, then worker exposure and the rate limit, which DENY. For a SELL: trading
 state, the held quantity (long-only; resized down to what is held and not already being
-sold), order value (CLOSE/STOP_LOSS and whole-position sells are exempt), rate limit.
+sold), order value (closing sells -- CLOSE and the protective exits STOP_LOSS, TAKE_PROFIT,
+TRAILING_STOP -- and whole-position sells are exempt), rate limit.
 An approved decision consumes one token of the execution's and of the worker's bucket:
 call `check` exactly once per submission, right before recording the intent.
 """
@@ -30,7 +32,7 @@ from strategy_worker.domain.events import (
     Severity,
     details,
 )
-from strategy_worker.domain.money import ZERO, floor_quantity
+from strategy_worker.domain.money import ZERO, floor_quantity, quantize_cash
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, Side
 from strategy_worker.domain.risk.limits import RiskLimits
 from strategy_worker.domain.risk.rate_limit import TokenBucket
@@ -56,9 +58,12 @@ class RiskReason(StrEnum):
     POSITION_LIMIT = "POSITION_LIMIT"
     INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
     EXPOSURE_LIMIT = "EXPOSURE_LIMIT"
+    USER_EXPOSURE_LIMIT = "USER_EXPOSURE_LIMIT"
     NO_POSITION = "NO_POSITION"
     OVERSELL = "OVERSELL"
     RATE_LIMITED = "RATE_LIMITED"
+    EXECUTION_PAUSED = "EXECUTION_PAUSED"
+    EXECUTION_STOPPING = "EXECUTION_STOPPING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +116,10 @@ APPROVED: Final = RiskDecision(Outcome.APPROVED)
 class RiskContext:
     """What the check needs to know besides the order; built by the runtime.
 
-    `cash` is the execution's cash minus the notional of its buys in flight; `worker_exposure`
-    is the market value of every long position of the worker plus all buys in flight,
-    before this order.
+    `cash` is the execution's cash minus what its buys in flight may still take: their
+    reserved cost (`RiskLimits.reserved_buy_cost` of the remaining notional), so that worse
+    fills and fees of orders already sent are budgeted too; `worker_exposure` is the market
+    value of every long position of the worker plus all buys in flight, before this order.
     """
 
     execution: ExecutionRisk
@@ -123,10 +129,14 @@ class RiskContext:
     pending_buy_quantity: Decimal = ZERO
     pending_sell_quantity: Decimal = ZERO
     worker_exposure: Decimal = ZERO
+    user_exposure: Decimal = ZERO
+    """The same for the order's user (checked only when `max_user_exposure` is set)."""
 
 
 _BUY = Side.BUY
-_CLOSING = frozenset({OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS})
+#: CLOSE and every protective exit (`OrderPurpose.is_closing`): they reduce risk, so they
+#: pass in HALTED, skip the order-value bounds and are never throttled.
+_CLOSING = frozenset(p for p in OrderPurpose if p.is_closing)
 _APPROVED = APPROVED
 
 
@@ -135,9 +145,11 @@ class RiskManager:
 
     __slots__ = (
         "_clock",
+        "_cost_factor",
         "_max_exposure",
         "_max_value",
         "_min_value",
+        "_order_fee",
         "_seconds",
         "_worker_bucket",
         "limits",
@@ -150,6 +162,9 @@ class RiskManager:
         self._min_value = limits.min_order_value
         self._max_value = limits.max_order_value
         self._max_exposure = limits.max_total_exposure
+        # The cash check budgets the most a buy can cost within the slippage and fee reserve.
+        self._cost_factor = limits.buy_cost_factor
+        self._order_fee = limits.fee_reserve_per_order
         self._worker_bucket = TokenBucket(
             limits.worker_orders_per_second, limits.worker_order_burst, clock.now().timestamp()
         )
@@ -182,8 +197,8 @@ class RiskManager:
         ex = context.execution
         now = self._seconds()
         equity = context.equity
-        if now >= ex.next_day_ts:
-            ex.observe(self._clock.now(), equity)
+        # The trading day is opened by the monitor step at fresh marks, never here: an
+        # order check may run on a valuation at fill prices (just after a restart).
         if equity <= ex.loss_floor and not ex.halted:
             ex.halt(equity)
         qty = order.quantity
@@ -192,7 +207,7 @@ class RiskManager:
             return _deny(order, RiskReason.INVALID_ORDER, "quantity and price must be positive")
         if order.side is not _BUY:
             return self._check_sell(order, context, ex, now, qty, price)
-        if ex.halted or ex.reducing or ex.stops.stopped_out:
+        if ex.halted or ex.reducing or ex.operator_reducing or ex.stops.stopped_out:
             denied = _buy_state_denial(order, ex)
             if denied is not None:
                 return denied
@@ -214,11 +229,14 @@ class RiskManager:
         if (
             notional > self._max_value
             or notional + held_value > ex.position_cap
-            or notional > context.cash
+            or notional * self._cost_factor + self._order_fee > context.cash
         ):
             return self._resize_buy(order, context, ex, now, held_value)
         if context.worker_exposure + notional > self._max_exposure:
             return _exposure_denial(order, context.worker_exposure, notional, self._max_exposure)
+        user_cap = self.limits.max_user_exposure
+        if user_cap is not None and context.user_exposure + notional > user_cap:
+            return _user_exposure_denial(order, context.user_exposure, notional, user_cap)
         # Both token buckets, inline (see TokenBucket for the same logic as methods).
         bucket = ex.bucket
         worker = self._worker_bucket
@@ -254,14 +272,19 @@ class RiskManager:
         room = ex.max_position * equity - held_value
         if room < allowed:
             reason, allowed = RiskReason.POSITION_LIMIT, room
-        if ctx.cash < allowed:
-            reason, allowed = RiskReason.INSUFFICIENT_CASH, ctx.cash
+        # The notional whose reserved cost (worse fill, fees) the cash still covers.
+        cash_room = (ctx.cash - self._order_fee) / self._cost_factor
+        if cash_room < allowed:
+            reason, allowed = RiskReason.INSUFFICIENT_CASH, cash_room
         new_qty = floor_quantity(allowed / price) if allowed > 0 else ZERO
         notional = new_qty * price
         if new_qty <= 0 or notional < self._min_value:
             return _deny(order, reason, _why(reason, allowed, ex, equity))
         if ctx.worker_exposure + notional > self._max_exposure:
             return _exposure_denial(order, ctx.worker_exposure, notional, self._max_exposure)
+        user_cap = self.limits.max_user_exposure
+        if user_cap is not None and ctx.user_exposure + notional > user_cap:
+            return _user_exposure_denial(order, ctx.user_exposure, notional, user_cap)
         if not self._take(ex.bucket, now, forced=False):
             return _deny(order, RiskReason.RATE_LIMITED, "order submit rate limit reached")
         events = [_resized_event(order, new_qty, reason, _why(reason, allowed, ex, equity))]
@@ -281,7 +304,7 @@ class RiskManager:
         closing = order.purpose in _CLOSING
         if ex.halted and not closing:
             return _deny(
-                order, RiskReason.TRADING_HALTED, "trading HALTED: only CLOSE/STOP_LOSS pass"
+                order, RiskReason.TRADING_HALTED, "trading HALTED: only closing sells pass"
             )
         available = ctx.position_quantity - ctx.pending_sell_quantity
         if available <= 0:
@@ -294,6 +317,12 @@ class RiskManager:
             if new_qty * price > self._max_value:
                 reason = RiskReason.ORDER_VALUE_ABOVE_MAX
                 new_qty = floor_quantity(self._max_value / price)
+                if new_qty <= 0:  # no whole share fits: the guard cannot resize, it denies
+                    return _deny(
+                        order,
+                        RiskReason.ORDER_VALUE_ABOVE_MAX,
+                        f"one share at {price} exceeds the maximum order value {self._max_value}",
+                    )
             notional = new_qty * price
             if new_qty <= 0 or (notional < self._min_value and new_qty != available):
                 return _deny(
@@ -311,7 +340,7 @@ class RiskManager:
     def _take(self, bucket: TokenBucket, now: float, *, forced: bool) -> bool:
         """Take a token from the execution's and the worker's bucket, both or neither.
 
-        A forced take (CLOSE/STOP_LOSS) always succeeds and may borrow: closing risk is never
+        A forced take (a closing sell) always succeeds and may borrow: closing risk is never
         throttled, but it delays the next ordinary orders.
         """
         worker = self._worker_bucket
@@ -322,6 +351,12 @@ class RiskManager:
         bucket.take()
         worker.take()
         return True
+
+
+def deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
+    """A DENIED decision with its `ORDER_DENIED` risk event (for checks made outside
+    `RiskManager.check`, e.g. the execution's own status)."""
+    return _deny(order, reason, why)
 
 
 def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
@@ -341,7 +376,7 @@ def _deny(order: OrderIntent, reason: RiskReason, why: str) -> RiskDecision:
 def _buy_state_denial(order: OrderIntent, ex: ExecutionRisk) -> RiskDecision | None:
     if ex.halted:
         return _deny(order, RiskReason.TRADING_HALTED, "trading HALTED: daily loss limit")
-    if ex.reducing:
+    if ex.reducing or ex.operator_reducing:
         return _deny(order, RiskReason.TRADING_REDUCING, "trading REDUCING: no buys")
     level = ex.stops.stopped_out.get(order.symbol)
     if level is not None:
@@ -357,7 +392,15 @@ def _exposure_denial(
     order: OrderIntent, exposure: Decimal, notional: Decimal, limit: Decimal
 ) -> RiskDecision:
     return _deny(
-        order, RiskReason.EXPOSURE_LIMIT, f"worker exposure {exposure} + {notional} > {limit}"
+        order, RiskReason.EXPOSURE_LIMIT, f"fleet exposure {exposure} + {notional} > {limit}"
+    )
+
+
+def _user_exposure_denial(
+    order: OrderIntent, exposure: Decimal, notional: Decimal, limit: Decimal
+) -> RiskDecision:
+    return _deny(
+        order, RiskReason.USER_EXPOSURE_LIMIT, f"user exposure {exposure} + {notional} > {limit}"
     )
 
 
@@ -398,5 +441,7 @@ def _why(reason: RiskReason, allowed: Decimal | None, ex: ExecutionRisk, equity:
     if reason is RiskReason.POSITION_LIMIT:
         return f"position limit {ex.max_position} x equity {equity}"
     if reason is RiskReason.INSUFFICIENT_CASH:
-        return "cash available" if allowed is None else f"cash available {allowed}"
+        if allowed is None:
+            return "cash available"
+        return f"cash available for {quantize_cash(allowed)} after the slippage and fee reserve"
     return "maximum order value"

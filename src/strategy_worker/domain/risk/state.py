@@ -59,6 +59,7 @@ class ExecutionRisk:
         "loss_limit",
         "max_position",
         "next_day_ts",
+        "operator_reducing",
         "position_cap",
         "reducing",
         "reducing_reason",
@@ -88,6 +89,9 @@ class ExecutionRisk:
         self.halted = False
         self.reducing = False
         self.reducing_reason = ""
+        #: An operator's kill switch (reduce-only): apart from `reducing`, which
+        #: reconciliation may clear; only `leave_operator_reducing` lifts this one.
+        self.operator_reducing = False
         self.bucket = TokenBucket(
             limits.execution_orders_per_second, limits.execution_order_burst, now.timestamp()
         )
@@ -102,11 +106,22 @@ class ExecutionRisk:
         self.loss_floor = start_equity
         self.start_day(now, start_equity)
 
+    def clone(self) -> ExecutionRisk:
+        """An independent copy for a step that may not be committed. The rate bucket is
+        shared on purpose: a token taken by a step that is then not committed stays taken
+        (the conservative side), and the bucket is about attempts, not outcomes."""
+        twin = ExecutionRisk.__new__(ExecutionRisk)
+        for name in ExecutionRisk.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin.stops = self.stops.clone()
+        twin._outbox = list(self._outbox)
+        return twin
+
     @property
     def state(self) -> TradingState:
         if self.halted:
             return TradingState.HALTED
-        if self.reducing:
+        if self.reducing or self.operator_reducing:
             return TradingState.REDUCING
         return TradingState.ACTIVE
 
@@ -134,6 +149,19 @@ class ExecutionRisk:
             before = self.state
             self.halted = False
             self._changed(before, f"new trading day {day}: daily loss limit reset")
+
+    def open_pending(self, now: datetime) -> None:
+        """The trading day containing `now` began while no valuation at fresh marks was
+        known (the worker was down at the roll): HALTED lifts as on any new day, but there
+        is no loss floor until `start_day` gives the equity at fresh marks. Never open a
+        day at fill prices: that start equity is wrong by the day's moves."""
+        self.start_day(now, self.day_start_equity)
+        self.loss_floor = _NO_FLOOR
+
+    @property
+    def day_start_known(self) -> bool:
+        """False between `open_pending` and the `start_day` at fresh marks."""
+        return self.loss_floor is not _NO_FLOOR
 
     def observe(self, now: datetime, equity: Decimal) -> None:
         """Roll the trading day when due, then halt if the day's loss reached its limit."""
@@ -179,27 +207,32 @@ class ExecutionRisk:
             "halted": self.halted,
             "reducing": self.reducing,
             "reducing_reason": self.reducing_reason,
+            "operator_reducing": self.operator_reducing,
             "trading_day": self.trading_day.isoformat(),
             "day_start_equity": money_str(self.day_start_equity),
             "stopped_out": {sym: money_str(lvl) for sym, lvl in self.stops.stopped_out.items()},
         }
 
-    def restore(self, data: Mapping[str, Any], now: datetime) -> None:
-        """Load `to_json()` state saved earlier; a saved day already over is simply dropped
-        (the new day starts from this execution's current start equity)."""
+    def restore(self, data: Mapping[str, Any], now: datetime) -> bool:
+        """Load `to_json()` state saved earlier; True when the saved day is today's. When
+        it is over, the caller opens the new day (`open_pending`, then `start_day` at fresh
+        marks): a halt from a past day does not survive it."""
         try:
             day = date.fromisoformat(data["trading_day"])
             self.reducing = bool(data["reducing"])
             self.reducing_reason = str(data["reducing_reason"])
+            self.operator_reducing = bool(data.get("operator_reducing", False))
             self.stops.stopped_out = {
                 str(sym): to_decimal(lvl) for sym, lvl in data["stopped_out"].items()
             }
-            if day == self.trading_day_of(now):
+            today = day == self.trading_day_of(now)
+            if today:
                 self.start_day(now, to_decimal(data["day_start_equity"]))
                 self.halted = bool(data["halted"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DomainError(f"execution risk state is not valid: {exc}") from exc
         self._outbox.clear()
+        return today
 
     def enter_reducing(self, reason: str) -> None:
         """Only position-shrinking orders pass until `leave_reducing` (idempotent)."""
@@ -217,6 +250,18 @@ class ExecutionRisk:
         before = self.state
         self.reducing = False
         self.reducing_reason = ""
+        self._changed(before, reason)
+
+    def enter_operator_reducing(self, reason: str) -> None:
+        """An operator's reduce-only (kill switch): only sells pass until lifted."""
+        before = self.state
+        self.operator_reducing = True
+        self._changed(before, reason)
+
+    def leave_operator_reducing(self, reason: str) -> None:
+        """Lift the operator's reduce-only; REDUCING stays if another reason holds it."""
+        before = self.state
+        self.operator_reducing = False
         self._changed(before, reason)
 
     def _changed(self, before: TradingState, reason: str) -> None:
@@ -240,6 +285,8 @@ class ExecutionRisk:
             )
         )
 
+
+_NO_FLOOR = Decimal("-Infinity")
 
 _ACTIONS = {
     TradingState.ACTIVE: "all orders allowed again",

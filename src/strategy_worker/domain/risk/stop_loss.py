@@ -1,7 +1,8 @@
 """Stop-loss monitoring with a buffer zone against whipsaws.
 
 For a position with exact average cost A (cost_basis / quantity) and stop fraction p:
-- stop level S = A x (1 - p), rounded to PRICE_QUANTUM half-even;
+- stop level S = A x (1 - p), rounded half-even by `quantize_level` (PRICE_QUANTUM, or 4
+  significant digits below 0.1, so a sub-cent level is never 0);
 - buffer top B = S x (1 + buffer), same rounding (buffer 2% by default);
 - mark <= S: CRITICAL `STOP_LOSS_TRIGGERED`, a MARKET STOP_LOSS sell of the whole position
   not already being sold; the symbol is then blocked from re-entry at level B;
@@ -27,7 +28,7 @@ from strategy_worker.domain.events import (
     details,
 )
 from strategy_worker.domain.ids import client_order_id
-from strategy_worker.domain.money import ZERO, quantize_price
+from strategy_worker.domain.money import ZERO, quantize_level
 from strategy_worker.domain.orders import OrderIntent, OrderPurpose, OrderType, Side
 from strategy_worker.domain.positions import Position
 
@@ -36,8 +37,8 @@ _EMPTY: Mapping[str, Decimal] = {}
 
 
 def stop_level(position: Position, stop_loss_pct: Decimal) -> Decimal:
-    """S = exact average cost x (1 - stop_loss_pct), PRICE_QUANTUM half-even."""
-    return quantize_price(position.cost_basis / position.quantity * (ONE - stop_loss_pct))
+    """S = exact average cost x (1 - stop_loss_pct), `quantize_level` half-even."""
+    return quantize_level(position.cost_basis / position.quantity * (ONE - stop_loss_pct))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,13 @@ class StopLossMonitor:
         #: symbol -> re-entry level B: buys are blocked until the mark is above it.
         self.stopped_out: dict[str, Decimal] = {}
         self._warned: set[str] = set()
+
+    def clone(self) -> StopLossMonitor:
+        """An independent copy of the zone and stop-out state."""
+        twin = StopLossMonitor(self.stop_loss_pct, self.buffer)
+        twin.stopped_out = dict(self.stopped_out)
+        twin._warned = set(self._warned)
+        return twin
 
     def is_blocked(self, symbol: str) -> bool:
         return symbol in self.stopped_out
@@ -89,7 +97,7 @@ class StopLossMonitor:
             if pos.quantity <= 0 or mark is None or mark <= 0:
                 continue
             level = stop_level(pos, pct)
-            top = quantize_price(level * (ONE + self.buffer))
+            top = quantize_level(level * (ONE + self.buffer))
             if mark <= level:
                 self._warned.discard(symbol)
                 self.stopped_out[symbol] = top

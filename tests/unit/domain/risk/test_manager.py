@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -135,6 +136,47 @@ def test_stop_loss_sell_is_exempt_from_the_maximum_order_value() -> None:
     assert manager.check(rebalance, context).quantity == D(1000)
 
 
+def test_one_share_sell_worth_more_than_the_maximum_is_denied_as_above_the_maximum() -> None:
+    # A non-closing sell cannot be resized below one share: the fat-finger guard denies it
+    # for what it is (above the maximum), as sizing skips such a symbol (PRICE_ABOVE_MAX_ORDER).
+    # CLOSE and STOP_LOSS sells stay exempt, so the position can always be closed.
+    manager, ex, _ = setup()
+    context = ctx(ex, position_quantity=D(3))
+    order = intent(side=Side.SELL, quantity=1, price="150000", purpose=OrderPurpose.REBALANCE)
+
+    decision = manager.check(order, context)
+
+    assert decision.outcome is Outcome.DENIED
+    assert decision.reason is RiskReason.ORDER_VALUE_ABOVE_MAX
+    assert "150000" in decision.events[0].description
+    closing = intent(side=Side.SELL, quantity=3, price="150000", purpose=OrderPurpose.CLOSE)
+    assert manager.check(closing, context) is APPROVED
+
+
+def test_buy_worth_all_the_cash_is_resized_to_leave_the_slippage_and_fee_reserve() -> None:
+    # A buy of exactly the cash passed, and a fill 5 bps worse with a $1 fee took cash
+    # below zero. The cash check budgets the most the order can cost within the reserve.
+    manager, ex, _ = setup()
+    order = intent(quantity=100, price="100")
+
+    decision = manager.check(order, ctx(ex, cash=D("10000")))
+
+    assert decision.outcome is Outcome.RESIZED
+    assert decision.reason is RiskReason.INSUFFICIENT_CASH
+    assert decision.quantity == D(99)  # floor((10000 - 1) / (100 x 1.002001))
+    assert manager.limits.reserved_buy_cost(D(99) * 100) <= D("10000")
+
+
+def test_zero_reserve_lets_a_buy_spend_exactly_the_cash() -> None:
+    manager, ex, _ = setup(
+        slippage_reserve_bps=D(0), fee_reserve_bps=D(0), fee_reserve_per_order=D(0)
+    )
+
+    decision = manager.check(intent(quantity=100, price="100"), ctx(ex, cash=D("10000")))
+
+    assert decision.outcome is Outcome.APPROVED
+
+
 def test_invalid_quantity_or_price_is_denied_not_raised() -> None:
     manager, ex, _ = setup()
     assert manager.check(intent(quantity=0), ctx(ex)).reason is RiskReason.INVALID_ORDER
@@ -164,6 +206,18 @@ def test_stop_loss_is_never_throttled_by_the_rate_limit() -> None:
     manager.check(intent(quantity=10, price="100"), ctx(ex))
     stop = intent(side=Side.SELL, quantity=10, price="100", purpose=OrderPurpose.STOP_LOSS)
     assert manager.check(stop, ctx(ex, position_quantity=D(10))) is APPROVED
+
+
+@pytest.mark.parametrize("purpose", [OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP])
+def test_protective_exits_pass_like_stop_losses_when_halted_throttled_or_large(
+    purpose: OrderPurpose,
+) -> None:
+    manager, ex, _ = setup(execution_orders_per_second=1.0, execution_order_burst=1)
+    manager.check(intent(quantity=10, price="100"), ctx(ex))  # empties the bucket
+    halted = ctx(ex, equity=D("95000"), position_quantity=D(5000))
+    exit_all = intent(side=Side.SELL, quantity=5000, price="100", purpose=purpose)
+
+    assert manager.check(exit_all, halted) is APPROVED
 
 
 def test_daily_loss_reached_at_check_halts_and_denies_buys_but_passes_closes() -> None:
@@ -277,13 +331,19 @@ def test_no_approved_order_ever_breaches_any_limit(
     value = qty * price
     assert 0 < qty <= quantity
     assert qty == qty.to_integral_value()
-    closing = purpose in (OrderPurpose.CLOSE, OrderPurpose.STOP_LOSS)
+    closing = purpose in (
+        OrderPurpose.CLOSE,
+        OrderPurpose.STOP_LOSS,
+        OrderPurpose.TAKE_PROFIT,
+        OrderPurpose.TRAILING_STOP,
+        OrderPurpose.EXIT,  # an exit rule's close (docs/signals.md)
+    )
     if side is Side.BUY:
         assert not halted
         assert not reducing
         assert min_value <= value <= max_value
         assert (held + pending_buy) * price + value <= max_position * equity
-        assert value <= cash
+        assert manager.limits.reserved_buy_cost(value) <= cash  # worse fills and fees too
         assert exposure + value <= manager.limits.max_total_exposure
     else:
         assert qty <= held - pending_sell
@@ -325,5 +385,5 @@ def test_no_approved_buy_breaches_any_limit_in_the_usual_regime(
     limits = manager.limits
     assert limits.min_order_value <= value <= limits.max_order_value
     assert held * price + value <= limits.max_position_size * equity
-    assert value <= cash
+    assert limits.reserved_buy_cost(value) <= cash
     assert exposure + value <= limits.max_total_exposure

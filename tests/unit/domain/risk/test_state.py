@@ -95,7 +95,10 @@ def test_enter_and_leave_reducing_are_idempotent() -> None:
     assert len(ex.take_events()) == 1
 
 
-def test_check_rolls_the_day_without_waiting_for_a_monitor_tick() -> None:
+def test_check_leaves_the_day_roll_to_the_monitor_at_fresh_marks() -> None:
+    # The check may run on a valuation at fill prices (just after a restart): opening the
+    # day there would take a wrong start equity (issue 12 item 4). A halt stays until the
+    # monitor opens the new day.
     clock = ManualClock(T0)
     manager = RiskManager(RiskLimits(), clock)
     ex = manager.new_execution(EXECUTION_ID, start_equity=D("100000"))
@@ -103,8 +106,23 @@ def test_check_rolls_the_day_without_waiting_for_a_monitor_tick() -> None:
     context = RiskContext(execution=ex, equity=D("94000"), cash=D("94000"))
     assert manager.check(intent(), context).reason is RiskReason.TRADING_HALTED
     clock.set(datetime(2024, 1, 3, 0, 0, 1, tzinfo=UTC))
-    assert manager.check(intent(), context).approved
+    assert manager.check(intent(), context).reason is RiskReason.TRADING_HALTED
+    manager.observe(ex, D("94000"))
     assert ex.state is TradingState.ACTIVE
+    assert ex.day_start_equity == D("94000")
+
+
+def test_a_day_opened_without_fresh_marks_has_no_loss_floor_until_started() -> None:
+    ex = execution()
+    tomorrow = T0 + timedelta(days=1)
+    ex.observe(T0, D("90000"))
+    ex.take_events()
+    ex.open_pending(tomorrow)
+    assert ex.state is TradingState.ACTIVE
+    ex.observe(tomorrow, D("1"))  # no floor: nothing halts on an unknown start
+    assert ex.state is TradingState.ACTIVE
+    ex.start_day(tomorrow, D("95788.90"))
+    assert ex.loss_floor == D("95788.90") - D("0.05") * D("95788.90")
 
 
 def test_halted_state_and_stop_outs_survive_a_restart_on_the_same_day() -> None:

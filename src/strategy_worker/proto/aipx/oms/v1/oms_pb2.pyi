@@ -12,6 +12,22 @@ Rules every implementation keeps:
   A client resumes StreamExecutionReports with from_seq = the last seq it has seen and
   receives every later report exactly once.
 - Retryable status codes: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED.
+
+Version 1.1 (additive only: a 1.0 client or server keeps working unchanged) adds resting
+protective orders (STOP, STOP_LIMIT, TRAILING_STOP), reduce-only orders, contingent groups
+(OCO groups and brackets whose children follow the fills of their parent), the atomic
+SubmitOrderGroup and GetCapabilities. The rules (who triggers, on which price, a child's
+quantity after a partial parent fill, the scope of fill ids) are in docs/oms-contract.md.
+A 1.0 server answers GetCapabilities with UNIMPLEMENTED: the client then assumes MARKET and
+LIMIT only, no groups and no reduce-only, and emulates everything else itself.
+
+Version 1.2 (additive only, like 1.1) adds batches on the SubmitOrders stream: a request
+may carry an OrderBatch (many orders and groups of any executions and accounts) instead of
+one order, answered by ONE response carrying an acknowledgement per entry; and
+StreamExecutionReportBatches, the report stream with many reports per message. A client
+sends either only to an OMS whose GetCapabilities says so (order_batches, report_batches);
+a 1.1 OMS says neither (its answer lacks the fields), so the client keeps the per-order
+path. Rules: docs/oms-contract.md, "Batches".
 """
 
 from collections import abc as _abc
@@ -57,12 +73,32 @@ class _OrderTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderType.V
     ORDER_TYPE_UNSPECIFIED: _OrderType.ValueType  # 0
     ORDER_TYPE_MARKET: _OrderType.ValueType  # 1
     ORDER_TYPE_LIMIT: _OrderType.ValueType  # 2
+    ORDER_TYPE_STOP: _OrderType.ValueType  # 3
+    """Since 1.1. Rests until the OMS's last trade price reaches stop_price (a SELL triggers
+    at price <= stop_price, a BUY at price >= stop_price), then works as a MARKET order.
+    """
+    ORDER_TYPE_STOP_LIMIT: _OrderType.ValueType  # 4
+    """Since 1.1. Triggers as STOP, then works as a LIMIT order at limit_price."""
+    ORDER_TYPE_TRAILING_STOP: _OrderType.ValueType  # 5
+    """Since 1.1. A stop whose level follows the best price since acceptance (see Trail);
+    MARKET on trigger, or LIMIT at level -/+ trail.limit_offset.
+    """
 
 class OrderType(_OrderType, metaclass=_OrderTypeEnumTypeWrapper): ...
 
 ORDER_TYPE_UNSPECIFIED: OrderType.ValueType  # 0
 ORDER_TYPE_MARKET: OrderType.ValueType  # 1
 ORDER_TYPE_LIMIT: OrderType.ValueType  # 2
+ORDER_TYPE_STOP: OrderType.ValueType  # 3
+"""Since 1.1. Rests until the OMS's last trade price reaches stop_price (a SELL triggers
+at price <= stop_price, a BUY at price >= stop_price), then works as a MARKET order.
+"""
+ORDER_TYPE_STOP_LIMIT: OrderType.ValueType  # 4
+"""Since 1.1. Triggers as STOP, then works as a LIMIT order at limit_price."""
+ORDER_TYPE_TRAILING_STOP: OrderType.ValueType  # 5
+"""Since 1.1. A stop whose level follows the best price since acceptance (see Trail);
+MARKET on trigger, or LIMIT at level -/+ trail.limit_offset.
+"""
 Global___OrderType: _TypeAlias = OrderType  # noqa: Y015
 
 class _OrderStatus:
@@ -102,6 +138,10 @@ class _ReportTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportType
     REPORT_TYPE_FILL: _ReportType.ValueType  # 2
     REPORT_TYPE_REJECTED: _ReportType.ValueType  # 3
     REPORT_TYPE_CANCELLED: _ReportType.ValueType  # 4
+    REPORT_TYPE_TRIGGERED: _ReportType.ValueType  # 5
+    """Since 1.1: a resting stop's trigger was reached; the order now works (status unchanged,
+    still ACCEPTED or PARTIALLY_FILLED). Sent once per order.
+    """
 
 class ReportType(_ReportType, metaclass=_ReportTypeEnumTypeWrapper): ...
 
@@ -110,7 +150,52 @@ REPORT_TYPE_ACCEPTED: ReportType.ValueType  # 1
 REPORT_TYPE_FILL: ReportType.ValueType  # 2
 REPORT_TYPE_REJECTED: ReportType.ValueType  # 3
 REPORT_TYPE_CANCELLED: ReportType.ValueType  # 4
+REPORT_TYPE_TRIGGERED: ReportType.ValueType  # 5
+"""Since 1.1: a resting stop's trigger was reached; the order now works (status unchanged,
+still ACCEPTED or PARTIALLY_FILLED). Sent once per order.
+"""
 Global___ReportType: _TypeAlias = ReportType  # noqa: Y015
+
+@_typing.final
+class Trail(_message.Message):
+    """Since 1.1: how a TRAILING_STOP's level follows the price. A SELL trails the highest
+    price seen (its high-water mark), a BUY the lowest; the level only ever moves toward the
+    price, never away from it, and is rounded to 0.0001 half-even.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PCT_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: _builtins.int
+    REFERENCE_PRICE_FIELD_NUMBER: _builtins.int
+    pct: _builtins.str
+    """a fraction: "0.05" puts the level 5% below the high-water mark"""
+    amount: _builtins.str
+    """a price distance: "2.5" puts it 2.50 below the high-water mark"""
+    limit_offset: _builtins.str
+    """empty: MARKET on trigger; else LIMIT at level - offset (SELL)"""
+    reference_price: _builtins.str
+    """or level + offset (BUY); a decimal string >= 0
+    optional: the mark to trail from; the OMS starts at the
+    """
+    def __init__(
+        self,
+        *,
+        pct: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        limit_offset: _builtins.str = ...,
+        reference_price: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "offset", b"offset", "pct", b"pct"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "limit_offset", b"limit_offset", "offset", b"offset", "pct", b"pct", "reference_price", b"reference_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_offset: _TypeAlias = _typing.Literal["pct", "amount"]  # noqa: Y015
+    _WhichOneofArgType_offset: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_offset) -> _WhichOneofReturnType_offset | None: ...
+
+Global___Trail: _TypeAlias = Trail  # noqa: Y015
 
 @_typing.final
 class NewOrder(_message.Message):
@@ -127,6 +212,11 @@ class NewOrder(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     LIMIT_PRICE_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    STOP_PRICE_FIELD_NUMBER: _builtins.int
+    TRAIL_FIELD_NUMBER: _builtins.int
+    PARENT_CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    OCO_GROUP_ID_FIELD_NUMBER: _builtins.int
+    REDUCE_ONLY_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     execution_id: _builtins.str
     """UUID of the execution the order belongs to"""
@@ -140,7 +230,26 @@ class NewOrder(_message.Message):
     limit_price: _builtins.str
     """decimal string; required for LIMIT, empty for MARKET"""
     purpose: _builtins.str
-    """INITIAL, REBALANCE, STOP_LOSS, CLOSE (audit only)"""
+    """INITIAL, REBALANCE, STOP_LOSS, CLOSE, TAKE_PROFIT,"""
+    stop_price: _builtins.str
+    """TRAILING_STOP (audit only)
+    Since 1.1 (all optional; empty / false = the 1.0 behaviour).
+    required for STOP and STOP_LIMIT, empty otherwise
+    """
+    parent_client_order_id: _builtins.str
+    """A child (e.g. a bracket's take-profit or stop) may fill only what its parent has filled:
+    see docs/oms-contract.md, "Contingent groups".
+    """
+    oco_group_id: _builtins.str
+    """Members of one OCO group (same execution, symbol, side and quantity) share their
+    quantity: a fill of one reduces what every other may still fill.
+    """
+    reduce_only: _builtins.bool
+    """Never fills beyond the execution's net position in the symbol (a SELL never goes short)."""
+    @_builtins.property
+    def trail(self) -> Global___Trail:
+        """required for TRAILING_STOP, absent otherwise"""
+
     def __init__(
         self,
         *,
@@ -153,10 +262,15 @@ class NewOrder(_message.Message):
         quantity: _builtins.str = ...,
         limit_price: _builtins.str = ...,
         purpose: _builtins.str = ...,
+        stop_price: _builtins.str = ...,
+        trail: Global___Trail | None = ...,
+        parent_client_order_id: _builtins.str = ...,
+        oco_group_id: _builtins.str = ...,
+        reduce_only: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trail", b"trail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "execution_id", b"execution_id", "limit_price", b"limit_price", "order_type", b"order_type", "purpose", b"purpose", "quantity", b"quantity", "side", b"side", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "execution_id", b"execution_id", "limit_price", b"limit_price", "oco_group_id", b"oco_group_id", "order_type", b"order_type", "parent_client_order_id", b"parent_client_order_id", "purpose", b"purpose", "quantity", b"quantity", "reduce_only", b"reduce_only", "side", b"side", "stop_price", b"stop_price", "symbol", b"symbol", "trail", b"trail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,7 +289,7 @@ class Fill(_message.Message):
     FEE_FIELD_NUMBER: _builtins.int
     FILLED_AT_FIELD_NUMBER: _builtins.int
     fill_id: _builtins.str
-    """unique per OMS"""
+    """unique across the OMS (every order, every execution), forever"""
     client_order_id: _builtins.str
     symbol: _builtins.str
     side: Global___Side.ValueType
@@ -227,6 +341,14 @@ class Order(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    STOP_PRICE_FIELD_NUMBER: _builtins.int
+    TRAIL_FIELD_NUMBER: _builtins.int
+    PARENT_CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    OCO_GROUP_ID_FIELD_NUMBER: _builtins.int
+    REDUCE_ONLY_FIELD_NUMBER: _builtins.int
+    ACTIVE_QUANTITY_FIELD_NUMBER: _builtins.int
+    TRIGGERED_FIELD_NUMBER: _builtins.int
+    WATERMARK_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     oms_order_id: _builtins.str
     execution_id: _builtins.str
@@ -244,12 +366,29 @@ class Order(_message.Message):
     reason: _builtins.str
     """set for REJECTED and CANCELLED"""
     purpose: _builtins.str
+    stop_price: _builtins.str
+    """Since 1.1.
+    the current trigger level (a trailing stop's moves show here)
+    """
+    parent_client_order_id: _builtins.str
+    oco_group_id: _builtins.str
+    reduce_only: _builtins.bool
+    active_quantity: _builtins.str
+    """What the order may still fill now: quantity - filled for a plain order; for a child or
+    an OCO member its share of the group (empty from a 1.0 server: quantity - filled).
+    """
+    triggered: _builtins.bool
+    """a resting stop whose trigger was reached"""
+    watermark: _builtins.str
+    """TRAILING_STOP: the best price it has trailed so far"""
     @_builtins.property
     def fills(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fill]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trail(self) -> Global___Trail: ...
     def __init__(
         self,
         *,
@@ -270,10 +409,18 @@ class Order(_message.Message):
         purpose: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        stop_price: _builtins.str = ...,
+        trail: Global___Trail | None = ...,
+        parent_client_order_id: _builtins.str = ...,
+        oco_group_id: _builtins.str = ...,
+        reduce_only: _builtins.bool = ...,
+        active_quantity: _builtins.str = ...,
+        triggered: _builtins.bool = ...,
+        watermark: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trail", b"trail", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_fill_price", b"avg_fill_price", "client_order_id", b"client_order_id", "created_at", b"created_at", "execution_id", b"execution_id", "filled_quantity", b"filled_quantity", "fills", b"fills", "limit_price", b"limit_price", "oms_order_id", b"oms_order_id", "order_type", b"order_type", "purpose", b"purpose", "quantity", b"quantity", "reason", b"reason", "side", b"side", "status", b"status", "symbol", b"symbol", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "active_quantity", b"active_quantity", "avg_fill_price", b"avg_fill_price", "client_order_id", b"client_order_id", "created_at", b"created_at", "execution_id", b"execution_id", "filled_quantity", b"filled_quantity", "fills", b"fills", "limit_price", b"limit_price", "oco_group_id", b"oco_group_id", "oms_order_id", b"oms_order_id", "order_type", b"order_type", "parent_client_order_id", b"parent_client_order_id", "purpose", b"purpose", "quantity", b"quantity", "reason", b"reason", "reduce_only", b"reduce_only", "side", b"side", "status", b"status", "stop_price", b"stop_price", "symbol", b"symbol", "trail", b"trail", "triggered", b"triggered", "updated_at", b"updated_at", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,20 +431,153 @@ class SubmitOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order(self) -> Global___NewOrder: ...
+    @_builtins.property
+    def batch(self) -> Global___OrderBatch:
+        """Since 1.2: many entries in one request, instead of `order` (set one of the two)."""
+
     def __init__(
         self,
         *,
         order: Global___NewOrder | None = ...,
+        batch: Global___OrderBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitOrderRequest: _TypeAlias = SubmitOrderRequest  # noqa: Y015
+
+@_typing.final
+class OrderBatch(_message.Message):
+    """Since 1.2. Each entry keeps the rules of its own RPC: an order those of SubmitOrder
+    (idempotent on client_order_id), a group those of SubmitOrderGroup (atomic). Entries are
+    processed in order; a later entry sees the orders of the earlier ones (a child may name
+    a parent placed earlier in the batch).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """chosen by the client, unique among its unanswered"""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchEntry]:
+        """batches on the stream; echoed in the acknowledgement
+        1..max_batch_orders orders in all
+        """
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        entries: _abc.Iterable[Global___BatchEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderBatch: _TypeAlias = OrderBatch  # noqa: Y015
+
+@_typing.final
+class BatchEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___NewOrder: ...
+    @_builtins.property
+    def group(self) -> Global___SubmitOrderGroupRequest: ...
+    def __init__(
+        self,
+        *,
+        order: Global___NewOrder | None = ...,
+        group: Global___SubmitOrderGroupRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "group", b"group", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "group", b"group", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["order", "group"]  # noqa: Y015
+    _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
+
+Global___BatchEntry: _TypeAlias = BatchEntry  # noqa: Y015
+
+@_typing.final
+class OrderBatchAck(_message.Message):
+    """Since 1.2: the answer to one OrderBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchEntryAck]:
+        """one per entry, in request order"""
+
+    @_builtins.property
+    def error(self) -> Global___Error:
+        """set when the whole batch was refused (none of its"""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        acks: _abc.Iterable[Global___BatchEntryAck] | None = ...,
+        error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch_id", b"batch_id", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderBatchAck: _TypeAlias = OrderBatchAck  # noqa: Y015
+
+@_typing.final
+class BatchEntryAck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    GROUP_ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___SubmitOrdersResponse:
+        """An order entry: as SubmitOrders answers one order (`error` set when it was refused)."""
+
+    @_builtins.property
+    def group(self) -> Global___SubmitOrderGroupResponse:
+        """A group entry accepted (or already held): as SubmitOrderGroup answers it."""
+
+    @_builtins.property
+    def group_error(self) -> Global___Error:
+        """A group entry refused: none of its orders exists."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___SubmitOrdersResponse | None = ...,
+        group: Global___SubmitOrderGroupResponse | None = ...,
+        group_error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "group_error", b"group_error", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "group_error", b"group_error", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchEntryAck: _TypeAlias = BatchEntryAck  # noqa: Y015
 
 @_typing.final
 class SubmitOrderResponse(_message.Message):
@@ -354,6 +634,7 @@ class SubmitOrdersResponse(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     duplicate: _builtins.bool
     @_builtins.property
@@ -364,6 +645,10 @@ class SubmitOrdersResponse(_message.Message):
     def error(self) -> Global___Error:
         """set when the request itself was refused; the stream goes on"""
 
+    @_builtins.property
+    def batch(self) -> Global___OrderBatchAck:
+        """since 1.2: the answer to an OrderBatch request (1-4 unset)"""
+
     def __init__(
         self,
         *,
@@ -371,10 +656,11 @@ class SubmitOrdersResponse(_message.Message):
         order: Global___Order | None = ...,
         duplicate: _builtins.bool = ...,
         error: Global___Error | None = ...,
+        batch: Global___OrderBatchAck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "duplicate", b"duplicate", "error", b"error", "order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "client_order_id", b"client_order_id", "duplicate", b"duplicate", "error", b"error", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -653,6 +939,9 @@ class ExecutionReport(_message.Message):
     FILL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     REPORTED_AT_FIELD_NUMBER: _builtins.int
+    ACTIVE_QUANTITY_FIELD_NUMBER: _builtins.int
+    STOP_PRICE_FIELD_NUMBER: _builtins.int
+    TRIGGERED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """global, gap-free across the OMS"""
     report_type: Global___ReportType.ValueType
@@ -667,6 +956,14 @@ class ExecutionReport(_message.Message):
     filled_quantity: _builtins.str
     avg_fill_price: _builtins.str
     reason: _builtins.str
+    active_quantity: _builtins.str
+    """Since 1.1.
+    as Order.active_quantity, after this report
+    """
+    stop_price: _builtins.str
+    """the order's trigger level after this report (stops only)"""
+    triggered: _builtins.bool
+    """the order's trigger has been reached (any report after it)"""
     @_builtins.property
     def fill(self) -> Global___Fill:
         """set for REPORT_TYPE_FILL only"""
@@ -690,14 +987,41 @@ class ExecutionReport(_message.Message):
         fill: Global___Fill | None = ...,
         reason: _builtins.str = ...,
         reported_at: _timestamp_pb2.Timestamp | None = ...,
+        active_quantity: _builtins.str = ...,
+        stop_price: _builtins.str = ...,
+        triggered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "reported_at", b"reported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_fill_price", b"avg_fill_price", "client_order_id", b"client_order_id", "execution_id", b"execution_id", "fill", b"fill", "filled_quantity", b"filled_quantity", "oms_order_id", b"oms_order_id", "reason", b"reason", "report_type", b"report_type", "reported_at", b"reported_at", "seq", b"seq", "side", b"side", "status", b"status", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "active_quantity", b"active_quantity", "avg_fill_price", b"avg_fill_price", "client_order_id", b"client_order_id", "execution_id", b"execution_id", "fill", b"fill", "filled_quantity", b"filled_quantity", "oms_order_id", b"oms_order_id", "reason", b"reason", "report_type", b"report_type", "reported_at", b"reported_at", "seq", b"seq", "side", b"side", "status", b"status", "stop_price", b"stop_price", "symbol", b"symbol", "triggered", b"triggered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionReport: _TypeAlias = ExecutionReport  # noqa: Y015
+
+@_typing.final
+class ExecutionReportBatch(_message.Message):
+    """Since 1.2: consecutive reports of the stream (ascending seq), as StreamExecutionReports
+    would have sent them one by one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecutionReport]: ...
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___ExecutionReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionReportBatch: _TypeAlias = ExecutionReportBatch  # noqa: Y015
 
 @_typing.final
 class PingRequest(_message.Message):
@@ -759,3 +1083,133 @@ class PingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PingResponse: _TypeAlias = PingResponse  # noqa: Y015
+
+@_typing.final
+class GetCapabilitiesRequest(_message.Message):
+    """Since 1.1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapabilitiesRequest: _TypeAlias = GetCapabilitiesRequest  # noqa: Y015
+
+@_typing.final
+class GetCapabilitiesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_VERSION_FIELD_NUMBER: _builtins.int
+    ORDER_TYPES_FIELD_NUMBER: _builtins.int
+    OCO_GROUPS_FIELD_NUMBER: _builtins.int
+    BRACKETS_FIELD_NUMBER: _builtins.int
+    REDUCE_ONLY_FIELD_NUMBER: _builtins.int
+    ORDER_GROUPS_FIELD_NUMBER: _builtins.int
+    ORDER_BATCHES_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_ORDERS_FIELD_NUMBER: _builtins.int
+    MAX_BATCHES_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    REPORT_BATCHES_FIELD_NUMBER: _builtins.int
+    contract_version: _builtins.str
+    """"1.2" ("1.1" from a 1.1 server)"""
+    oco_groups: _builtins.bool
+    """NewOrder.oco_group_id is honoured"""
+    brackets: _builtins.bool
+    """NewOrder.parent_client_order_id is honoured"""
+    reduce_only: _builtins.bool
+    """NewOrder.reduce_only is honoured"""
+    order_groups: _builtins.bool
+    """SubmitOrderGroup is served"""
+    order_batches: _builtins.bool
+    """Since 1.2 (a 1.1 server leaves them unset: false / 0).
+    SubmitOrders takes OrderBatch requests
+    """
+    max_batch_orders: _builtins.int
+    """orders per batch at most (groups count their orders)"""
+    max_batches_in_flight: _builtins.int
+    """unanswered batches per stream the OMS works on at"""
+    report_batches: _builtins.bool
+    """once; it reads no further request until one is
+    answered (flow control)
+    StreamExecutionReportBatches is served
+    """
+    @_builtins.property
+    def order_types(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderType.ValueType]:
+        """the types this OMS rests and triggers itself"""
+
+    def __init__(
+        self,
+        *,
+        contract_version: _builtins.str = ...,
+        order_types: _abc.Iterable[Global___OrderType.ValueType] | None = ...,
+        oco_groups: _builtins.bool = ...,
+        brackets: _builtins.bool = ...,
+        reduce_only: _builtins.bool = ...,
+        order_groups: _builtins.bool = ...,
+        order_batches: _builtins.bool = ...,
+        max_batch_orders: _builtins.int = ...,
+        max_batches_in_flight: _builtins.int = ...,
+        report_batches: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brackets", b"brackets", "contract_version", b"contract_version", "max_batch_orders", b"max_batch_orders", "max_batches_in_flight", b"max_batches_in_flight", "oco_groups", b"oco_groups", "order_batches", b"order_batches", "order_groups", b"order_groups", "order_types", b"order_types", "reduce_only", b"reduce_only", "report_batches", b"report_batches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapabilitiesResponse: _TypeAlias = GetCapabilitiesResponse  # noqa: Y015
+
+@_typing.final
+class SubmitOrderGroupRequest(_message.Message):
+    """Since 1.1. A bracket is [entry, take-profit child, stop child] with both children naming
+    the entry as parent and sharing one oco_group_id. Parents come before their children.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewOrder]: ...
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___NewOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitOrderGroupRequest: _TypeAlias = SubmitOrderGroupRequest  # noqa: Y015
+
+@_typing.final
+class SubmitOrderGroupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """true when the OMS already held every order of the group"""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """in request order"""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___Order] | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitOrderGroupResponse: _TypeAlias = SubmitOrderGroupResponse  # noqa: Y015

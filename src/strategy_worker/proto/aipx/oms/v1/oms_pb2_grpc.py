@@ -69,10 +69,25 @@ class OrderManagementServiceStub:
                 request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
                 response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReport.FromString,
                 _registered_method=True)
+        self.StreamExecutionReportBatches = channel.unary_stream(
+                '/aipx.oms.v1.OrderManagementService/StreamExecutionReportBatches',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/aipx.oms.v1.OrderManagementService/Ping',
                 request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.SerializeToString,
                 response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.FromString,
+                _registered_method=True)
+        self.GetCapabilities = channel.unary_unary(
+                '/aipx.oms.v1.OrderManagementService/GetCapabilities',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.FromString,
+                _registered_method=True)
+        self.SubmitOrderGroup = channel.unary_unary(
+                '/aipx.oms.v1.OrderManagementService/SubmitOrderGroup',
+                request_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.SerializeToString,
+                response_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.FromString,
                 _registered_method=True)
 
 
@@ -89,6 +104,9 @@ class OrderManagementServiceServicer:
     def SubmitOrders(self, request_iterator, context):
         """High-rate submission: one response per request, correlated by client_order_id
         (responses may come back in any order). Same idempotency as SubmitOrder.
+        Since 1.2 a request may carry an OrderBatch instead, answered by one response whose
+        `batch` acknowledges every entry (correlated by batch_id; batches of one stream may be
+        processed concurrently and answered in any order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,8 +147,30 @@ class OrderManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamExecutionReportBatches(self, request, context):
+        """Since 1.2: the same reports, the same rules (seq, from_seq, filters), many per message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ping(self, request, context):
         """Liveness and readiness.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCapabilities(self, request, context):
+        """Since 1.1: which order types and contingent features this OMS holds natively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitOrderGroup(self, request, context):
+        """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+        and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,10 +214,25 @@ def add_OrderManagementServiceServicer_to_server(servicer, server):
                     request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.FromString,
                     response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReport.SerializeToString,
             ),
+            'StreamExecutionReportBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExecutionReportBatches,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.SerializeToString,
+            ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
                     request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.FromString,
                     response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.SerializeToString,
+            ),
+            'GetCapabilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapabilities,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.SerializeToString,
+            ),
+            'SubmitOrderGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitOrderGroup,
+                    request_deserializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.FromString,
+                    response_serializer=aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -380,6 +435,33 @@ class OrderManagementService:
             _registered_method=True)
 
     @staticmethod
+    def StreamExecutionReportBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/StreamExecutionReportBatches',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.StreamExecutionReportsRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.ExecutionReportBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Ping(request,
             target,
             options=(),
@@ -396,6 +478,60 @@ class OrderManagementService:
             '/aipx.oms.v1.OrderManagementService/Ping',
             aipx_dot_oms_dot_v1_dot_oms__pb2.PingRequest.SerializeToString,
             aipx_dot_oms_dot_v1_dot_oms__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapabilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/GetCapabilities',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.GetCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitOrderGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aipx.oms.v1.OrderManagementService/SubmitOrderGroup',
+            aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupRequest.SerializeToString,
+            aipx_dot_oms_dot_v1_dot_oms__pb2.SubmitOrderGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,22 @@ Rules every implementation keeps:
   A client resumes StreamExecutionReports with from_seq = the last seq it has seen and
   receives every later report exactly once.
 - Retryable status codes: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED.
+
+Version 1.1 (additive only: a 1.0 client or server keeps working unchanged) adds resting
+protective orders (STOP, STOP_LIMIT, TRAILING_STOP), reduce-only orders, contingent groups
+(OCO groups and brackets whose children follow the fills of their parent), the atomic
+SubmitOrderGroup and GetCapabilities. The rules (who triggers, on which price, a child's
+quantity after a partial parent fill, the scope of fill ids) are in docs/oms-contract.md.
+A 1.0 server answers GetCapabilities with UNIMPLEMENTED: the client then assumes MARKET and
+LIMIT only, no groups and no reduce-only, and emulates everything else itself.
+
+Version 1.2 (additive only, like 1.1) adds batches on the SubmitOrders stream: a request
+may carry an OrderBatch (many orders and groups of any executions and accounts) instead of
+one order, answered by ONE response carrying an acknowledgement per entry; and
+StreamExecutionReportBatches, the report stream with many reports per message. A client
+sends either only to an OMS whose GetCapabilities says so (order_batches, report_batches);
+a 1.1 OMS says neither (its answer lacks the fields), so the client keeps the per-order
+path. Rules: docs/oms-contract.md, "Batches".
 """
 
 from strategy_worker.proto.aipx.oms.v1 import oms_pb2 as _oms_pb2
@@ -47,6 +63,9 @@ class OrderManagementServiceStub:
     SubmitOrders: _grpc.StreamStreamMultiCallable[_oms_pb2.SubmitOrderRequest, _oms_pb2.SubmitOrdersResponse]
     """High-rate submission: one response per request, correlated by client_order_id
     (responses may come back in any order). Same idempotency as SubmitOrder.
+    Since 1.2 a request may carry an OrderBatch instead, answered by one response whose
+    `batch` acknowledges every entry (correlated by batch_id; batches of one stream may be
+    processed concurrently and answered in any order).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_oms_pb2.CancelOrderRequest, _oms_pb2.CancelOrderResponse]
     """Request a cancel; the order may still (partially) fill before the cancel lands."""
@@ -58,8 +77,16 @@ class OrderManagementServiceStub:
     """Net positions and cash of an account or an execution (for reconciliation)."""
     StreamExecutionReports: _grpc.UnaryStreamMultiCallable[_oms_pb2.StreamExecutionReportsRequest, _oms_pb2.ExecutionReport]
     """Every report with seq > from_seq, then live reports as they happen."""
+    StreamExecutionReportBatches: _grpc.UnaryStreamMultiCallable[_oms_pb2.StreamExecutionReportsRequest, _oms_pb2.ExecutionReportBatch]
+    """Since 1.2: the same reports, the same rules (seq, from_seq, filters), many per message."""
     Ping: _grpc.UnaryUnaryMultiCallable[_oms_pb2.PingRequest, _oms_pb2.PingResponse]
     """Liveness and readiness."""
+    GetCapabilities: _grpc.UnaryUnaryMultiCallable[_oms_pb2.GetCapabilitiesRequest, _oms_pb2.GetCapabilitiesResponse]
+    """Since 1.1: which order types and contingent features this OMS holds natively."""
+    SubmitOrderGroup: _grpc.UnaryUnaryMultiCallable[_oms_pb2.SubmitOrderGroupRequest, _oms_pb2.SubmitOrderGroupResponse]
+    """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+    and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+    """
 
 @_typing.type_check_only
 class OrderManagementServiceAsyncStub(OrderManagementServiceStub):
@@ -69,6 +96,9 @@ class OrderManagementServiceAsyncStub(OrderManagementServiceStub):
     SubmitOrders: _aio.StreamStreamMultiCallable[_oms_pb2.SubmitOrderRequest, _oms_pb2.SubmitOrdersResponse]  # type: ignore[assignment]
     """High-rate submission: one response per request, correlated by client_order_id
     (responses may come back in any order). Same idempotency as SubmitOrder.
+    Since 1.2 a request may carry an OrderBatch instead, answered by one response whose
+    `batch` acknowledges every entry (correlated by batch_id; batches of one stream may be
+    processed concurrently and answered in any order).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_oms_pb2.CancelOrderRequest, _oms_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Request a cancel; the order may still (partially) fill before the cancel lands."""
@@ -80,8 +110,16 @@ class OrderManagementServiceAsyncStub(OrderManagementServiceStub):
     """Net positions and cash of an account or an execution (for reconciliation)."""
     StreamExecutionReports: _aio.UnaryStreamMultiCallable[_oms_pb2.StreamExecutionReportsRequest, _oms_pb2.ExecutionReport]  # type: ignore[assignment]
     """Every report with seq > from_seq, then live reports as they happen."""
+    StreamExecutionReportBatches: _aio.UnaryStreamMultiCallable[_oms_pb2.StreamExecutionReportsRequest, _oms_pb2.ExecutionReportBatch]  # type: ignore[assignment]
+    """Since 1.2: the same reports, the same rules (seq, from_seq, filters), many per message."""
     Ping: _aio.UnaryUnaryMultiCallable[_oms_pb2.PingRequest, _oms_pb2.PingResponse]  # type: ignore[assignment]
     """Liveness and readiness."""
+    GetCapabilities: _aio.UnaryUnaryMultiCallable[_oms_pb2.GetCapabilitiesRequest, _oms_pb2.GetCapabilitiesResponse]  # type: ignore[assignment]
+    """Since 1.1: which order types and contingent features this OMS holds natively."""
+    SubmitOrderGroup: _aio.UnaryUnaryMultiCallable[_oms_pb2.SubmitOrderGroupRequest, _oms_pb2.SubmitOrderGroupResponse]  # type: ignore[assignment]
+    """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+    and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+    """
 
 class OrderManagementServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -100,6 +138,9 @@ class OrderManagementServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_oms_pb2.SubmitOrdersResponse], _abc.AsyncIterator[_oms_pb2.SubmitOrdersResponse]]:
         """High-rate submission: one response per request, correlated by client_order_id
         (responses may come back in any order). Same idempotency as SubmitOrder.
+        Since 1.2 a request may carry an OrderBatch instead, answered by one response whose
+        `batch` acknowledges every entry (correlated by batch_id; batches of one stream may be
+        processed concurrently and answered in any order).
         """
 
     @_abc_1.abstractmethod
@@ -143,11 +184,37 @@ class OrderManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         """Every report with seq > from_seq, then live reports as they happen."""
 
     @_abc_1.abstractmethod
+    def StreamExecutionReportBatches(
+        self,
+        request: _oms_pb2.StreamExecutionReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_oms_pb2.ExecutionReportBatch], _abc.AsyncIterator[_oms_pb2.ExecutionReportBatch]]:
+        """Since 1.2: the same reports, the same rules (seq, from_seq, filters), many per message."""
+
+    @_abc_1.abstractmethod
     def Ping(
         self,
         request: _oms_pb2.PingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_oms_pb2.PingResponse, _abc.Awaitable[_oms_pb2.PingResponse]]:
         """Liveness and readiness."""
+
+    @_abc_1.abstractmethod
+    def GetCapabilities(
+        self,
+        request: _oms_pb2.GetCapabilitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oms_pb2.GetCapabilitiesResponse, _abc.Awaitable[_oms_pb2.GetCapabilitiesResponse]]:
+        """Since 1.1: which order types and contingent features this OMS holds natively."""
+
+    @_abc_1.abstractmethod
+    def SubmitOrderGroup(
+        self,
+        request: _oms_pb2.SubmitOrderGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oms_pb2.SubmitOrderGroupResponse, _abc.Awaitable[_oms_pb2.SubmitOrderGroupResponse]]:
+        """Since 1.1: several orders accepted atomically (all or none), e.g. a bracket: an entry
+        and its exits. Each order keeps SubmitOrder's idempotency on client_order_id.
+        """
 
 def add_OrderManagementServiceServicer_to_server(servicer: OrderManagementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

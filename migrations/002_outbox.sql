@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/002_outbox.sql

@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/003_risk_ledger.sql

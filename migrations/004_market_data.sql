@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/004_market_data.sql

@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/005_protective_orders.sql

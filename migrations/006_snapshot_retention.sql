@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/006_snapshot_retention.sql

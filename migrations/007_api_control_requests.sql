@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/007_api_control_requests.sql

@@ -1,0 +1,1 @@
+../src/strategy_worker/adapters/postgres/migrations/008_signal_exits.sql
