@@ -27,7 +27,8 @@ from strategy_worker.adapters.postgres import rows as R
 from strategy_worker.adapters.postgres import sql as Q
 from strategy_worker.messages import encode_json
 from strategy_worker.store import OutboxEvent
-from strategy_worker.testing.memory_store import MemoryDatabase, happened
+from strategy_worker.testing.memory_rows import happened
+from strategy_worker.testing.memory_store import MemoryDatabase
 
 IGNORED_FIELDS = frozenset({"created_at", "updated_at"})
 """Timestamps PostgreSQL takes from its own clock on insert (column defaults)."""
