@@ -89,7 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
     from strategy_worker.auth.tokens import dev_signing_key, issue_token
-    from strategy_worker.config import load_config
+    from strategy_worker.config_loader import load_config
 
     env = {**os.environ, **load_services_env()}
     keys = tempfile.mkdtemp(prefix="bench-keys-")

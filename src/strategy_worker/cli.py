@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from strategy_worker import __version__
-from strategy_worker.config import load_config
+from strategy_worker.config_loader import load_config
 from strategy_worker.errors import StrategyWorkerError
 
 T = TypeVar("T")
@@ -57,7 +57,7 @@ EnvFileOption = Annotated[
 
 def _load(config: Path | None, env_file: Path | None) -> Any:
     """The config from the YAML, ./.env (or --env-file) and the environment; exit 2 on error."""
-    from strategy_worker.config import DEFAULT_ENV_FILE
+    from strategy_worker.config_loader import DEFAULT_ENV_FILE
 
     try:
         return load_config(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from strategy_worker.config import WorkerConfig, load_config, parse_yaml
+from strategy_worker.config import WorkerConfig
+from strategy_worker.config_loader import load_config, parse_yaml
 from strategy_worker.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"

@@ -22,7 +22,8 @@ from strategy_worker.api.followers import EventFollower, OutboxFollower
 from strategy_worker.api.reads import init_connection
 from strategy_worker.api.server import RunningApi, api_service
 from strategy_worker.auth.tokens import dev_signing_key, issue_token
-from strategy_worker.config import WorkerConfig, load_config
+from strategy_worker.config import WorkerConfig
+from strategy_worker.config_loader import load_config
 
 from ..conftest import TopicFactory
 

@@ -28,7 +28,8 @@ from redis.asyncio import Redis
 
 from strategy_worker.adapters.postgres.migrate import migrate
 from strategy_worker.adapters.redis_prices import RedisPriceSource, write_price
-from strategy_worker.config import WorkerConfig, load_config
+from strategy_worker.config import WorkerConfig
+from strategy_worker.config_loader import load_config
 from strategy_worker.oms_sim.config import OmsSimConfig
 from strategy_worker.oms_sim.server import OmsSimServer
 from strategy_worker.runtime.app import run_worker

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from strategy_worker.auth import Principal, Role, token_verifier_from
 from strategy_worker.cli import app
-from strategy_worker.config import load_config
+from strategy_worker.config_loader import load_config
 
 USER = "660e8400-e29b-41d4-a716-446655440000"
 

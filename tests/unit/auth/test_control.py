@@ -24,7 +24,7 @@ from strategy_worker.auth import (
     may_control,
 )
 from strategy_worker.auth.keys import key_id, public_pem
-from strategy_worker.config import load_config
+from strategy_worker.config_loader import load_config
 from strategy_worker.errors import ConfigError
 from strategy_worker.messages import (
     ALL_ACTIONS,

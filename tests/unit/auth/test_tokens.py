@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from strategy_worker.auth import AuthFailure, AuthFailureCode, Principal, Role, TokenVerifier
 from strategy_worker.auth.keys import DevKeys, key_id, load_public_keys, public_pem
 from strategy_worker.auth.tokens import dev_signing_key, issue_token, token_verifier_from
-from strategy_worker.config import load_config
+from strategy_worker.config_loader import load_config
 from strategy_worker.errors import ConfigError
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
