@@ -212,6 +212,26 @@ class ExecutionModel:
                 pending[sym] = pending.get(sym, ZERO) + order.remaining_quantity
         return pending
 
+    def exposure(self, market_value: Decimal) -> Decimal:
+        """What the risk ledger must hold for the execution: its long market value (at the
+        caller's marks), its live buys and the buys waiting for a rate token; nothing once
+        it ended."""
+        if not self.status.is_running:
+            return ZERO
+        return market_value + self.buys_in_flight() + self.deferred_buys()
+
+    def executing_legs(self, symbol: str) -> Decimal:
+        """What a native protective group the OMS is executing (a leg filled in part) has
+        left to sell of `symbol`: its legs share one position, so the most any live leg
+        of it still sells; zero when nothing rests or nothing has filled."""
+        book = self.protection
+        guard = None if book is None else book.guard(symbol)
+        native = None if guard is None else guard.native
+        if native is None or native.filled <= 0:
+            return ZERO
+        live = [leg.quantity - leg.filled for leg in native.legs if leg.live]
+        return max(live, default=ZERO)
+
     def buys_in_flight(self) -> Decimal:
         """Remaining notional of live buys at their reference prices."""
         total = ZERO

@@ -110,8 +110,9 @@ class ExecutionRunner:
         return self._valuation
 
     def exposure(self) -> Decimal:
-        """Long market value at the known marks plus the remaining notional of live buys."""
-        return self.valuation().market_value + self.model.buys_in_flight()
+        """What the risk ledger must hold for the committed model at the known marks
+        (`ExecutionModel.exposure`: live buys and buys waiting for a rate token included)."""
+        return self.model.exposure(self.valuation().market_value)
 
     def held(self) -> dict[str, Decimal]:
         return {s: p.quantity for s, p in self.model.portfolio.positions.items()}

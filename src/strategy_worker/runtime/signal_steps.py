@@ -136,7 +136,8 @@ def open_position(step: Step, decision: SignalDecision) -> Gate | None:
 def close_position(step: Step, decision: SignalDecision) -> Gate | None:
     """An exit fired: the symbol's buys still working are cancelled (at the OMS, as a stop
     does; those waiting for a rate token are dropped) and what is held and not already
-    being sold is sold (purpose EXIT)."""
+    being sold (by a live sell, or a native protective leg the OMS has begun to fill) is
+    sold (purpose EXIT)."""
     symbol = decision.symbol
     model = step.model
     gate = _status_gate(step)
@@ -144,7 +145,9 @@ def close_position(step: Step, decision: SignalDecision) -> Gate | None:
         return gate
     _cancel_buys(step, symbol)
     pos = model.portfolio.positions.get(symbol)
-    quantity = (pos.quantity if pos else ZERO) - model.pending_sells().get(symbol, ZERO)
+    # A native leg the OMS is already executing sells the position: the exit leaves it be.
+    selling = model.pending_sells().get(symbol, ZERO) + model.executing_legs(symbol)
+    quantity = (pos.quantity if pos else ZERO) - selling
     if pos is None or quantity <= 0:
         return Gate.NO_POSITION
     price = step.fresh_marks().get(symbol) or step.runner.marks.get(symbol) or pos.last_price

@@ -549,13 +549,9 @@ class Step:
         return max(ZERO, intents + waiting)
 
     def exposure(self) -> Decimal:
-        """What the risk ledger must hold for the execution after this step: its long
-        market value at the known marks, its live buys and the buys waiting for a rate
-        token (nothing once it ended)."""
-        model = self.model
-        if not model.status.is_running:
-            return ZERO
-        return self.valuation().market_value + model.buys_in_flight() + model.deferred_buys()
+        """What the risk ledger must hold for the execution after this step
+        (`ExecutionModel.exposure` at the step's marks)."""
+        return self.model.exposure(self.valuation().market_value)
 
     def _outbox(self) -> list[OutboxEvent]:
         """The events with ids derived from (execution, version, position): deterministic."""

@@ -147,3 +147,36 @@ def test_the_first_order_at_the_oms_is_timed_from_the_message_s_publication() ->
             assert 0.5 <= total < 30
 
     run(scenario)
+
+
+def test_buys_waiting_for_a_rate_token_stay_in_the_exposure_a_quiet_mark_write_stores() -> None:
+    # Simulation seed 180: the monitor's quiet write (valuation and snapshot of executions
+    # the marks did not affect) stored `runner.exposure()`, which left out the buys waiting
+    # for a rate token; an execution that took such buys while the cycle was acting on
+    # others released their reservation in the ledger while they still waited.
+    async def scenario() -> None:
+        from dataclasses import replace
+
+        from strategy_worker.testing.rig import default_settings
+
+        rig = Rig(seed=14)
+        rig.set_prices(PRICES)
+        settings = default_settings("w1")
+        limits = settings.limits.model_copy(
+            update={"execution_order_burst": 1, "execution_orders_per_second": 1 / 600}
+        )
+        async with rig.worker("w1", settings=replace(settings, limits=limits)) as app:
+            await app.start()
+            (execution,) = await admit(
+                app, approved({"AAPL": "0.2", "MSFT": "0.2", "GOOGL": "0.2"}, capital="20000")
+            )
+            await rig.run_for(2)
+            runner = app.worker.book.get(execution)
+            assert runner is not None
+            assert len(runner.model.plans.deferred) == 2  # one order left, two wait
+
+            record = rig.db.executions[execution].record
+            assert record.ledger_exposure == rig.db.recomputed_exposure(execution)
+            assert runner.exposure() == record.ledger_exposure  # what a quiet write stores
+
+    run(scenario)

@@ -385,6 +385,37 @@ def test_native_legs_wait_for_the_entry_then_a_gap_through_the_stop_exits_once()
     run(scenario)
 
 
+def test_a_native_leg_the_oms_began_to_fill_is_what_an_exit_signal_leaves_to_it() -> None:
+    # Simulation seed 108: a native trailing stop had sold part of the position when an exit
+    # signal fired; the exit sold "what is held and not already being sold" with the leg
+    # left out (resting legs are), so the two together sold twice what the leg had left.
+    # `signal_steps.close_position` now subtracts `executing_legs`.
+    async def scenario() -> None:
+        rig = Rig(seed=28, rules=VenueRules(partial_fill_slices=3), native_protection=True)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            (execution,) = await admit(app, approved({"AAPL": "0.3"}, stop_loss="0.05"))
+            await rig.run_for(1)
+            await walk(rig, "100.00", "100.00")  # the entry completes; the stop rests
+            [leg] = protective(rig, execution)
+            runner = app.worker.book.get(execution)
+            assert runner is not None
+            assert runner.model.executing_legs("AAPL") == 0  # resting: nothing filled yet
+
+            await walk(rig, "80.00")  # through 95: the OMS's stop sells its first slice
+
+            assert D(0) < leg.filled_quantity < leg.request.quantity
+            left = leg.request.quantity - leg.filled_quantity
+            assert held(rig, execution) == left
+            model = app.worker.book.get(execution)
+            assert model is not None
+            assert model.model.executing_legs("AAPL") == left
+            assert model.model.pending_sells().get("AAPL", D(0)) == 0  # a close may race it
+
+    run(scenario)
+
+
 def test_a_takeover_keeps_the_resting_legs_and_a_price_through_the_stop_exits_once() -> None:
     async def scenario() -> None:
         rig = Rig(seed=23, native_protection=True)
