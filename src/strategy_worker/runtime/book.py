@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from decimal import Decimal
 
 from strategy_worker.errors import StoreError
 from strategy_worker.log import get_logger
@@ -89,6 +90,12 @@ class ExecutionBook:
         symbols = frozenset((*runner.info.targets, *runner.model.portfolio.positions))
         if symbols != self._symbols.get(execution_id):
             self._index(runner, symbols)
+
+    def hold(self, runner: ExecutionRunner, exposure: Decimal) -> None:
+        """What the risk ledger now holds for this runner's execution (after its commit, a
+        quiet mark write or an audit's repair): the amount `FleetExposure` takes out of the
+        fleet's total when this execution's next step is checked."""
+        runner.ledger_exposure = exposure
 
     # ------------------------------------------------------------------ changing the set
 

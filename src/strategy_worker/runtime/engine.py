@@ -214,7 +214,7 @@ class Engine:
                 continue
             step.model.version = step.version
             runner.adopt(step.model)
-            runner.ledger_exposure = step.exposure()
+            self.book.hold(runner, step.exposure())
             if step.create is not None:
                 self.book.add(runner)
             self.book.refresh(runner)

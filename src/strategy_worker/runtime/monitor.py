@@ -185,6 +185,7 @@ class Monitor:
     async def _quiet(self, runners: Sequence[ExecutionRunner]) -> None:
         """Valuation and snapshot of executions the marks did not affect, in one write."""
         writes: list[MarkWrite] = []
+        written: list[ExecutionRunner] = []
         at = self._clock.now()
         for runner in runners:
             if runner.dirty or not self._book.is_current(runner):
@@ -206,8 +207,12 @@ class Monitor:
                     marks={s: p.mark for s, p in val.positions.items()},
                 )
             )
+            written.append(runner)
         if writes:
-            await self._store.record_marks(writes)
+            missed = await self._store.record_marks(writes)
+            for runner, write in zip(written, writes, strict=True):
+                if runner.execution_id not in missed and write.exposure is not None:
+                    self._book.hold(runner, write.exposure)
 
 
 def _monitor_and_snapshot(step: Step) -> None:

@@ -92,9 +92,9 @@ def runner_from(
     fence = record.fence
     if fence is None:
         raise ValueError(f"execution {record.execution_id} is not owned: no runner without a lease")
-    runner = ExecutionRunner(info=info, model=model, fence=fence)
-    runner.ledger_exposure = record.ledger_exposure
-    return runner
+    return ExecutionRunner(
+        info=info, model=model, fence=fence, ledger_exposure=record.ledger_exposure
+    )
 
 
 def _restore_risk(risk: ExecutionRisk, record: ExecutionRecord, now: object) -> bool:

@@ -41,7 +41,14 @@ class ExecutionRunner:
         "model",
     )
 
-    def __init__(self, *, info: ExecutionInfo, model: ExecutionModel, fence: Fence) -> None:
+    def __init__(
+        self,
+        *,
+        info: ExecutionInfo,
+        model: ExecutionModel,
+        fence: Fence,
+        ledger_exposure: Decimal = ZERO,
+    ) -> None:
         self.info = info
         self.model = model
         self.fence = fence
@@ -52,8 +59,9 @@ class ExecutionRunner:
         self.marks: dict[str, Decimal] = {}
         self.mark_times: dict[str, float] = {}
         self._valuation: Valuation | None = None
-        self.ledger_exposure = ZERO
-        """What the risk ledger holds for this execution (as its last write left it)."""
+        self.ledger_exposure = ledger_exposure
+        """What the risk ledger holds for this execution (as its last write left it); set
+        by the book (`ExecutionBook.hold`)."""
         self.context = msg.EventContext(
             execution_id=info.execution_id, strategy_id=info.strategy_id, user_id=info.user_id
         )

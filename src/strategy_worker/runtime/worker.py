@@ -406,7 +406,7 @@ class Worker:
         for execution_id, (held, recomputed) in audit.repaired.items():
             runner = self.book.get(execution_id)
             if runner is not None:
-                runner.ledger_exposure = recomputed
+                self.book.hold(runner, recomputed)
                 self.supervisor.spawn(
                     self.engine.act(
                         runner, partial(ledger_repaired, held=held, recomputed=recomputed)

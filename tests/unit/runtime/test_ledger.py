@@ -157,3 +157,32 @@ def test_the_audit_finds_and_repairs_a_ledger_that_drifted() -> None:
             )
 
     run(scenario)
+
+
+def test_a_quiet_mark_write_moves_the_ledger_and_the_workers_view_of_it_alike() -> None:
+    # The monitor's quiet write stores the execution's new exposure (its positions at the
+    # new marks); the runner kept the amount of its last commit, so the next step's check
+    # took the wrong amount out of the fleet's total.
+    async def scenario() -> None:
+        rig = Rig(seed=31)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1", settings=_settings("w1")) as app:
+            await app.start()
+            (execution,) = await admit(app, approved({"AAPL": "0.3"}))
+            await rig.run_for(2)
+            before = rig.db.executions[execution].record
+            runner = app.worker.book.get(execution)
+            assert runner is not None
+            assert runner.ledger_exposure == before.ledger_exposure
+
+            moved = Decimal(PRICES["AAPL"]) * Decimal("1.01")
+            rig.set_prices({"AAPL": moved}, announce=False)  # no step: a quiet mark
+            await app.worker.monitor.cycle()
+
+            after = rig.db.executions[execution].record
+            assert after.version == before.version  # written by the quiet path
+            assert after.ledger_exposure > before.ledger_exposure
+            assert runner.ledger_exposure == after.ledger_exposure
+            assert rig.db.ledger[FLEET] == after.ledger_exposure
+
+    run(scenario)
