@@ -16,7 +16,7 @@ import pytest
 from strategy_worker.testing.simulation import InvariantViolation, SimConfig, run_simulation
 from strategy_worker.testing.simulation.__main__ import replay_command
 
-SEEDS = int(os.environ.get("SW_SIM_SEEDS", "210"))
+SEEDS = int(os.environ.get("SW_SIM_SEEDS", "200"))
 STEPS = int(os.environ.get("SW_SIM_STEPS", "500"))
 FIRST_SEED = int(os.environ.get("SW_SIM_FIRST_SEED", "1"))
 

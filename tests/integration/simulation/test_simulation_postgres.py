@@ -21,7 +21,7 @@ from strategy_worker.testing.simulation import InvariantViolation, SimConfig
 from strategy_worker.testing.simulation.__main__ import replay_command
 from strategy_worker.testing.simulation.postgres_variant import run_simulation_postgres
 
-SEEDS = int(os.environ.get("SW_SIM_PG_SEEDS", "6"))
+SEEDS = int(os.environ.get("SW_SIM_PG_SEEDS", "4"))
 STEPS = int(os.environ.get("SW_SIM_PG_STEPS", "400"))
 FIRST_SEED = int(os.environ.get("SW_SIM_PG_FIRST_SEED", "1"))
 
