@@ -22,7 +22,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from strategy_worker.domain.orders import OrderIntent, OrderStatus
+from strategy_worker.domain.money import ZERO
+from strategy_worker.domain.orders import OrderIntent, OrderStatus, Side
 from strategy_worker.errors import OmsError, StoreError, StrategyWorkerError
 from strategy_worker.log import get_logger
 from strategy_worker.metrics import WorkerMetrics
@@ -85,7 +86,7 @@ class Engine:
             oms=oms,
             act_many=self.act_many,
             unsent=lambda runner: self.on_unsent(runner),
-            may_leave=_may_leave,
+            may_leave=may_leave,
             spawn=supervisor.spawn,
             metrics=metrics,
         )
@@ -333,7 +334,7 @@ class Engine:
         """Recorded intents to the OMS (idempotent on their client order ids), then the
         answers through the order state machine: handed to the submission queue, which
         sends them with other executions' orders in one batch, checks each with
-        `_may_leave` as it leaves, and applies the answers in one commit. A failure leaves
+        `may_leave` as it leaves, and applies the answers in one commit. A failure leaves
         them recorded: the OMS is asked about each before anything is sent again. The
         fleet-wide rate limit is asked first (`_fleet_rate`)."""
         intents = await self._fleet_rate(runner, intents)
@@ -437,13 +438,31 @@ def _token_wait(runner: ExecutionRunner) -> float:
     return max(0.05, missing / bucket.rate) if bucket.rate > 0 else 1.0
 
 
-def _may_leave(runner: ExecutionRunner, intent: OrderIntent) -> bool:
+def may_leave(runner: ExecutionRunner, intent: OrderIntent) -> bool:
     """The last check before an order leaves, on the state committed right now: a buy only
-    while the execution is active, not stopping, trading ACTIVE and the symbol not blocked.
-    Sells reduce risk and always leave (the gate already bounded them by what is held)."""
-    if intent.side.value != "BUY":
-        return True
+    while the execution is active, not stopping, trading ACTIVE and the symbol not blocked;
+    a sell (protective exits aside: the book bounds those) only while it and the other
+    sells still working fit in what is held. A native protective leg may have sold shares
+    since the sell was decided: such a sell stays unsent and reconciliation decides again."""
     model = runner.model
+    if intent.side is Side.SELL:
+        if intent.purpose.is_protective:
+            return True
+        pos = model.portfolio.positions.get(intent.symbol)
+        held = pos.quantity if pos is not None else ZERO
+        others = sum(
+            (
+                o.remaining_quantity
+                for o in model.orders.values()
+                if o.is_live
+                and o.intent.side is Side.SELL
+                and o.intent.symbol == intent.symbol
+                and not o.intent.purpose.is_protective
+                and o.client_order_id != intent.client_order_id
+            ),
+            ZERO,
+        )
+        return intent.quantity + others <= held
     return (
         model.status.value == "active"
         and model.plans.stop is None

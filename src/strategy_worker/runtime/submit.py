@@ -13,11 +13,13 @@ the others were in flight).
 Guarantees (those of sending per execution, kept):
 - only committed intents are queued: the engine calls `put` after the commit;
 - the last check before an order leaves (`may_leave`: no buy of an execution that is no
-  longer active, is stopping, not trading ACTIVE, or whose symbol is blocked) runs when the
-  batch is cut, on the state committed at that moment; an order held back stays recorded
-  and unsent, and its execution goes to reconciliation (`unsent`), which cancels it with
-  an event. An order that is no longer waiting to be sent by then (cancelled locally, or
-  already known to the OMS) is dropped from the batch: it has been dealt with;
+  longer active, is stopping, not trading ACTIVE, or whose symbol is blocked; no sell that
+  with the other working sells exceeds what is held) runs when the batch is cut, on the
+  state committed at that moment; an order held back stays recorded and unsent, and its
+  execution goes to reconciliation (`unsent`), which checks it again and cancels it with
+  an event when it may still not leave. An order that is no longer waiting to be sent by
+  then (cancelled locally, or already known to the OMS) is dropped from the batch: it has
+  been dealt with;
 - a batch that fails as a whole (the OMS unreachable, no answer) leaves every order of it
   recorded: each execution goes to reconciliation, which asks the OMS about each order
   before anything is sent again (resubmissions keep their client order ids);

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
 
-from strategy_worker.domain.orders import OrderStatus, Side
+from strategy_worker.domain.orders import OrderIntent, OrderPurpose, OrderStatus, Side
 from strategy_worker.errors import OmsError
 from strategy_worker.ports import SubmitEntry, SubmitOutcome
+from strategy_worker.runtime.engine import may_leave
+from strategy_worker.runtime.step import closing
 from strategy_worker.testing.rig import Rig
 
 from .world import PRICES, admit, approved, control, event_types, orders, run
@@ -178,3 +182,30 @@ def test_an_entry_the_oms_refuses_sends_only_its_execution_to_reconciliation() -
 
 def _refusal() -> OmsError:
     return OmsError("refused (test)", retryable=False)
+
+
+def test_a_sell_leaves_only_while_it_fits_in_what_is_held_now() -> None:
+    # Simulation seed 120: an exit was decided on 214 shares; a native trailing stop sold
+    # them before the exit's batch was cut, and the exit still left (a sell of 214 with 0
+    # held). The last check now bounds sells by what is held when the batch is cut.
+    async def scenario() -> None:
+        rig = Rig(seed=34)
+        rig.set_prices(PRICES)
+        async with rig.worker("w1") as app:
+            await app.start()
+            (execution,) = await admit(app, approved({"AAPL": "0.3"}))
+            await rig.run_for(2)
+            runner = app.worker.book.get(execution)
+            assert runner is not None
+            position = runner.model.portfolio.positions["AAPL"]
+
+            def sell(quantity: Decimal, purpose: OrderPurpose = OrderPurpose.EXIT) -> OrderIntent:
+                intent = closing("AAPL", quantity, position.last_price, execution, purpose)
+                return replace(intent, client_order_id=f"test-{quantity}-{purpose.value}")
+
+            assert may_leave(runner, sell(position.quantity))
+            assert not may_leave(runner, sell(position.quantity + 1))
+            # Protective exits are the protection book's to bound (one per trigger).
+            assert may_leave(runner, sell(position.quantity + 1, OrderPurpose.STOP_LOSS))
+
+    run(scenario)
