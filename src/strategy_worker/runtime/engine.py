@@ -443,16 +443,11 @@ def may_leave(runner: ExecutionRunner, intent: OrderIntent) -> bool:
     while the execution is active, not stopping, trading ACTIVE and the symbol not blocked;
     a sell (protective exits aside: the book bounds those) only while it and the other
     sells still working fit in what is held. A native protective leg may have sold shares
-    since the sell was decided: such a sell stays unsent and reconciliation decides again.
-    Whatever the runner's state, a protective exit leaves (reduce-only, bounded by the
-    book); while the outcome of the runner's last commit is unknown (`dirty`) nothing else
-    does: that commit may have paused, stopped or filled it."""
+    since the sell was decided: such a sell stays unsent and reconciliation decides again."""
     model = runner.model
-    if intent.side is Side.SELL and intent.purpose.is_protective:
-        return True
-    if runner.dirty:
-        return False
     if intent.side is Side.SELL:
+        if intent.purpose.is_protective:
+            return True
         pos = model.portfolio.positions.get(intent.symbol)
         held = pos.quantity if pos is not None else ZERO
         others = sum(

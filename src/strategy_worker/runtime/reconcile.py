@@ -4,8 +4,7 @@
   (missed fills, rejects, cancels) through the order state machine; orders it has never
   seen pass the risk gate again *now* and are resent (same client order id) or cancelled
   here (`decide.resubmit_unseen`; protective orders as `protection.resubmit` says), and
-  cancels the protection book or the runtime asked for go out again while the OMS shows
-  the order live;
+  cancels the protection book asked for go out again while the OMS shows the order live;
   once nothing is in flight (native legs resting untriggered do not count), compare
   positions: a difference moves the execution to REDUCING, a clean comparison clears a
   REDUCING that a difference caused.
@@ -249,21 +248,6 @@ def _apply_and_resubmit(step: Step, views: list[OmsOrder]) -> None:
         _log.info("orders the OMS never saw: checked again", orders=len(unseen))
         rules.resubmit_unseen(step, unseen)
     protection.reconciled(step, views)
-    _cancel_again(step, views)
-
-
-def _cancel_again(step: Step, views: list[OmsOrder]) -> None:
-    """Cancels the runtime asked for (a stop's buys and gapped LIMIT exits, an exit
-    signal's buys) whose orders the OMS still shows live: the request was lost on the way
-    (the OMS away), and nothing else would ask again: the stop waits for those orders."""
-    orders = step.model.orders
-    for view in views:
-        cid = view.client_order_id
-        order = orders.get(cid)
-        if view.status.is_terminal or cid in step.cancels or order is None:
-            continue
-        if order.is_live and order.cancel_requested:
-            step.cancels.append(cid)
 
 
 ReconcileFn = Callable[[ExecutionRunner], Awaitable[None]]

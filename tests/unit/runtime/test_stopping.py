@@ -103,37 +103,3 @@ def test_an_unexpected_error_closes_the_positions_and_ends_in_error(monkeypatch)
             assert rig.oms.venue.execution_book(healthy).net("MSFT") > 0
 
     run(scenario)
-
-
-def test_a_cancel_lost_while_the_oms_was_away_is_sent_again_once_it_answers() -> None:
-    # Simulation seed 347: a stop's cancel of an order in the way was lost to an OMS outage;
-    # nothing asked again, and the stop waited for that order forever.
-    async def scenario() -> None:
-        from strategy_worker.domain.orders import OrderStatus
-        from strategy_worker.oms_sim.venue import VenueRules
-
-        rig = Rig(seed=3, rules=VenueRules(partial_fill_slices=3))
-        rig.set_prices(PRICES)
-        async with rig.worker("w1") as app:
-            await app.start()
-            (execution,) = await admit(app, approved({"AAPL": "0.3"}))
-            await rig.run_for(1)
-            [buy] = rig.oms.venue.orders(execution_id=execution)
-            assert buy.status is OrderStatus.PARTIALLY_FILLED  # a slice; no tick, no more
-
-            rig.oms.down_until = rig.clock.timestamp() + 5
-            await app.worker.handle_control(control(execution, "stop"), "test")
-            await rig.run_for(1)
-            assert buy.status is OrderStatus.PARTIALLY_FILLED  # the cancel did not arrive
-
-            await rig.run_for(30)  # the OMS is back; no price moves meanwhile
-
-            assert buy.status is OrderStatus.CANCELLED
-            for _ in range(4):  # the close fills in slices, one per price update
-                rig.set_prices(PRICES)
-                await rig.run_for(2)
-            stored = rig.db.executions[execution].record.state.status
-            assert stored is ExecutionStatus.STOPPED
-            assert rig.oms.venue.execution_book(execution).net("AAPL") == 0
-
-    run(scenario)

@@ -208,14 +208,4 @@ def test_a_sell_leaves_only_while_it_fits_in_what_is_held_now() -> None:
             # Protective exits are the protection book's to bound (one per trigger).
             assert may_leave(runner, sell(position.quantity + 1, OrderPurpose.STOP_LOSS))
 
-            # Simulation seed 242: a pause whose commit outcome was lost left the runner
-            # dirty (its model still active) and its queued buys left. Until it is reloaded
-            # only protective exits leave.
-            buy = replace(sell(Decimal(1)), side=Side.BUY, purpose=OrderPurpose.INITIAL)
-            assert may_leave(runner, buy)
-            runner.dirty = True
-            assert not may_leave(runner, buy)
-            assert not may_leave(runner, sell(position.quantity))
-            assert may_leave(runner, sell(position.quantity, OrderPurpose.STOP_LOSS))
-
     run(scenario)
